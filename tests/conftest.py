@@ -1,0 +1,37 @@
+"""Shared test fixtures: service detection for tests that need a real PostgreSQL or broker.
+
+A test that needs a service calls ``require_service``. With CI=true a missing service is a
+failure (CI must never pass by skipping); on a laptop without it the test skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+POSTGRES_URL = os.environ.get(
+    "MCGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+
+
+def service_reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (laptop) or fail (CI=true) when ``name`` does not answer on host:port."""
+    if service_reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(f"{message}; start it to run this test")
