@@ -6,8 +6,10 @@ device, so both ends agree by construction.
 
 This module opens no socket and imports neither bleak, bumble nor asyncio: it is pure and is
 tested byte for byte against the golden vectors in docs/protocol.md. Decoding malformed input
-raises only :class:`ProtocolError`; encoding a value that does not fit its field raises
-:class:`ProtocolError` too, so a bad value can never be silently truncated on the air.
+raises only :class:`ProtocolError`; encoding a value that does not fit its field, or that the
+decoder would refuse (an unknown enum value, a percentage above 100, inverted limits), raises
+:class:`ProtocolError` too, so a bad value is never silently truncated on the air and one end
+never sends what the other must drop.
 
 Framing (all integers little-endian)::
 
@@ -138,7 +140,10 @@ class FaultFlags(IntFlag):
 
 
 STOPPING_FAULTS = (
-    FaultFlags.OVER_CURRENT | FaultFlags.OVER_TEMPERATURE | FaultFlags.HARDWARE | FaultFlags.CHARGING
+    FaultFlags.OVER_CURRENT
+    | FaultFlags.OVER_TEMPERATURE
+    | FaultFlags.HARDWARE
+    | FaultFlags.CHARGING
 )
 """Flags that put the device into FAULT or CHARGING and hold output off."""
 
@@ -156,8 +161,15 @@ _E = TypeVar("_E", bound=IntEnum)
 def _enum(kind: type[_E], value: int, what: str) -> _E:
     try:
         return kind(value)
-    except ValueError:
-        raise ProtocolError(f"unknown {what} 0x{value:02x}") from None
+    except (ValueError, TypeError):
+        shown = f"0x{value:02x}" if isinstance(value, int) else repr(value)
+        raise ProtocolError(f"unknown {what} {shown}") from None
+
+
+def _percent(value: int, what: str) -> None:
+    # Only called on values that already packed into an unsigned field, so never negative.
+    if value > 100:
+        raise ProtocolError(f"{what} {value} is above 100 %")
 
 
 def _check_version(data: bytes) -> None:
@@ -184,14 +196,19 @@ class Command:
     def _fields(self) -> tuple[int, ...]:
         return ()
 
+    def _validate(self) -> None:
+        """Check what the field widths alone do not (enum members); the decoder checks the same."""
+
     def __bytes__(self) -> bytes:
         body = self._fields()
         try:
-            return _CMD_HEADER.pack(PROTOCOL_VERSION, self.OPCODE, self.seq) + self._BODY.pack(
+            data = _CMD_HEADER.pack(PROTOCOL_VERSION, self.OPCODE, self.seq) + self._BODY.pack(
                 *body
             )
         except struct.error as exc:
             raise ProtocolError(f"{type(self).__name__} field out of range: {self!r}") from exc
+        self._validate()
+        return data
 
     @classmethod
     def _from_body(cls, seq: int, body: bytes) -> Self:
@@ -199,7 +216,9 @@ class Command:
             raise ProtocolError(
                 f"{cls.OPCODE.name} payload is {len(body)} bytes, expected {cls._BODY.size}"
             )
-        return cls(seq, *cls._BODY.unpack(body))
+        command = cls(seq, *cls._BODY.unpack(body))
+        command._validate()
+        return command
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -250,6 +269,10 @@ class QueueSegment(Command):
             self.duration_ms,
             self.ramp_ms,
         )
+
+    def _validate(self) -> None:
+        _enum(Zone, self.zone, "zone")
+        _enum(Waveform, self.waveform, "waveform")
 
     @classmethod
     def _from_body(cls, seq: int, body: bytes) -> Self:
@@ -400,10 +423,10 @@ class Response:
 
     @property
     def ok(self) -> bool:
-        return self.status is Status.OK
+        return self.status == Status.OK
 
     def __bytes__(self) -> bytes:
-        return _pack(
+        data = _pack(
             _RESPONSE.format,
             PROTOCOL_VERSION,
             Opcode.RESPONSE,
@@ -412,6 +435,8 @@ class Response:
             self.status,
             self.queue_free,
         )
+        _enum(Status, self.status, "status")
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -464,8 +489,14 @@ class TelemetrySample:
     def temperature_c(self) -> float:
         return self.temperature_dc / 10
 
+    def _validate(self) -> None:
+        _enum(DeviceState, self.state, "device state")
+        _percent(self.contact_quality, "contact quality")
+        _percent(self.battery_pct, "battery")
+
     def pack(self) -> bytes:
-        return _pack(
+        """The sample's 22 bytes; raise ProtocolError for a value the decoder would refuse."""
+        data = _pack(
             _SAMPLE.format,
             self.frame,
             self.device_time_ms,
@@ -480,14 +511,21 @@ class TelemetrySample:
             self.temperature_dc,
             self.faults,
         )
+        self._validate()
+        return data
 
     @classmethod
     def unpack(cls, data: bytes, offset: int = 0) -> Self:
+        """Decode the 22-byte sample at ``offset``; bytes after it are not looked at."""
+        try:
+            fields = _SAMPLE.unpack_from(data, offset)
+        except struct.error as exc:
+            raise ProtocolError(f"no whole telemetry sample at offset {offset}: {exc}") from exc
         (frame, time_ms, state, sid, elapsed, mean, peak, imp, contact, battery, temp, faults) = (
-            _SAMPLE.unpack_from(data, offset)
+            fields
         )
-        if contact > 100 or battery > 100:
-            raise ProtocolError(f"contact {contact} or battery {battery} is above 100 %")
+        _percent(contact, "contact quality")
+        _percent(battery, "battery")
         return cls(
             frame,
             time_ms,
@@ -557,8 +595,13 @@ class DeviceStatus:
     intensity_pct: int
     current_segment: int = NO_SEGMENT
 
+    def _validate(self) -> None:
+        _enum(DeviceState, self.state, "device state")
+        _percent(self.battery_pct, "battery")
+        _percent(self.intensity_pct, "intensity")
+
     def __bytes__(self) -> bytes:
-        return _pack(
+        data = _pack(
             _STATUS.format,
             PROTOCOL_VERSION,
             Opcode.STATUS,
@@ -569,6 +612,8 @@ class DeviceStatus:
             self.intensity_pct,
             self.current_segment,
         )
+        self._validate()
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -579,8 +624,8 @@ class DeviceStatus:
         if len(data) != _STATUS.size:
             raise ProtocolError(f"STATUS is {len(data)} bytes, expected {_STATUS.size}")
         _, _, state, faults, battery, queue, intensity, segment = _STATUS.unpack(data)
-        if battery > 100 or intensity > 100:
-            raise ProtocolError(f"battery {battery} or intensity {intensity} is above 100 %")
+        _percent(battery, "battery")
+        _percent(intensity, "intensity")
         return cls(
             _enum(DeviceState, state, "device state"),
             FaultFlags(faults),
@@ -609,8 +654,16 @@ class DeviceLimits:
     max_segment_ms: int
     telemetry_max_hz: int
 
+    def _validate(self) -> None:
+        if self.frequency_min_dhz > self.frequency_max_dhz:
+            raise ProtocolError("LIMITS frequency range is inverted")
+        if self.pulse_width_min_us > self.pulse_width_max_us:
+            raise ProtocolError("LIMITS pulse-width range is inverted")
+        if self.queue_depth == 0 or self.lease_ms == 0:
+            raise ProtocolError("LIMITS queue depth and lease must be positive")
+
     def __bytes__(self) -> bytes:
-        return _pack(
+        data = _pack(
             _LIMITS.format,
             PROTOCOL_VERSION,
             Opcode.LIMITS,
@@ -625,6 +678,8 @@ class DeviceLimits:
             self.max_segment_ms,
             self.telemetry_max_hz,
         )
+        self._validate()
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -636,12 +691,7 @@ class DeviceLimits:
             raise ProtocolError(f"LIMITS is {len(data)} bytes, expected {_LIMITS.size}")
         values = _LIMITS.unpack(data)[2:]
         limits = cls(*values)
-        if limits.frequency_min_dhz > limits.frequency_max_dhz:
-            raise ProtocolError("LIMITS frequency range is inverted")
-        if limits.pulse_width_min_us > limits.pulse_width_max_us:
-            raise ProtocolError("LIMITS pulse-width range is inverted")
-        if limits.queue_depth == 0 or limits.lease_ms == 0:
-            raise ProtocolError("LIMITS queue depth and lease must be positive")
+        limits._validate()
         return limits
 
 
@@ -660,7 +710,10 @@ class AdvertData:
     protocol_version: int = PROTOCOL_VERSION
 
     def __bytes__(self) -> bytes:
-        return _pack("<BBBB", self.model, self.state, self.battery_pct, self.protocol_version)
+        data = _pack("<BBBB", self.model, self.state, self.battery_pct, self.protocol_version)
+        _enum(DeviceState, self.state, "device state")
+        _percent(self.battery_pct, "battery")
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -670,8 +723,7 @@ class AdvertData:
                 f"manufacturer data is {len(data)} bytes, expected {MANUFACTURER_DATA_SIZE}"
             )
         model, state, battery, version = data
-        if battery > 100:
-            raise ProtocolError(f"battery {battery} is above 100 %")
+        _percent(battery, "battery")
         return cls(model, _enum(DeviceState, state, "device state"), battery, version)
 
 
