@@ -1,0 +1,275 @@
+"""The link to one microcurrent device over bleak.
+
+A :class:`DeviceLink` connects (with bleak-retry-connector's retries), bonds, subscribes to the
+response, telemetry and status characteristics, reads the device limits, runs the version
+handshake and then sends commands and matches each to its ACK or NACK by sequence number.
+Malformed frames from the device are counted and dropped; they never raise into the caller.
+
+It speaks only bleak's public API, so the same code runs on BlueZ and on the bumble backend;
+which backend to use is the caller's choice (``client_backend``). It knows nothing of sessions,
+programs or safety policy: the gateway installs a ``write_guard`` that sees the exact bytes of
+every command before they go on air and may veto them (STOP is never vetoed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bleak import BleakClient
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+from bleak_retry_connector import establish_connection
+
+from ble import protocol as p
+from ble.errors import CommandRefused, LinkError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+CONNECT_ATTEMPTS = 3
+GATT_TIMEOUT_S = 2.0
+"""Upper bound for one GATT read, write or subscription."""
+ACK_TIMEOUT_S = 1.0
+"""How long a command waits for the device's ACK/NACK indication."""
+STOP_CONFIRM_TIMEOUT_S = 1.0
+"""S3: a STOP not confirmed within this time makes the link drop (the device stops on loss)."""
+DISCONNECT_TIMEOUT_S = 2.0
+
+TelemetryCallback = Callable[[p.Telemetry], None]
+StatusCallback = Callable[[p.DeviceStatus], None]
+WriteGuard = Callable[[p.Command, bytes], None]
+
+
+@dataclass(slots=True)
+class LinkCounters:
+    """What crossed the link; exported as metrics by the gateway."""
+
+    commands_sent: int = 0
+    nacks: int = 0
+    ack_timeouts: int = 0
+    telemetry_frames: int = 0
+    malformed_frames: int = 0
+
+
+class _ClientFactory(BleakClient):
+    """A BleakClient that bleak-retry-connector can build with a custom backend."""
+
+    def __init__(self, address_or_ble_device: BLEDevice | str, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("backend", type(self).backend_class)
+        super().__init__(address_or_ble_device, *args, **kwargs)
+
+    backend_class: type[BaseBleakClient] | None = None
+
+
+class DeviceLink:
+    """One connection to one device. Create, ``await connect()``, send commands, ``close()``."""
+
+    def __init__(
+        self,
+        device: BLEDevice,
+        *,
+        client_backend: type[BaseBleakClient] | None = None,
+        on_telemetry: TelemetryCallback | None = None,
+        on_status: StatusCallback | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+        write_guard: WriteGuard | None = None,
+        pair: bool = True,
+    ) -> None:
+        self.device = device
+        self.counters = LinkCounters()
+        self.limits: p.DeviceLimits | None = None
+        self.last_status: p.DeviceStatus | None = None
+        self._backend = client_backend
+        self._on_telemetry = on_telemetry
+        self._on_status = on_status
+        self._on_disconnect = on_disconnect
+        self.write_guard = write_guard
+        self._pair = pair
+        self._client: BleakClient | None = None
+        self._seq = 0
+        self._pending: dict[int, asyncio.Future[p.Response]] = {}
+        self._closing = False
+
+    @property
+    def address(self) -> str:
+        return self.device.address
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
+    async def connect(self, *, telemetry_hz: int = 50, samples_per_notification: int = 1) -> None:
+        """Connect, bond, subscribe, read limits and handshake. Raises LinkError on failure."""
+        backend = self._backend
+
+        class Client(_ClientFactory):
+            backend_class = backend
+
+        try:
+            client = await establish_connection(
+                Client,
+                self.device,
+                self.device.name or self.device.address,
+                disconnected_callback=self._handle_disconnect,
+                max_attempts=CONNECT_ATTEMPTS,
+                use_services_cache=False,
+            )
+        except (BleakError, TimeoutError) as exc:
+            raise LinkError(
+                f"could not connect to {self.address}: {exc}. Is the device on, in range and "
+                "not connected to another hub?"
+            ) from exc
+        self._client = client
+        self._closing = False
+        try:
+            await self._setup(client, telemetry_hz, samples_per_notification)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _setup(self, client: BleakClient, telemetry_hz: int, per_notification: int) -> None:
+        try:
+            if self._pair:
+                async with asyncio.timeout(GATT_TIMEOUT_S * 2):
+                    await client.pair()
+            async with asyncio.timeout(GATT_TIMEOUT_S):
+                await client.start_notify(p.RESPONSE_UUID, self._handle_response)
+            async with asyncio.timeout(GATT_TIMEOUT_S):
+                await client.start_notify(p.TELEMETRY_UUID, self._handle_telemetry)
+            async with asyncio.timeout(GATT_TIMEOUT_S):
+                await client.start_notify(p.STATUS_UUID, self._handle_status)
+            async with asyncio.timeout(GATT_TIMEOUT_S):
+                raw_limits = await client.read_gatt_char(p.LIMITS_UUID)
+        except (BleakError, TimeoutError) as exc:
+            raise LinkError(f"setting up {self.address} failed: {exc}") from exc
+        try:
+            self.limits = p.DeviceLimits.from_bytes(bytes(raw_limits))
+        except ProtocolError as exc:
+            raise LinkError(f"{self.address} reported unreadable limits: {exc}") from exc
+        if self.limits.protocol_version != p.PROTOCOL_VERSION:
+            raise LinkError(
+                f"{self.address} speaks protocol v{self.limits.protocol_version}; this gateway "
+                f"speaks v{p.PROTOCOL_VERSION}. Update the gateway or the device firmware."
+            )
+        await self.send(p.Hello(self._next_seq()))
+        hz = min(telemetry_hz, self.limits.telemetry_max_hz)
+        await self.send(p.SetTelemetryRate(self._next_seq(), hz, per_notification))
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFF
+        return self._seq
+
+    def next_seq(self) -> int:
+        """A fresh command sequence number for a command the caller builds."""
+        return self._next_seq()
+
+    async def send(self, command: p.Command, *, timeout_s: float = ACK_TIMEOUT_S) -> p.Response:
+        """Write one command and wait for its ACK. Raises CommandRefused on a NACK."""
+        client = self._client
+        if client is None or not client.is_connected:
+            raise LinkError(f"{self.address} is not connected")
+        data = bytes(command)
+        if self.write_guard is not None and not isinstance(command, p.Stop):
+            self.write_guard(command, data)
+        future: asyncio.Future[p.Response] = asyncio.get_running_loop().create_future()
+        self._pending[command.seq] = future
+        try:
+            async with asyncio.timeout(timeout_s):
+                await client.write_gatt_char(p.CONTROL_POINT_UUID, data, response=True)
+                self.counters.commands_sent += 1
+                response = await future
+        except TimeoutError as exc:
+            self.counters.ack_timeouts += 1
+            raise LinkError(
+                f"{self.address} did not acknowledge {command.OPCODE.name} within {timeout_s} s"
+            ) from exc
+        except BleakError as exc:
+            raise LinkError(
+                f"writing {command.OPCODE.name} to {self.address} failed: {exc}"
+            ) from exc
+        finally:
+            self._pending.pop(command.seq, None)
+        if not response.ok:
+            self.counters.nacks += 1
+            raise CommandRefused(command.OPCODE.name, response.status.name)
+        return response
+
+    async def stop(self) -> None:
+        """S3: send STOP; if it is not confirmed within a second, drop the link."""
+        try:
+            await self.send(p.Stop(self._next_seq()), timeout_s=STOP_CONFIRM_TIMEOUT_S)
+        except LinkError:
+            log.warning("STOP to %s not confirmed; dropping the link", self.address)
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Disconnect; the device turns its output off when the link goes."""
+        self._closing = True
+        client, self._client = self._client, None
+        self._fail_pending(LinkError(f"{self.address}: link closed"))
+        if client is not None:
+            with contextlib.suppress(BleakError, TimeoutError):
+                async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+                    await client.disconnect()
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+
+    # Callbacks run inside the BLE stack's packet processing: they must never raise.
+
+    def _handle_disconnect(self, _client: BleakClient) -> None:
+        self._fail_pending(LinkError(f"{self.address}: link lost"))
+        if self._on_disconnect is not None and not self._closing:
+            try:
+                self._on_disconnect()
+            except Exception:
+                log.exception("disconnect handler for %s failed", self.address)
+
+    def _handle_response(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
+        try:
+            response = p.Response.from_bytes(bytes(data))
+        except ProtocolError as exc:
+            self.counters.malformed_frames += 1
+            log.debug("dropped malformed response from %s: %s", self.address, exc)
+            return
+        future = self._pending.get(response.seq)
+        if future is not None and not future.done():
+            future.set_result(response)
+
+    def _handle_telemetry(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
+        try:
+            telemetry = p.Telemetry.from_bytes(bytes(data))
+        except ProtocolError as exc:
+            self.counters.malformed_frames += 1
+            log.debug("dropped malformed telemetry from %s: %s", self.address, exc)
+            return
+        self.counters.telemetry_frames += len(telemetry.samples)
+        if self._on_telemetry is not None:
+            try:
+                self._on_telemetry(telemetry)
+            except Exception:
+                log.exception("telemetry handler for %s failed", self.address)
+
+    def _handle_status(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
+        try:
+            status = p.DeviceStatus.from_bytes(bytes(data))
+        except ProtocolError as exc:
+            self.counters.malformed_frames += 1
+            log.debug("dropped malformed status from %s: %s", self.address, exc)
+            return
+        self.last_status = status
+        if self._on_status is not None:
+            try:
+                self._on_status(status)
+            except Exception:
+                log.exception("status handler for %s failed", self.address)
