@@ -1,0 +1,433 @@
+"""The storage writer: every database write of a running hub, off the event loop, batched.
+
+One dedicated worker thread owns the writes, so the event loop never waits on SQLite fsyncs or a
+PostgreSQL round trip:
+
+* Telemetry: ``append_telemetry`` packs the samples (``gateway.storage.samples``) into an
+  in-memory buffer under a short lock and returns; it never awaits and never touches the
+  database. The worker flushes the buffer at most once per ``flush_s``, as one
+  ``INSERT ... executemany`` of one packed row per session in ONE transaction.
+* Session rows and events (small, and safety-relevant: S9) are queued as jobs, functions of a
+  SQLModel ``Session`` (usually ``gateway.storage.session_log`` calls), and run at once, in
+  order, each in its own transaction. ``await run(job)`` returns the job's result after its
+  commit; ``submit(job)`` is the fire-and-forget form for synchronous callers. Queued jobs run
+  before each telemetry flush, so a session row always exists before its telemetry.
+* ``await close()`` runs every queued job, flushes every buffered sample, then stops the thread.
+
+Durability: what ``run`` returned is committed. A crash (SIGKILL, power loss with SQLite's
+``synchronous=NORMAL`` aside) loses at most the telemetry appended since the last flush began
+(one ``flush_s`` window plus the flush in flight) and jobs ``submit``-ted in the last few
+milliseconds; docs/storage.md explains the recovery. A failing database keeps the buffer and
+retries each window; past ``max_buffered_samples`` new samples are dropped and counted.
+
+This module decides nothing about sessions; it only makes writes cheap and ordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from ble.protocol import TelemetrySample
+from gateway.errors import GatewayError
+from gateway.storage.engine import StorageUnavailable
+from gateway.storage.models import TELEMETRY_TABLE
+from gateway.storage.samples import DEVICE_TIME_MOD, LAYOUT_RAW, pack_sample
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+Job = Callable[[Session], Any]
+
+DEFAULT_MAX_BUFFERED_SAMPLES = 250_000
+"""About 5.5 MB of packed samples: 100 s of 50 devices at 50 Hz with the database away."""
+MAX_CONTINUOUS_GAP_MS = 60_000
+"""A device-time jump larger than this (or backwards) starts a new batch with a new anchor."""
+CLOSE_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class _Chunk:
+    t0_ms: int
+    first_frame: int
+    last_device_ms: int
+    data: bytearray
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """Counters since start (for metrics and tests)."""
+
+    buffered_samples: int
+    written_samples: int
+    written_batches: int
+    dropped_samples: int
+    failed_flushes: int
+    jobs_done: int
+    jobs_failed: int
+
+
+class _Stop:
+    pass
+
+
+_STOP = _Stop()
+_FLUSH = object()
+
+
+class StorageWriter:
+    """Owns one worker thread that performs every write; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        flush_s: float = 1.0,
+        max_buffered_samples: int = DEFAULT_MAX_BUFFERED_SAMPLES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if flush_s <= 0:
+            raise ValueError(f"flush_s must be positive, got {flush_s}")
+        self._engine = engine
+        self._flush_s = flush_s
+        self._max_buffered = max_buffered_samples
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buffer: dict[str, list[_Chunk]] = {}
+        self._buffered = 0
+        self._jobs: queue.SimpleQueue[tuple[Any, concurrent.futures.Future[Any] | None]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._closing = False
+        self._next_seq: dict[str, int] = {}
+        self._failing = False
+        self._dropping = False
+        self._written_samples = self._written_batches = self._dropped = 0
+        self._failed_flushes = self._jobs_done = self._jobs_failed = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the worker and check that the database answers (StorageUnavailable if not)."""
+        if self._thread is not None:
+            raise RuntimeError("StorageWriter.start() was already called")
+        self._thread = threading.Thread(target=self._work, name="mcgw-storage", daemon=True)
+        self._thread.start()
+        try:
+            await self.run(lambda s: s.connection().execute(sa.text("SELECT 1")).scalar_one())
+        except BaseException:
+            await self.close()  # no thread left behind by a failed start
+            raise
+
+    async def close(self) -> None:
+        """Run queued jobs, flush all buffered telemetry, stop the worker. Idempotent."""
+        if self._closing:
+            if self._thread is not None:
+                await asyncio.wrap_future(self._stopped)
+            return
+        self._closing = True
+        if self._thread is None:
+            return
+        self._jobs.put((_STOP, None))
+        await asyncio.wait_for(asyncio.wrap_future(self._stopped), CLOSE_TIMEOUT_S)
+
+    async def __aenter__(self) -> StorageWriter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def append_telemetry(
+        self,
+        session_id: str,
+        samples: Sequence[TelemetrySample],
+        *,
+        received_at: float | None = None,
+    ) -> None:
+        """Buffer samples of one session (in frame order); returns at once, never blocks on I/O.
+
+        ``received_at`` (Unix seconds, default now) is when the last sample arrived; it anchors
+        the batch in wall-clock time. After ``close()`` samples are dropped and counted.
+        """
+        if not samples:
+            return
+        first, last = samples[0], samples[-1]
+        span_ms = (last.device_time_ms - first.device_time_ms) % DEVICE_TIME_MOD
+        arrival_ms = round((self._clock() if received_at is None else received_at) * 1000)
+        packed = b"".join([pack_sample(sample) for sample in samples])
+        count = len(samples)
+        with self._lock:
+            if self._closing or self._buffered + count > self._max_buffered:
+                self._dropped += count
+                if not self._dropping:
+                    self._dropping = True
+                    log.warning(
+                        "storage is %s: dropping telemetry (%d samples buffered); "
+                        "check the database",
+                        "closed" if self._closing else "behind",
+                        self._buffered,
+                    )
+                return
+            chunks = self._buffer.setdefault(session_id, [])
+            chunk = chunks[-1] if chunks else None
+            if (
+                chunk is None
+                or (first.device_time_ms - chunk.last_device_ms) % DEVICE_TIME_MOD
+                > MAX_CONTINUOUS_GAP_MS
+            ):
+                t0 = arrival_ms - span_ms if span_ms <= MAX_CONTINUOUS_GAP_MS else arrival_ms
+                chunk = _Chunk(t0, first.frame, last.device_time_ms, bytearray(), 0)
+                chunks.append(chunk)
+            chunk.data += packed
+            chunk.n += count
+            chunk.last_device_ms = last.device_time_ms
+            self._buffered += count
+
+    async def run(self, job: Callable[[Session], _T]) -> _T:
+        """Run ``job(session)`` on the worker, commit, and return its result.
+
+        GatewayError from the job (NotFound, Conflict, ...) comes back as is; a database failure
+        comes back as StorageUnavailable.
+        """
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        self._enqueue(job, future)
+        return await asyncio.wrap_future(future)
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` without waiting; a failure is logged. Never raises (safe in stop paths)."""
+        try:
+            self._enqueue(job, None)
+        except StorageUnavailable:
+            self._jobs_failed += 1
+            log.exception("storage job %r was dropped", job)
+
+    async def flush(self) -> None:
+        """Write all buffered telemetry now (after the jobs queued before it)."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._enqueue(_FLUSH, future)
+        await asyncio.wrap_future(future)
+
+    def _enqueue(self, job: Any, future: concurrent.futures.Future[Any] | None) -> None:
+        if self._closing or self._thread is None:
+            state = "closed" if self._closing else "not started"
+            raise StorageUnavailable(f"the storage writer is {state}; start it before writing")
+        self._jobs.put((job, future))
+
+    @property
+    def stats(self) -> WriterStats:
+        return WriterStats(
+            buffered_samples=self._buffered,
+            written_samples=self._written_samples,
+            written_batches=self._written_batches,
+            dropped_samples=self._dropped,
+            failed_flushes=self._failed_flushes,
+            jobs_done=self._jobs_done,
+            jobs_failed=self._jobs_failed,
+        )
+
+    # --- the worker thread ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        next_flush = time.monotonic() + self._flush_s
+        try:
+            while True:
+                timeout = next_flush - time.monotonic()
+                if timeout <= 0:
+                    self._drain_jobs()
+                    self._timed_flush()
+                    next_flush = time.monotonic() + self._flush_s
+                    continue
+                try:
+                    job, future = self._jobs.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+                if job is _STOP:
+                    self._drain_jobs()
+                    self._timed_flush()
+                    return
+                self._execute(job, future)
+        finally:
+            self._abandon()
+            self._stopped.set_result(None)
+
+    def _timed_flush(self) -> None:
+        try:
+            self._flush_telemetry()
+        except Exception:  # a bug must not kill the one thread every write depends on
+            log.exception("telemetry flush failed unexpectedly; the worker carries on")
+
+    def _abandon(self) -> None:
+        """On exit: fail jobs that raced in after close, and say what telemetry is lost."""
+        while True:
+            try:
+                _, future = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if future is not None and future.set_running_or_notify_cancel():
+                future.set_exception(StorageUnavailable("the storage writer closed first"))
+        if self._buffered:
+            log.error("storage writer stopped with %d telemetry samples unwritten", self._buffered)
+
+    def _drain_jobs(self) -> None:
+        """Run the jobs queued so far (not ones queued meanwhile: a flush must not starve)."""
+        for _ in range(self._jobs.qsize()):
+            try:
+                job, future = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is _STOP:
+                self._jobs.put((job, future))  # keep it for the main loop, after this flush
+                return
+            self._execute(job, future)
+
+    def _execute(self, job: Any, future: concurrent.futures.Future[Any] | None) -> None:
+        if future is not None and not future.set_running_or_notify_cancel():
+            return
+        try:
+            result: Any = None
+            if job is _FLUSH:
+                self._flush_telemetry(raise_errors=True)
+            else:
+                with Session(self._engine, expire_on_commit=False) as session:
+                    result = job(session)
+                    session.commit()
+        except GatewayError as exc:
+            self._jobs_failed += 1
+            self._fail(job, future, exc)
+        except sa.exc.SQLAlchemyError as exc:
+            self._jobs_failed += 1
+            error = StorageUnavailable(f"a storage write failed: {exc}; check the database")
+            error.__cause__ = exc
+            self._fail(job, future, error)
+        except Exception as exc:  # noqa: BLE001 - a job's bug goes to its caller; the worker lives
+            self._jobs_failed += 1
+            self._fail(job, future, exc)
+        else:
+            self._jobs_done += 1
+            if future is not None:
+                future.set_result(result)
+
+    @staticmethod
+    def _fail(job: Any, future: concurrent.futures.Future[Any] | None, exc: BaseException) -> None:
+        if future is not None:
+            future.set_exception(exc)
+        else:
+            log.error("storage job %r failed", job, exc_info=exc)
+
+    def _take_buffer(self) -> dict[str, list[_Chunk]]:
+        with self._lock:
+            buffer, self._buffer = self._buffer, {}
+            self._buffered = 0
+            self._dropping = False
+        return buffer
+
+    def _restore_buffer(self, buffer: dict[str, list[_Chunk]]) -> None:
+        """Put unwritten chunks back in front of what arrived meanwhile (order is kept)."""
+        with self._lock:
+            for session_id, chunks in buffer.items():
+                newer = self._buffer.get(session_id, [])
+                self._buffer[session_id] = chunks + newer
+                self._buffered += sum(chunk.n for chunk in chunks)
+
+    def _rows(
+        self, connection: sa.Connection, buffer: dict[str, list[_Chunk]]
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for session_id, chunks in buffer.items():
+            seq = self._next_seq.get(session_id)
+            if seq is None:
+                top = connection.execute(
+                    sa.select(sa.func.max(TELEMETRY_TABLE.c.seq)).where(
+                        TELEMETRY_TABLE.c.session_id == session_id
+                    )
+                ).scalar_one()
+                seq = 0 if top is None else top + 1
+            for chunk in chunks:
+                rows.append(
+                    {
+                        "session_id": session_id,
+                        "seq": seq,
+                        "first_frame": chunk.first_frame,
+                        "t0_ms": chunk.t0_ms,
+                        "n": chunk.n,
+                        "layout": LAYOUT_RAW,
+                        "data": bytes(chunk.data),
+                    }
+                )
+                seq += 1
+        return rows
+
+    def _insert(self, buffer: dict[str, list[_Chunk]]) -> dict[str, int]:
+        """Write every chunk in one transaction; return each session's next batch number."""
+        with self._engine.begin() as connection:
+            rows = self._rows(connection, buffer)
+            connection.execute(sa.insert(TELEMETRY_TABLE), rows)
+        self._written_batches += len(rows)
+        self._written_samples += sum(row["n"] for row in rows)
+        return {row["session_id"]: row["seq"] + 1 for row in rows}
+
+    def _insert_each(self, buffer: dict[str, list[_Chunk]]) -> dict[str, int]:
+        """Write session by session, dropping (and logging) the sessions the database refuses.
+
+        Written and dropped sessions leave ``buffer``; on any other error the rest stays in it.
+        """
+        next_seq: dict[str, int] = {}
+        for session_id in list(buffer):
+            chunks = buffer[session_id]
+            try:
+                next_seq.update(self._insert({session_id: chunks}))
+            except sa.exc.IntegrityError as exc:
+                lost = sum(chunk.n for chunk in chunks)
+                with self._lock:
+                    self._dropped += lost
+                log.error(  # noqa: TRY400 - the reason is in the message; a traceback adds nothing
+                    "dropped %d telemetry samples of session %s: %s", lost, session_id, exc.orig
+                )
+            del buffer[session_id]
+        return next_seq
+
+    def _flush_telemetry(self, *, raise_errors: bool = False) -> None:
+        buffer = self._take_buffer()
+        if not buffer:
+            return
+        try:
+            try:
+                written = self._insert(buffer)
+            except sa.exc.IntegrityError:
+                # Usually telemetry of a session row that was never written: isolate that one.
+                self._next_seq = {}
+                written = self._insert_each(buffer)
+        except sa.exc.SQLAlchemyError as exc:
+            self._failed_flushes += 1
+            self._next_seq = {}
+            self._restore_buffer(buffer)
+            if not self._failing:
+                self._failing = True
+                log.error(  # noqa: TRY400 - one line per failure streak; the cause is in it
+                    "telemetry flush failed, will retry every %.1f s: %s", self._flush_s, exc
+                )
+            if raise_errors:
+                raise
+            return
+        # Keep batch numbers only of sessions still streaming, so the map stays small.
+        self._next_seq = written
+        if self._failing:
+            self._failing = False
+            log.info("telemetry flushes work again")
