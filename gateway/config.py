@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     mdns: bool = True
+    """Advertise the hub as _mcgw._tcp on the LAN (DNS-SD) so phone apps find it."""
+    mdns_interfaces: list[str] = Field(default_factory=list)
+    """Interface names or IPv4 addresses to advertise on; empty means all."""
     token_pepper: SecretStr = SecretStr("")
     """Extra secret mixed into token hashes; set it on shared databases."""
 
