@@ -1,0 +1,286 @@
+"""The device manager: known and discovered devices, one supervised connection per device.
+
+Each known device gets one owned task that connects (bleak-retry-connector inside
+``ble.link.DeviceLink``), bonds, handshakes and reads the limits, then waits for the link to drop
+and reconnects with capped exponential backoff and jitter. Connection slots are limited by a
+setting (a radio holds only so many links). State changes (discovered, connecting, connected,
+bonded, lost) are published on the event bus.
+
+Telemetry from a device goes to the telemetry hub and, while a session holds the device, to that
+session first. This module decides nothing about treatment: sessions and safety do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bleak import BleakScanner
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+
+from ble import protocol as p
+from ble.errors import BleError, ProtocolError
+from ble.link import DeviceLink
+from gateway.config import BleSettings, SafetySettings
+from gateway.errors import DeviceUnavailable, NotFound
+from gateway.events import DeviceStateChanged, EventBus
+from gateway.safety import SafetySupervisor
+from gateway.tasks import TaskOwner
+from gateway.telemetry import TelemetryHub
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S = 0.2
+"""First reconnect delay; doubles per failure up to BleSettings.reconnect_max_backoff_s."""
+
+SampleHandler = Callable[[p.TelemetrySample], tuple[str | None, p.Zone | None]]
+StatusHandler = Callable[[p.DeviceStatus], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    """A device seen in a scan."""
+
+    address: str
+    name: str
+    rssi: int
+    battery_pct: int | None
+    state: str | None
+
+
+@dataclass(slots=True)
+class ManagedDevice:
+    """One device the hub looks after."""
+
+    ble_device: BLEDevice
+    supervisor: SafetySupervisor
+    name: str = ""
+    state: str = "discovered"
+    rssi: int | None = None
+    battery_pct: int | None = None
+    contact_quality: int | None = None
+    link: DeviceLink | None = None
+    last_status: p.DeviceStatus | None = None
+    sample_handler: SampleHandler | None = None
+    status_handler: StatusHandler | None = None
+    link_listeners: list[Callable[[bool], None]] = field(default_factory=list)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    reconnects: int = 0
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return self.ble_device.address
+
+    def require_link(self) -> DeviceLink:
+        link = self.link
+        if link is None or not link.is_connected:
+            raise DeviceUnavailable(
+                f"device {self.address} is not connected (state: {self.state}); wait for it to "
+                "reconnect or check that it is on and in range"
+            )
+        return link
+
+
+class DeviceManager:
+    """Finds devices and keeps a supervised connection to each known one."""
+
+    def __init__(
+        self,
+        *,
+        ble: BleSettings,
+        safety: SafetySettings,
+        bus: EventBus,
+        hub: TelemetryHub,
+        tasks: TaskOwner,
+        client_backend: type[BaseBleakClient] | None = None,
+        scanner_backend: type[BaseBleakScanner] | None = None,
+    ) -> None:
+        self.settings = ble
+        self.safety = safety
+        self.bus = bus
+        self.hub = hub
+        self.tasks = tasks
+        self.client_backend = client_backend
+        self.scanner_backend = scanner_backend
+        self.devices: dict[str, ManagedDevice] = {}
+        self.discovered: dict[str, Discovered] = {}
+        self._seen: dict[str, BLEDevice] = {}
+        self._slots = asyncio.Semaphore(ble.connection_slots)
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+
+    # --- discovery -------------------------------------------------------------------------
+
+    async def scan(self, timeout_s: float | None = None) -> list[Discovered]:
+        """Scan for microcurrent devices (by service UUID) and remember what was found."""
+        timeout = timeout_s or self.settings.scan_timeout_s
+        if self.scanner_backend is None:
+            found = await BleakScanner.discover(
+                timeout, return_adv=True, service_uuids=[p.SERVICE_UUID]
+            )
+        else:
+            found = await BleakScanner.discover(
+                timeout,
+                return_adv=True,
+                service_uuids=[p.SERVICE_UUID],
+                backend=self.scanner_backend,
+            )
+        result = []
+        for device, adv in found.values():
+            item = self._describe(device, adv)
+            self.discovered[device.address] = item
+            managed = self.devices.get(device.address)
+            if managed is not None:
+                managed.rssi = adv.rssi
+                managed.ble_device = device
+            else:
+                self.bus.publish(DeviceStateChanged(device.address, "discovered"))
+            self._seen[device.address.upper()] = device
+            result.append(item)
+        return sorted(result, key=lambda d: d.address)
+
+    def _describe(self, device: BLEDevice, adv: AdvertisementData) -> Discovered:
+        battery = state = None
+        raw = adv.manufacturer_data.get(p.COMPANY_ID)
+        if raw is not None:
+            try:
+                advert = p.AdvertData.from_bytes(raw)
+                battery, state = advert.battery_pct, advert.state.name.lower()
+            except ProtocolError:
+                log.debug("ignoring malformed advertising data from %s", device.address)
+        name = adv.local_name or device.name or device.address
+        return Discovered(device.address, name, adv.rssi, battery, state)
+
+    # --- supervision -----------------------------------------------------------------------
+
+    def get(self, address: str) -> ManagedDevice:
+        try:
+            return self.devices[address.upper()]
+        except KeyError:
+            raise NotFound(f"no device {address} on this hub; scan and claim it first") from None
+
+    def seen(self, address: str) -> BLEDevice:
+        """The BLEDevice of a device found by the last scans; NotFound if none was."""
+        try:
+            return self._seen[address.upper()]
+        except KeyError:
+            raise NotFound(f"device {address} was not seen in a scan; scan first") from None
+
+    def manage(self, ble_device: BLEDevice, name: str | None = None) -> ManagedDevice:
+        """Start looking after a device: connect now and reconnect whenever it drops."""
+        address = ble_device.address.upper()
+        existing = self.devices.get(address)
+        if existing is not None:
+            return existing
+        managed = ManagedDevice(
+            ble_device=ble_device,
+            supervisor=SafetySupervisor(address, self.safety),
+            name=name or ble_device.name or address,
+        )
+        self.devices[address] = managed
+        managed.task = self.tasks.spawn(self._supervise(managed), name=f"device:{address}")
+        return managed
+
+    async def forget(self, address: str) -> None:
+        managed = self.devices.pop(address.upper(), None)
+        if managed is None:
+            raise NotFound(f"no device {address} on this hub")
+        if managed.task is not None:
+            managed.task.cancel()
+        if managed.link is not None:
+            await managed.link.close()
+
+    def _set_state(self, managed: ManagedDevice, state: str, detail: str = "") -> None:
+        if managed.state != state:
+            managed.state = state
+            self.bus.publish(DeviceStateChanged(managed.address, state, detail))
+
+    async def _supervise(self, managed: ManagedDevice) -> None:
+        backoff = BACKOFF_START_S
+        while True:
+            async with self._slots:
+                connected = await self._connect_once(managed)
+            if connected:
+                backoff = BACKOFF_START_S
+                continue
+            # Sleep outside the slot so a device that is away does not block the others.
+            await asyncio.sleep(backoff * (0.5 + self._rng.random()))
+            backoff = min(backoff * 2, self.settings.reconnect_max_backoff_s)
+
+    async def _connect_once(self, managed: ManagedDevice) -> bool:
+        """Connect and hold the link until it drops. False if the connect itself failed."""
+        lost = asyncio.Event()
+        self._set_state(managed, "connecting")
+        link = DeviceLink(
+            managed.ble_device,
+            client_backend=self.client_backend,
+            on_telemetry=lambda t: self._on_telemetry(managed, t),
+            on_status=lambda s: self._on_status(managed, s),
+            on_disconnect=lost.set,
+            write_guard=managed.supervisor.check_command,
+        )
+        try:
+            await link.connect(telemetry_hz=self.settings.telemetry_hz)
+        except BleError as exc:
+            self._set_state(managed, "lost", str(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug below must not end supervision
+            log.exception("unexpected error connecting to %s", managed.address)
+            self._set_state(managed, "lost", f"unexpected error: {exc}")
+            return False
+        managed.link = link
+        managed.connected.set()
+        self._set_state(managed, "connected")
+        self._set_state(managed, "bonded")
+        self._notify_link(managed, up=True)
+        try:
+            await lost.wait()
+        finally:
+            managed.connected.clear()
+            managed.link = None
+            if not lost.is_set():
+                await link.close()
+        managed.reconnects += 1
+        self._set_state(managed, "lost", "link lost")
+        self._notify_link(managed, up=False)
+        return True
+
+    def _notify_link(self, managed: ManagedDevice, *, up: bool) -> None:
+        for listener in list(managed.link_listeners):
+            try:
+                listener(up)
+            except Exception:
+                log.exception("link listener for %s failed", managed.address)
+
+    def _on_telemetry(self, managed: ManagedDevice, telemetry: p.Telemetry) -> None:
+        received = time.monotonic()
+        for sample in telemetry.samples:
+            managed.battery_pct = sample.battery_pct
+            managed.contact_quality = sample.contact_quality
+            session_id = zone = None
+            handler = managed.sample_handler
+            if handler is not None:
+                session_id, zone = handler(sample)
+            self.hub.publish(
+                managed.address, sample, session_id=session_id, zone=zone, received_at=received
+            )
+
+    def _on_status(self, managed: ManagedDevice, status: p.DeviceStatus) -> None:
+        managed.last_status = status
+        managed.battery_pct = status.battery_pct
+        if managed.status_handler is not None:
+            managed.status_handler(status)
+
+    async def close(self) -> None:
+        """Disconnect every device (the devices stop output on disconnect)."""
+        for managed in list(self.devices.values()):
+            if managed.task is not None:
+                managed.task.cancel()
+            if managed.link is not None:
+                await managed.link.close()

@@ -1,0 +1,161 @@
+"""Gateway events and the bus that carries them to listeners (sessions, storage, API, metrics).
+
+Events are small frozen dataclasses: device state changes, session state changes with their
+reasons, "move" cues, contact and gel warnings, faults. ``EventBus.publish`` never blocks: each
+async subscriber has a bounded queue, and one that falls behind loses its oldest events and is
+told how many (``EventsDropped``). Synchronous listeners run inline and must be quick; a listener
+that raises is logged and never breaks publishing.
+
+This module knows nothing of HTTP or storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every event. ``ts`` is wall-clock seconds (for people and storage)."""
+
+    kind: str = field(init=False, default="event")
+    ts: float = field(default_factory=time.time, kw_only=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStateChanged(Event):
+    address: str
+    state: str
+    detail: str = ""
+    kind: str = field(init=False, default="device_state")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStateChanged(Event):
+    session_id: str
+    address: str
+    owner: str
+    state: str
+    reason: str
+    kind: str = field(init=False, default="session_state")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionNotice(Event):
+    """Something a person should see during a session: a move cue, a warning, a fault."""
+
+    session_id: str
+    address: str
+    owner: str
+    notice: str
+    """One of: move, apply_gel, contact_lost, contact_restored, fault, intensity, progress."""
+    detail: dict[str, Any] = field(default_factory=dict)
+    kind: str = field(init=False, default="session_notice")
+
+
+@dataclass(frozen=True, slots=True)
+class EventsDropped(Event):
+    """Told to a subscriber that fell behind: ``count`` events were dropped for it."""
+
+    count: int
+    kind: str = field(init=False, default="events_dropped")
+
+
+Listener = Callable[[Event], None]
+
+
+class EventSubscription:
+    """An async iterator over events for one subscriber; close it (or use ``async with``)."""
+
+    def __init__(self, bus: EventBus, accept: Callable[[Event], bool], size: int) -> None:
+        self._bus = bus
+        self._accept = accept
+        self._queue: collections.deque[Event] = collections.deque()
+        self._size = size
+        self._dropped = 0
+        self._wake = asyncio.Event()
+        self.closed = False
+
+    def _offer(self, event: Event) -> None:
+        if not self._accept(event):
+            return
+        if len(self._queue) >= self._size:
+            self._queue.popleft()
+            self._dropped += 1
+        self._queue.append(event)
+        self._wake.set()
+
+    async def get(self) -> Event:
+        while True:
+            if self._dropped:
+                count, self._dropped = self._dropped, 0
+                return EventsDropped(count)
+            if self._queue:
+                return self._queue.popleft()
+            if self.closed:
+                raise StopAsyncIteration
+            self._wake.clear()
+            await self._wake.wait()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self.get()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._bus._subscriptions.discard(self)
+            self._wake.set()
+
+    async def __aenter__(self) -> EventSubscription:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.close()
+
+
+class EventBus:
+    """Publish events to synchronous listeners and bounded async subscriptions."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._subscriptions: set[EventSubscription] = set()
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for every event; returns the function that removes it."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def subscribe(
+        self, accept: Callable[[Event], bool] = lambda _e: True, size: int = 256
+    ) -> EventSubscription:
+        subscription = EventSubscription(self, accept, size)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def publish(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed on %s", listener, event.kind)
+        for subscription in list(self._subscriptions):
+            subscription._offer(event)

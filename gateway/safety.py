@@ -1,0 +1,116 @@
+"""The safety supervisor: S1-S6 and S10 enforced independently of the scheduler.
+
+Two checks that do not trust the code that produced the data:
+
+* ``check_command`` is installed as the link's write guard. It decodes the exact bytes that are
+  about to go on air and refuses any segment above min(device hard cap, hub cap, zone cap, user
+  cap) (S1), any onset without a soft-start ramp (S2), and any output command while no session
+  holds the device. Refused bytes are never written; the caller stops the session with a fault.
+* ``check_sample`` looks at every telemetry sample and returns a fault reason for over-current
+  (measured above cap + margin), over-temperature, a device fault flag or charging (S6).
+
+S3 (stop wins, drop an unconfirmed stop) lives in ``ble.link.DeviceLink.stop``; S4 (dead man) in
+the device's lease; S5 (contact) and S10 (length) in the session, which calls this module's
+``session_deadline`` for the cap.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ble import protocol as p
+from ble.errors import ProtocolError
+from gateway.config import ABSOLUTE_MAX_SESSION_MIN, SafetySettings
+from gateway.errors import SafetyViolation
+from gateway.programs import Caps
+
+log = logging.getLogger(__name__)
+
+ALWAYS_ALLOWED = (p.Hello, p.Stop, p.Keepalive, p.SetTelemetryRate, p.Pause, p.ClearFault)
+"""Commands that never start or raise output, allowed with or without a session."""
+
+
+class SafetySupervisor:
+    """Guards one device's link. ``arm(caps)`` when a session takes it, ``disarm()`` after."""
+
+    def __init__(self, address: str, settings: SafetySettings) -> None:
+        self.address = address
+        self.settings = settings
+        self.caps: Caps | None = None
+        self.blocked = 0
+        """Commands refused so far (a metric; any non-zero value is a bug upstream)."""
+
+    def arm(self, caps: Caps) -> None:
+        self.caps = caps
+
+    def disarm(self) -> None:
+        self.caps = None
+
+    def _refuse(self, why: str) -> SafetyViolation:
+        self.blocked += 1
+        log.error("safety: refused a command to %s: %s", self.address, why)
+        return SafetyViolation(f"{self.address}: {why}")
+
+    def check_command(self, _command: p.Command, data: bytes) -> None:
+        """Write guard: raise SafetyViolation unless ``data`` is safe to send now."""
+        try:
+            command = p.decode_command(data)
+        except ProtocolError as exc:
+            raise self._refuse(f"unencodable command bytes: {exc}") from exc
+        if isinstance(command, ALWAYS_ALLOWED):
+            return
+        caps = self.caps
+        if caps is None:
+            raise self._refuse(f"{command.OPCODE.name} while no session holds the device")
+        soft_start = self.settings.soft_start_ms
+        if isinstance(command, p.QueueSegment):
+            cap = caps.for_zone(command.zone)
+            if command.amplitude_ua > cap:
+                raise self._refuse(
+                    f"segment {command.segment_id} asks {command.amplitude_ua} µA on "
+                    f"{command.zone.name.lower()}, above its cap of {cap} µA"
+                )
+            if command.ramp_ms < soft_start:
+                raise self._refuse(
+                    f"segment {command.segment_id} ramps in {command.ramp_ms} ms, "
+                    f"under the {soft_start} ms soft start"
+                )
+        elif isinstance(command, p.SetIntensity):
+            if command.percent > 100:
+                raise self._refuse(f"intensity {command.percent} % is above 100 %")
+            if command.ramp_ms < soft_start:
+                raise self._refuse(f"intensity change ramps in {command.ramp_ms} ms")
+        elif isinstance(command, p.Resume) and command.ramp_ms < soft_start:
+            raise self._refuse(f"resume ramps in {command.ramp_ms} ms")
+
+    def check_sample(self, sample: p.TelemetrySample, zone: p.Zone | None) -> str | None:
+        """Return a fault reason if this sample must stop the session (S6), else None."""
+        faults = sample.faults
+        if sample.state is p.DeviceState.CHARGING or faults & p.FaultFlags.CHARGING:
+            return "charging: the device must not run while it charges"
+        if faults & p.FaultFlags.OVER_CURRENT:
+            return "over-current reported by the device"
+        if faults & p.FaultFlags.OVER_TEMPERATURE:
+            return "over-temperature reported by the device"
+        if faults & p.FaultFlags.HARDWARE:
+            return "hardware fault reported by the device"
+        if sample.temperature_c > self.settings.over_temperature_c:
+            return (
+                f"over-temperature: {sample.temperature_c:.1f} °C is above "
+                f"{self.settings.over_temperature_c:.1f} °C"
+            )
+        caps = self.caps
+        if caps is not None:
+            cap = caps.for_zone(zone) if zone is not None else self.settings.hub_cap_ua
+            limit = cap * (1 + self.settings.over_current_margin)
+            if sample.current_mean_ua > limit:
+                return (
+                    f"over-current: measured {sample.current_mean_ua} µA, above "
+                    f"{cap} µA + {self.settings.over_current_margin:.0%}"
+                )
+        return None
+
+
+def session_cap_s(settings: SafetySettings) -> float:
+    """S10: the longest a session may run, never above the absolute 30 minutes."""
+    return float(min(settings.max_session_min, ABSOLUTE_MAX_SESSION_MIN) * 60)

@@ -1,0 +1,525 @@
+"""Treatment sessions: one state machine per session, one active session per device.
+
+States: pending -> running <-> paused -> completed | stopped | failed | interrupted. Every
+transition carries a reason (S9) and is published on the event bus and handed to the recorder.
+
+A session owns its device while active (S8): only the owner or an admin may control it; anyone
+else may watch. It feeds the scheduler from telemetry, raises "move" cues per step, pauses on
+contact loss and resumes with a ramp when contact returns within the window (S5), waits for a
+lost link to come back within the resume window (else ends as interrupted), stops on any fault
+the safety supervisor reports (S6), and stops at the session-length cap (S10).
+
+STOP never waits on the scheduler: it cancels the streaming task and writes STOP at once (S3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ble import protocol as p
+from ble.errors import BleError
+from gateway.config import SafetySettings
+from gateway.devices import DeviceManager, ManagedDevice
+from gateway.errors import Conflict, DeviceUnavailable, Forbidden, NotFound, SafetyViolation
+from gateway.events import EventBus, SessionNotice, SessionStateChanged
+from gateway.programs import Caps, Program, level_percent, validate_program
+from gateway.safety import session_cap_s
+from gateway.scheduler import Streamer, compile_program
+from gateway.tasks import TaskOwner
+from gateway.telemetry import SessionFigures, TelemetryFrame, TelemetryHub
+
+log = logging.getLogger(__name__)
+
+
+class SessionState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+TERMINAL = frozenset(
+    {SessionState.COMPLETED, SessionState.STOPPED, SessionState.FAILED, SessionState.INTERRUPTED}
+)
+
+
+class SessionRecorder(Protocol):
+    """Where sessions are persisted. Every method must return at once (no I/O on the loop)."""
+
+    def session_changed(self, session: Session) -> None: ...
+    def session_event(self, session: Session, kind: str, detail: dict[str, Any]) -> None: ...
+    def telemetry(self, session: Session, frame: TelemetryFrame) -> None: ...
+
+
+class NullRecorder:
+    """Records nothing (tests of the core without storage)."""
+
+    def session_changed(self, session: Session) -> None:
+        pass
+
+    def session_event(self, session: Session, kind: str, detail: dict[str, Any]) -> None:
+        pass
+
+    def telemetry(self, session: Session, frame: TelemetryFrame) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class Session:
+    """One treatment session and everything needed to drive it."""
+
+    id: str
+    owner: str
+    address: str
+    program: Program
+    level: int
+    caps: Caps
+    idempotency_key: str | None = None
+    state: SessionState = SessionState.PENDING
+    reason: str = "created"
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    figures: SessionFigures = field(default_factory=SessionFigures)
+    streamer: Streamer | None = None
+    # internal control state
+    contact_paused: bool = False
+    link_waiting: bool = False
+    needs_prime: bool = False
+    seen_running: bool = False
+    last_step: int = -1
+    last_cue_s: int = 0
+    resume_after_link: bool = False
+    stream_task: asyncio.Task[None] | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def active(self) -> bool:
+        return self.state not in TERMINAL
+
+    @property
+    def position_s(self) -> float:
+        return (self.streamer.position_ms if self.streamer else 0) / 1000
+
+    def public(self) -> dict[str, Any]:
+        """A JSON-ready summary (what the API and the WebSocket show)."""
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "device": self.address,
+            "program": self.program.slug,
+            "level": self.level,
+            "state": self.state.value,
+            "reason": self.reason,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "position_s": self.position_s,
+            "planned_s": self.program.duration_s,
+            "figures": self.figures.snapshot(),
+        }
+
+
+class SessionManager:
+    """Starts and controls sessions; the only code that drives the scheduler."""
+
+    def __init__(
+        self,
+        *,
+        devices: DeviceManager,
+        hub: TelemetryHub,
+        bus: EventBus,
+        tasks: TaskOwner,
+        safety: SafetySettings,
+        recorder: SessionRecorder | None = None,
+    ) -> None:
+        self.devices = devices
+        self.hub = hub
+        self.bus = bus
+        self.tasks = tasks
+        self.safety = safety
+        self.recorder: SessionRecorder = recorder or NullRecorder()
+        self.sessions: dict[str, Session] = {}
+        self._by_device: dict[str, Session] = {}
+        self._by_key: dict[tuple[str, str], Session] = {}
+        self._remove_listener = hub.add_listener(self._on_frame)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise NotFound(f"no active or recent session {session_id}") from None
+
+    def active_on(self, address: str) -> Session | None:
+        return self._by_device.get(address.upper())
+
+    # --- commands --------------------------------------------------------------------------
+
+    async def start(
+        self,
+        *,
+        owner: str,
+        address: str,
+        program: Program,
+        level: int,
+        consented: bool,
+        user_cap_ua: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Session:
+        """Validate, take the device and start output (ramped). Returns once running."""
+        if idempotency_key is not None:
+            previous = self._by_key.get((owner, idempotency_key))
+            if previous is not None:
+                return previous
+        if not consented:
+            raise Forbidden(
+                "accept the contraindication notice before a first session "
+                "(POST /api/v1/me/consent)"
+            )
+        percent = level_percent(level)
+        managed = self.devices.get(address)
+        busy = self._by_device.get(managed.address)
+        if busy is not None:
+            raise Conflict(f"device {managed.address} already runs session {busy.id}")
+        link = managed.require_link()
+        limits = link.limits
+        assert limits is not None  # set by every successful connect
+        caps = Caps(self.safety, device_hard_cap_ua=limits.hard_cap_ua, user_cap_ua=user_cap_ua)
+        validate_program(program, caps, limits)
+        session = Session(
+            id=str(uuid.uuid4()),
+            owner=owner,
+            address=managed.address,
+            program=program,
+            level=level,
+            caps=caps,
+            idempotency_key=idempotency_key,
+        )
+        session.streamer = Streamer(
+            link,
+            compile_program(program, limits),
+            soft_start_ms=self.safety.soft_start_ms,
+            on_error=lambda why: self._spawn_end(session, SessionState.FAILED, why),
+        )
+        self.sessions[session.id] = session
+        self._by_device[managed.address] = session
+        if idempotency_key is not None:
+            self._by_key[(owner, idempotency_key)] = session
+        self.recorder.session_changed(session)
+        self._attach(session, managed)
+        try:
+            await session.streamer.prime(percent)
+        except (BleError, SafetyViolation) as exc:
+            await self._end(session, SessionState.FAILED, f"could not start: {exc}")
+            raise DeviceUnavailable(f"device {managed.address} did not start: {exc}") from exc
+        session.started_at = time.time()
+        self._transition(session, SessionState.RUNNING, "started")
+        session.stream_task = self.tasks.spawn(session.streamer.run(), name=f"stream:{session.id}")
+        loop = asyncio.get_running_loop()
+        session.timers.append(
+            loop.call_later(
+                session_cap_s(self.safety),
+                lambda: self._spawn_end(
+                    session, SessionState.STOPPED, "session length cap reached"
+                ),
+            )
+        )
+        return session
+
+    def _authorize(self, session: Session, actor: str, is_admin: bool) -> None:
+        if actor != session.owner and not is_admin:
+            raise Forbidden("only the session's owner or an admin may control it; you may watch")
+
+    async def stop(
+        self, session_id: str, *, actor: str, is_admin: bool = False, reason: str = ""
+    ) -> Session:
+        session = self.get(session_id)
+        self._authorize(session, actor, is_admin)
+        if session.active:
+            await self._end(session, SessionState.STOPPED, reason or f"stopped by {actor}")
+        return session
+
+    async def pause(self, session_id: str, *, actor: str, is_admin: bool = False) -> Session:
+        session = self.get(session_id)
+        self._authorize(session, actor, is_admin)
+        if session.state is SessionState.PAUSED:
+            return session
+        if session.state is not SessionState.RUNNING:
+            raise Conflict(f"session is {session.state.value}; only a running session pauses")
+        await self._device_pause(session)
+        self._transition(session, SessionState.PAUSED, f"paused by {actor}")
+        return session
+
+    async def resume(self, session_id: str, *, actor: str, is_admin: bool = False) -> Session:
+        session = self.get(session_id)
+        self._authorize(session, actor, is_admin)
+        if session.state is SessionState.RUNNING:
+            return session
+        if session.state is not SessionState.PAUSED or session.link_waiting:
+            raise Conflict(f"session is {session.state.value} ({session.reason}); cannot resume")
+        if session.contact_paused:
+            raise Conflict("no skin contact: put the device back on the skin to resume")
+        await self._device_resume(session)
+        self._transition(session, SessionState.RUNNING, f"resumed by {actor}")
+        return session
+
+    async def set_level(
+        self, session_id: str, level: int, *, actor: str, is_admin: bool = False
+    ) -> Session:
+        session = self.get(session_id)
+        self._authorize(session, actor, is_admin)
+        if not session.active:
+            raise Conflict(f"session is {session.state.value}")
+        percent = level_percent(level)
+        link = self.devices.get(session.address).require_link()
+        # Increases ramp over the soft start; the device applies decreases at once (S2).
+        await link.send(p.SetIntensity(link.next_seq(), percent, self.safety.soft_start_ms))
+        previous, session.level = session.level, level
+        self._notice(session, "intensity", {"from": previous, "to": level})
+        self.recorder.session_changed(session)
+        return session
+
+    async def close(self) -> None:
+        """End every active session (gateway shutting down); devices stop on their own too."""
+        for session in list(self._by_device.values()):
+            await self._end(session, SessionState.INTERRUPTED, "gateway shutting down")
+        self._remove_listener()
+
+    # --- device control ---------------------------------------------------------------------
+
+    async def _device_pause(self, session: Session) -> None:
+        link = self.devices.get(session.address).require_link()
+        await link.send(p.Pause(link.next_seq()))
+        if session.streamer is not None:
+            session.streamer.paused = True
+
+    async def _device_resume(self, session: Session) -> None:
+        streamer = session.streamer
+        assert streamer is not None
+        managed = self.devices.get(session.address)
+        link = managed.require_link()
+        if session.needs_prime:
+            streamer.link = link
+            await streamer.prime(level_percent(session.level))
+            session.needs_prime = False
+            self._restart_stream(session)
+        else:
+            await link.send(p.Resume(link.next_seq(), self.safety.soft_start_ms))
+            streamer.paused = False
+            streamer.wake()
+
+    def _restart_stream(self, session: Session) -> None:
+        if session.stream_task is not None:
+            session.stream_task.cancel()
+        assert session.streamer is not None
+        session.seen_running = False
+        session.stream_task = self.tasks.spawn(session.streamer.run(), name=f"stream:{session.id}")
+
+    # --- wiring to the device ---------------------------------------------------------------
+
+    def _attach(self, session: Session, managed: ManagedDevice) -> None:
+        managed.supervisor.arm(session.caps)
+        managed.sample_handler = lambda sample: self._on_sample(session, sample)
+        managed.link_listeners.append(lambda up: self._on_link(session, up))
+
+    def _detach(self, session: Session) -> None:
+        managed = self.devices.devices.get(session.address)
+        if managed is None:
+            return
+        managed.supervisor.disarm()
+        managed.sample_handler = None
+        managed.link_listeners.clear()
+
+    def _on_sample(
+        self, session: Session, sample: p.TelemetrySample
+    ) -> tuple[str | None, p.Zone | None]:
+        """Hot path, inside the BLE callback: update position, check safety, no awaits."""
+        streamer = session.streamer
+        if streamer is None or not session.active:
+            return None, None
+        streamer.observe(sample)
+        zone = streamer.zone_of(sample.segment_id)
+        managed = self.devices.devices.get(session.address)
+        if managed is not None:
+            fault = managed.supervisor.check_sample(sample, zone)
+            if fault is not None:
+                self._spawn_end(session, SessionState.FAILED, fault)
+                return session.id, zone
+        if sample.state is p.DeviceState.RUNNING:
+            session.seen_running = True
+        self._check_contact(session, sample)
+        if session.state is SessionState.RUNNING and session.seen_running:
+            if sample.state is p.DeviceState.IDLE:
+                if streamer.all_sent():
+                    streamer.device_idle()
+                    self._spawn_end(session, SessionState.COMPLETED, "program complete")
+                elif sample.faults & p.FaultFlags.LEASE_EXPIRED:
+                    self._spawn_end(
+                        session, SessionState.FAILED, "device lease expired: the hub went silent"
+                    )
+            self._cues(session, streamer.position_ms)
+        return session.id, zone
+
+    def _check_contact(self, session: Session, sample: p.TelemetrySample) -> None:
+        if sample.contact_quality == 0 and session.state is SessionState.RUNNING:
+            session.contact_paused = True
+            self._transition(session, SessionState.PAUSED, "contact lost")
+            self._notice(session, "contact_lost", {})
+            self.tasks.spawn(self._contact_pause(session), name=f"contact:{session.id}")
+        elif sample.contact_quality > 0 and session.contact_paused:
+            session.contact_paused = False
+            self._notice(session, "contact_restored", {})
+            self.tasks.spawn(self._contact_resume(session), name=f"contact:{session.id}")
+
+    async def _contact_pause(self, session: Session) -> None:
+        try:
+            await self._device_pause(session)
+        except (BleError, DeviceUnavailable) as exc:
+            log.warning("pausing %s on contact loss failed: %s", session.id, exc)
+        window = self.safety.contact_resume_window_s
+        loop = asyncio.get_running_loop()
+        session.timers.append(loop.call_later(window, lambda: self._contact_timeout(session)))
+
+    def _contact_timeout(self, session: Session) -> None:
+        if session.contact_paused and session.active:
+            window = self.safety.contact_resume_window_s
+            self._spawn_end(
+                session, SessionState.STOPPED, f"contact lost for more than {window:g} s"
+            )
+
+    async def _contact_resume(self, session: Session) -> None:
+        if not session.active or session.state is not SessionState.PAUSED:
+            return
+        try:
+            await self._device_resume(session)
+        except (BleError, DeviceUnavailable, SafetyViolation) as exc:
+            await self._end(session, SessionState.FAILED, f"could not resume: {exc}")
+            return
+        self._transition(session, SessionState.RUNNING, "contact restored")
+
+    def _on_link(self, session: Session, up: bool) -> None:
+        if not session.active:
+            return
+        if not up:
+            if session.stream_task is not None:
+                session.stream_task.cancel()
+            was_running = session.state is SessionState.RUNNING or session.contact_paused
+            session.link_waiting = True
+            session.needs_prime = True
+            session.contact_paused = False
+            self._transition(session, SessionState.PAUSED, "link lost; reconnecting")
+            session.resume_after_link = was_running
+            window = self.safety.link_resume_window_s
+            session.timers.append(
+                asyncio.get_running_loop().call_later(window, lambda: self._link_timeout(session))
+            )
+            return
+        if session.link_waiting:
+            session.link_waiting = False
+            if session.resume_after_link:
+                self.tasks.spawn(self._link_resume(session), name=f"relink:{session.id}")
+            else:
+                self._transition(session, SessionState.PAUSED, "link restored; paused")
+
+    async def _link_resume(self, session: Session) -> None:
+        try:
+            await self._device_resume(session)
+        except (BleError, DeviceUnavailable, SafetyViolation) as exc:
+            await self._end(
+                session, SessionState.INTERRUPTED, f"could not resume after link loss: {exc}"
+            )
+            return
+        self._transition(session, SessionState.RUNNING, "link restored; resumed")
+
+    def _link_timeout(self, session: Session) -> None:
+        if session.link_waiting and session.active:
+            window = self.safety.link_resume_window_s
+            self._spawn_end(
+                session, SessionState.INTERRUPTED, f"link lost for more than {window:g} s"
+            )
+
+    def _on_frame(self, frame: TelemetryFrame) -> None:
+        if frame.session_id is None:
+            return
+        session = self.sessions.get(frame.session_id)
+        if session is None:
+            return
+        for warning in session.figures.update(frame):
+            self._notice(session, "apply_gel", {"message": str(warning)})
+        self.recorder.telemetry(session, frame)
+
+    def _cues(self, session: Session, position_ms: int) -> None:
+        offset = 0
+        steps = session.program.steps
+        index = 0
+        while index < len(steps) and position_ms >= offset + steps[index].duration_s * 1000:
+            offset += steps[index].duration_s * 1000
+            index += 1
+        if index >= len(steps):
+            return
+        step = steps[index]
+        if index != session.last_step:
+            session.last_step, session.last_cue_s = index, 0
+            self._notice(session, "move", {"step": index, "zone": step.zone, "cue": "next zone"})
+            return
+        if step.move_cue_s:
+            cue = (position_ms - offset) // 1000 // step.move_cue_s
+            if cue > session.last_cue_s:
+                session.last_cue_s = cue
+                self._notice(session, "move", {"step": index, "zone": step.zone, "cue": "glide"})
+
+    # --- transitions -----------------------------------------------------------------------
+
+    def _transition(self, session: Session, state: SessionState, reason: str) -> None:
+        if not session.active:
+            return
+        session.state, session.reason = state, reason
+        self.bus.publish(
+            SessionStateChanged(session.id, session.address, session.owner, state.value, reason)
+        )
+        self.recorder.session_changed(session)
+        self.recorder.session_event(session, "state", {"state": state.value, "reason": reason})
+
+    def _notice(self, session: Session, notice: str, detail: dict[str, Any]) -> None:
+        self.bus.publish(SessionNotice(session.id, session.address, session.owner, notice, detail))
+        self.recorder.session_event(session, notice, detail)
+
+    def _spawn_end(self, session: Session, state: SessionState, reason: str) -> None:
+        if session.active:
+            self.tasks.spawn(self._end(session, state, reason), name=f"end:{session.id}")
+
+    async def _end(self, session: Session, state: SessionState, reason: str) -> None:
+        """Stop output (S3), then record the end with its reason (S9). Idempotent."""
+        if not session.active:
+            return
+        # Mark it ended first so nothing else (cues, contact, link) acts on it meanwhile.
+        previous = session.state
+        session.state, session.reason = state, reason
+        for timer in session.timers:
+            timer.cancel()
+        if session.stream_task is not None and session.stream_task is not asyncio.current_task():
+            session.stream_task.cancel()
+        managed = self.devices.devices.get(session.address)
+        if managed is not None and managed.link is not None and managed.link.is_connected:
+            try:
+                await managed.link.stop()
+            except BleError as exc:
+                reason = f"{reason} (STOP unconfirmed, link dropped: {exc})"
+        session.ended_at = time.time()
+        self._detach(session)
+        self._by_device.pop(session.address, None)
+        session.state = previous  # let _transition publish the final change
+        self._transition(session, state, reason)
+        session.done.set()
