@@ -1,0 +1,75 @@
+"""``mcgw sim``: a virtual radio with N simulated devices, served to other processes.
+
+Any bumble host (a gateway with ``--ble hci:tcp-client:HOST:PORT``, or any bumble tool) connects
+to the HCI-over-TCP port and gets its own virtual controller on the radio, where the simulated
+devices look like ordinary BLE peripherals. The control endpoint (``ble.sim.control``) drives
+their scenarios from outside. The process runs until it is interrupted (SIGINT/SIGTERM) and then
+shuts everything down in order.
+
+This module only assembles parts that live elsewhere; it adds no behaviour of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+
+from ble.hci_server import HciTcpServer
+from ble.radio import VirtualRadio
+from ble.sim.control import ControlServer
+from ble.sim.peripheral import SimulatedDevice
+
+
+def sim_device_address(index: int) -> str:
+    """Address of the index-th device of a ``mcgw sim`` process (a random static address)."""
+    return f"C0:4D:43:01:{index // 256:02X}:{index % 256:02X}"
+
+
+async def run_sim_process(
+    *,
+    devices: int,
+    host: str = "127.0.0.1",
+    hci_port: int = 9100,
+    control_port: int = 9101,
+    seed: int = 1,
+    announce: Callable[[str], None] = print,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve ``devices`` simulated devices until ``stop`` is set or a signal arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    radio = VirtualRadio()
+    sims: list[SimulatedDevice] = []
+    try:
+        for index in range(devices):
+            sim = SimulatedDevice(
+                radio,
+                name=f"MC-SIM-{index + 1}",
+                address=sim_device_address(index),
+                seed=seed + index,
+            )
+            await sim.start()
+            sims.append(sim)
+        async with (
+            HciTcpServer(radio, host=host, port=hci_port) as hci,
+            ControlServer(sims, host=host, port=control_port) as control,
+        ):
+            announce(f"mcgw sim: {devices} device(s) on a virtual radio")
+            for sim in sims:
+                announce(f"  {sim.address}  {sim.name}")
+            announce(f"HCI over TCP: tcp-client:{host}:{hci.port}")
+            announce(f"control:      http://{host}:{control.port}/devices")
+            announce(f"gateway:      mcgw serve --ble hci:tcp-client:{host}:{hci.port}")
+            await stop.wait()
+    finally:
+        for sim in reversed(sims):
+            await sim.stop()
+        await radio.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)

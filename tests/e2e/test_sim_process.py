@@ -1,0 +1,156 @@
+"""`mcgw sim` as its own process, and a second process's bleak code finding and using its devices.
+
+The test process is the "second process": it opens a bumble adapter on ``tcp-client:`` to the
+sim's HCI-over-TCP port and talks to the devices through bleak, exactly as `mcgw serve --ble
+hci:tcp-client:...` does. Scenarios are driven through the sim's control endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+from bleak import BleakScanner
+
+from ble import protocol as p
+from ble.adapter import BumbleAdapter
+from ble.bumble_client import BumbleClient
+from ble.bumble_scanner import BumbleScanner
+from ble.link import DeviceLink
+from ble.sim import control
+
+STARTUP_TIMEOUT_S = 30.0
+DEVICES = 3
+
+
+@dataclass
+class SimProcess:
+    process: subprocess.Popen[str]
+    hci_port: int
+    control_port: int
+    addresses: list[str]
+
+
+def _read_banner(process: subprocess.Popen[str]) -> SimProcess:
+    assert process.stdout is not None
+    addresses: list[str] = []
+    hci_port = control_port = 0
+    for line in process.stdout:
+        if match := re.match(r"\s+([0-9A-F:]{17})\s", line):
+            addresses.append(match.group(1))
+        elif match := re.search(r"tcp-client:127\.0\.0\.1:(\d+)", line):
+            if line.startswith("HCI"):
+                hci_port = int(match.group(1))
+        elif match := re.search(r"control:\s+http://127\.0\.0\.1:(\d+)/", line):
+            control_port = int(match.group(1))
+        if line.startswith("gateway:"):
+            break
+    assert hci_port and control_port, "mcgw sim did not print its ports"
+    return SimProcess(process, hci_port, control_port, addresses)
+
+
+@pytest.fixture
+def sim_process() -> Iterator[SimProcess]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from gateway.cli import main; main()",
+            "sim",
+            "--devices",
+            str(DEVICES),
+            "--hci-port",
+            "0",
+            "--control-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        yield _read_banner(process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.fixture
+async def remote_adapter(sim_process: SimProcess) -> AsyncIterator[BumbleAdapter]:
+    adapter = await BumbleAdapter.open(f"tcp-client:127.0.0.1:{sim_process.hci_port}")
+    try:
+        yield adapter
+    finally:
+        await adapter.close()
+
+
+async def test_second_process_finds_bonds_and_streams_from_every_device(
+    sim_process: SimProcess, remote_adapter: BumbleAdapter
+) -> None:
+    assert len(sim_process.addresses) == DEVICES
+    found = await BleakScanner.discover(
+        timeout=1.0,
+        return_adv=True,
+        service_uuids=[p.SERVICE_UUID],
+        backend=BumbleScanner.bound_to(remote_adapter),
+    )
+    devices = {device.address.upper(): device for device, _adv in found.values()}
+    assert set(devices) == set(sim_process.addresses)
+
+    frames: dict[str, list[int]] = {address: [] for address in devices}
+    links = [
+        DeviceLink(
+            device,
+            client_backend=BumbleClient,
+            on_telemetry=lambda t, a=address: frames[a].extend(s.frame for s in t.samples),
+        )
+        for address, device in devices.items()
+    ]
+    try:
+        for link in links:
+            await link.connect(telemetry_hz=50)  # bonds, handshakes, reads limits
+        async with asyncio.timeout(15):
+            while min(len(f) for f in frames.values()) < 100:
+                await asyncio.sleep(0.05)
+        for address, seen in frames.items():
+            steps = {(b - a) % 65536 for a, b in zip(seen, seen[1:], strict=False)}
+            assert steps == {1}, f"{address} lost telemetry frames: {steps}"
+
+        # Commands with ACKs across the process boundary, and the scenario endpoint.
+        link = links[0]
+        address = link.address.upper()
+        segment = p.QueueSegment(
+            link.next_seq(), 1, p.Zone.FOREHEAD, p.Waveform.SINE, 100, 200, 500, 5000, 200
+        )
+        assert (await link.send(segment)).ok
+        assert (await link.send(p.Start(link.next_seq()))).ok
+        async with asyncio.timeout(10):
+            while (await control.request(sim_process.control_port, "GET", f"/devices/{address}"))[
+                "output_ua"
+            ] == 0:
+                await link.send(p.Keepalive(link.next_seq()))
+                await asyncio.sleep(0.05)
+        snapshot = await control.call(
+            sim_process.control_port, address, "set_on_skin", on_skin=False
+        )
+        assert snapshot["contact"] is False
+        await link.stop()
+        state = await control.request(sim_process.control_port, "GET", f"/devices/{address}")
+        assert state["output_ua"] == 0
+        assert state["queue"] == []
+    finally:
+        for link in links:
+            await link.close()
