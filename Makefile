@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mcgw serve --ble sim:2
+	$(BIN)/mcgw serve --ble sim:2 --bootstrap
 
 sim: $(STAMP)
 	$(BIN)/mcgw sim --devices 3

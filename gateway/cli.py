@@ -1,4 +1,4 @@
-"""The ``mcgw`` command line: serve, sim, scan, config.
+"""The ``mcgw`` command line: serve, sim, scan, devices, sessions, pair, token, db, config.
 
 Each command imports only what it needs (bumble and the web stack cost start-up time on a Pi).
 Errors print one line saying what went wrong and what to do, and exit non-zero; they never dump
@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import sys
-from typing import Annotated, NoReturn
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.config import DEFAULT_PORT, Settings
+
+_T = TypeVar("_T")
 
 app = typer.Typer(
     name="mcgw",
@@ -142,6 +145,257 @@ def _as_dict(obj: object) -> dict[str, object]:
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
     return {"value": str(obj)}
+
+
+@app.command()
+def serve(
+    ble: Annotated[
+        str | None, typer.Option(help="auto | bluez | sim[:N] | hci:<bumble transport>.")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (sqlite:/// or postgresql+psycopg://).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help=f"Port (default {DEFAULT_PORT}).")] = None,
+    bootstrap: Annotated[
+        bool,
+        typer.Option(help="Print an admin token and a pairing code at start (used by make run)."),
+    ] = False,
+) -> None:
+    """Run the gateway: BLE service, REST + WebSocket API, storage."""
+    settings = load(**{"ble.mode": ble, "db.url": db, "api.host": host, "api.port": port})
+    setup_logging(settings)
+    import uvicorn
+
+    from api.app import create_app
+
+    if bootstrap:
+        _bootstrap(settings)
+    shown = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host  # noqa: S104
+    console.print(f"mcgw: serving on http://{shown}:{settings.api.port}  (docs: /docs)")
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.api.host,
+            port=settings.api.port,
+            log_config=None,
+            ws_per_message_deflate=False,
+            lifespan="on",
+        )
+    except OSError as exc:
+        fail(f"cannot listen on {settings.api.host}:{settings.api.port}: {exc}", "use --port")
+
+
+def _bootstrap(settings: Settings) -> None:
+    from gateway.storage import pairing, repo
+
+    def issue(session: Any) -> tuple[str, str]:
+        admins = [u for u in repo.list_users(session=session) if u.is_admin]
+        if admins:
+            admin = admins[0]
+        else:
+            admin = repo.create_user(session=session, name="admin", is_admin=True)
+        assert admin.id is not None
+        _row, token = repo.create_token(
+            session=session, user_id=admin.id, name="make run", pepper=_pepper(settings)
+        )
+        code = pairing.create_pairing_code(
+            session=session,
+            pepper=_pepper(settings),
+            user_name="phone",
+            ttl_s=settings.api.pairing_code_ttl_s,
+        )
+        return token, code.code
+
+    token, code = _with_db(settings, issue)
+    out.print(f"admin token:  {token}")
+    out.print(
+        f"pairing code: {code}  (valid {settings.api.pairing_code_ttl_s // 60} min; "
+        "POST /api/v1/pair)"
+    )
+
+
+def _pepper(settings: Settings) -> str:
+    return settings.token_pepper.get_secret_value()
+
+
+def _with_db(settings: Settings, fn: Callable[[Any], _T]) -> _T:
+    """Run ``fn(session)`` against the configured database (migrated first) and commit."""
+    from sqlmodel import Session
+
+    from gateway.storage.engine import create_engine_from_settings, upgrade
+
+    try:
+        engine = create_engine_from_settings(settings.db)
+        upgrade(engine)
+    except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
+        fail(f"cannot open the database {settings.db.url}: {exc}", "check --db / MCGW_DB__URL")
+    try:
+        with Session(engine) as session:
+            result = fn(session)
+            session.commit()
+            return result
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def pair(
+    name: Annotated[str, typer.Option(help="Name of the user the phone will belong to.")] = "phone",
+    user_id: Annotated[
+        int | None, typer.Option(help="Pair another phone of an existing user.")
+    ] = None,
+    admin: Annotated[bool, typer.Option(help="The paired phone gets admin rights.")] = False,
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Print a one-time 6-digit pairing code (valid 5 minutes) for a phone app."""
+    from gateway.errors import GatewayError
+    from gateway.storage import pairing
+
+    settings = load(**{"db.url": db})
+    try:
+        issued = _with_db(
+            settings,
+            lambda session: pairing.create_pairing_code(
+                session=session,
+                pepper=_pepper(settings),
+                user_id=user_id,
+                user_name=name,
+                is_admin=admin,
+                ttl_s=settings.api.pairing_code_ttl_s,
+            ),
+        )
+    except GatewayError as exc:
+        fail(str(exc))
+    out.print(issued.code)
+    console.print(
+        f"valid until {issued.expires_at:%H:%M:%S} UTC; enter it in the app (POST /api/v1/pair)"
+    )
+
+
+token_app = typer.Typer(help="API tokens for scripts and admins.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who or what the token is for.")],
+    admin: Annotated[bool, typer.Option(help="Create an admin user for it.")] = False,
+    user_id: Annotated[int | None, typer.Option(help="Issue it to an existing user.")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Create a user (or use --user-id) and print a bearer token for it. Shown once."""
+    from gateway.errors import GatewayError
+    from gateway.storage import repo
+
+    settings = load(**{"db.url": db})
+
+    def issue(session: Any) -> str:
+        uid = user_id
+        if uid is None:
+            user = repo.create_user(session=session, name=name, is_admin=admin)
+            uid = user.id
+        assert uid is not None
+        _row, token = repo.create_token(
+            session=session, user_id=uid, name=name, pepper=_pepper(settings)
+        )
+        return token
+
+    try:
+        token = _with_db(settings, issue)
+    except GatewayError as exc:
+        fail(str(exc))
+    out.print(token)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The token's id (see GET /api/v1/tokens).")],
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Revoke a token: requests with it are refused from now on."""
+    from gateway.errors import GatewayError
+    from gateway.storage import repo
+
+    settings = load(**{"db.url": db})
+    try:
+        _with_db(settings, lambda session: repo.revoke_token(session=session, token_id=token_id))
+    except GatewayError as exc:
+        fail(str(exc))
+    console.print(f"token {token_id} revoked")
+
+
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: Annotated[str | None, typer.Option(help="Database URL.")] = None) -> None:
+    """Apply the database migrations (also done at every start)."""
+    from gateway.storage.engine import current_revision
+
+    settings = load(**{"db.url": db})
+
+    def revision(session: Any) -> str | None:
+        return current_revision(session.get_bind())
+
+    with console.status("migrating ..."):
+        rev = _with_db(settings, revision)
+    console.print(f"database at revision {rev}: {settings.db.url}")
+
+
+@app.command()
+def devices(
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the devices this hub knows (from the database)."""
+    from gateway.storage import repo
+
+    settings = load(**{"db.url": db})
+    rows = _with_db(
+        settings,
+        lambda session: [
+            r.model_dump(mode="json")
+            for r in repo.list_devices(session=session, hub_id=settings.hub_id)
+        ],
+    )
+    _print_rows(rows, ("address", "name", "model", "firmware", "bonded", "owner_id"), as_json)
+
+
+@app.command()
+def sessions(
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List recent sessions (from the database), newest first."""
+    from gateway.storage import history
+
+    settings = load(**{"db.url": db})
+    rows = _with_db(
+        settings,
+        lambda session: [
+            r.model_dump(mode="json")
+            for r in history.list_sessions(session=session, limit=limit).items
+        ],
+    )
+    _print_rows(
+        rows,
+        ("id", "device_address", "program_slug", "intensity", "state", "end_reason", "created_at"),
+        as_json,
+    )
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    out.print(table)
+    console.print(f"{len(rows)} row(s)")
 
 
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)

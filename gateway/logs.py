@@ -51,3 +51,5 @@ def configure_logging(*, level: str = "INFO", json_format: bool = False) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every migration step at INFO; the gateway logs the outcome itself.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

@@ -7,6 +7,7 @@ stack in between (bleak -> bumble backend -> virtual radio -> bumble peripheral 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -66,9 +67,19 @@ async def bench() -> AsyncIterator[Bench]:
         await radio.close()
 
 
-def segment(seq: int, segment_id: int, amplitude: int = 200, duration: int = 2000) -> p.QueueSegment:
+def segment(
+    seq: int, segment_id: int, amplitude: int = 200, duration: int = 2000
+) -> p.QueueSegment:
     return p.QueueSegment(
-        seq, segment_id, p.Zone.CHEEKS, p.Waveform.SQUARE_BIPHASIC, 100, amplitude, 500, duration, 200
+        seq,
+        segment_id,
+        p.Zone.CHEEKS,
+        p.Waveform.SQUARE_BIPHASIC,
+        100,
+        amplitude,
+        500,
+        duration,
+        200,
     )
 
 
@@ -172,7 +183,7 @@ async def test_telemetry_rate_holds_with_no_missing_frames(bench: Bench) -> None
         elapsed = asyncio.get_running_loop().time() - start
     finally:
         await link.close()
-    steps = {(b - a) % 65536 for a, b in zip(frames, frames[1:], strict=False)}
+    steps = {(b - a) % 65536 for a, b in itertools.pairwise(frames)}
     assert steps == {1}, f"frame counter gaps: {steps}"
     # 100 frames at 50 Hz is two seconds of device time; the rate is the device's, not ours.
     assert elapsed > 1.0

@@ -8,6 +8,7 @@ hci:tcp-client:...` does. Scenarios are driven through the sim's control endpoin
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import subprocess
@@ -51,7 +52,8 @@ def _read_banner(process: subprocess.Popen[str]) -> SimProcess:
             control_port = int(match.group(1))
         if line.startswith("gateway:"):
             break
-    assert hci_port and control_port, "mcgw sim did not print its ports"
+    assert hci_port, "mcgw sim did not print its HCI port"
+    assert control_port, "mcgw sim did not print its control port"
     return SimProcess(process, hci_port, control_port, addresses)
 
 
@@ -126,7 +128,7 @@ async def test_second_process_finds_bonds_and_streams_from_every_device(
             while min(len(f) for f in frames.values()) < 100:
                 await asyncio.sleep(0.05)
         for address, seen in frames.items():
-            steps = {(b - a) % 65536 for a, b in zip(seen, seen[1:], strict=False)}
+            steps = {(b - a) % 65536 for a, b in itertools.pairwise(seen)}
             assert steps == {1}, f"{address} lost telemetry frames: {steps}"
 
         # Commands with ACKs across the process boundary, and the scenario endpoint.
