@@ -127,6 +127,7 @@ class BumbleClient(BaseBleakClient):
                 "or use backend=BumbleClient.bound_to(adapter) when connecting by address"
             )
         self._adapter = adapter
+        self._background: set[asyncio.Task[None]] = set()
         self._peer: hci.Address | None = (
             details.address if isinstance(details, BumbleDeviceDetails) else None
         )
@@ -365,8 +366,27 @@ class BumbleClient(BaseBleakClient):
             async with asyncio.timeout(GATT_TIMEOUT_S):
                 return await operation(connection.gatt_client)
         except BaseException as exc:
+            if isinstance(exc, TimeoutError | asyncio.CancelledError):
+                self._abandon(connection, what)
             self._raise_translated(exc, what)
             raise
+
+    def _abandon(self, connection: Connection, what: str) -> None:
+        """Drop a link whose ATT transaction was abandoned (timed out or cancelled).
+
+        ATT allows one outstanding request per bearer and has no request ids (Core Vol 3 Part F
+        3.3.3): after a timeout the late response would be taken as the answer to the NEXT
+        request, and bumble raises inside its packet handler. The spec's remedy is to stop
+        using the bearer; for a device that also means output off at once.
+        """
+        if self._connection is not connection:
+            return
+        logger.warning("%s on %s was abandoned; dropping the link", what, self.address)
+        task = asyncio.get_running_loop().create_task(
+            self._adapter.disconnect(connection), name=f"abandon:{self.address}"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _raise_translated(self, exc: BaseException, what: str) -> None:
         """Raise the bleak-facing form of ``exc``; return only if it should pass unchanged."""
