@@ -54,6 +54,9 @@ class BleSettings(BaseModel):
     telemetry_hz: Annotated[int, Field(ge=1, le=100)] = 50
     scan_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     reconnect_max_backoff_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    auto_connect: bool = True
+    """Look after every microcurrent device found in a scan (ownership is claimed separately)."""
+    discovery_interval_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
 
     @field_validator("mode")
     @classmethod
