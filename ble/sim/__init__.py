@@ -19,8 +19,9 @@ Behaviour a gateway can rely on (docs/protocol.md states it for firmware authors
   anything else is NACKed BAD_STATE. In FAULT or CHARGING, QUEUE_SEGMENT, START, PAUSE and RESUME
   are NACKed FAULT_ACTIVE or CHARGING.
 - STOP is accepted in every state: output off at once, queue cleared, RUNNING/PAUSED -> IDLE.
-- Control-point writes need an encrypted link (ATT error 0x0F otherwise); the firmware also
-  NACKs REFUSED any unencrypted command except STOP.
+- Control-point writes need an encrypted link (ATT error 0x0F otherwise), except a well-formed
+  STOP, which is executed on any link; the firmware's own check NACKs REFUSED any other
+  unencrypted command that reaches it.
 - QUEUE_SEGMENT checks, in order: amplitude above the hard cap -> ABOVE_HARD_CAP; segment id
   0xFFFF, frequency, pulse width or duration (1..max_segment_ms) outside the limits ->
   OUT_OF_RANGE; a segment id already queued -> DUPLICATE_SEGMENT; queue full -> QUEUE_FULL. The
@@ -44,11 +45,14 @@ Behaviour a gateway can rely on (docs/protocol.md states it for firmware authors
   (below 40 °C, hardware fault removed; an over-current is a transient) and is an idempotent ACK
   outside FAULT. Charging holds the device in CHARGING, leaving by itself when unplugged.
 - On disconnect: output off at once, queue cleared, RUNNING/PAUSED -> IDLE, intensity back to
-  100 %, telemetry back to 50 Hz with one sample per notification.
+  100 %, telemetry back to min(50, telemetry_max_hz) Hz with one sample per notification.
 - Telemetry and status report the segment at the head of the queue, and its position, while
   RUNNING or PAUSED (a paused segment is still reported); NO_SEGMENT otherwise.
 - Telemetry is sampled on an absolute grid (sample ``k`` at ``k * 1000 // rate_hz`` ms after the
   last SET_TELEMETRY_RATE), in every state, and sent ``samples_per_notification`` per
-  notification; rate 0 turns it off. The status characteristic is notified whenever its value
-  changes (state, faults, battery, queue length, intensity, current segment).
+  notification; rate 0 turns it off. A setting whose notifications would not fit the link's ATT
+  MTU is NACKed OUT_OF_RANGE; a notification is never truncated (one that does not fit, e.g.
+  before the MTU exchange, is dropped; the frame counter shows the gap). An ACK is indicated after
+  every notification produced before its command. The status characteristic is notified
+  whenever its value changes (state, faults, battery, queue length, intensity, current segment).
 """

@@ -92,16 +92,11 @@ class Firmware:
         self._refuse_opcodes: frozenset[int] | None = None
         self._outbox: list[Notification] = []
         self._sampler = TelemetrySampler(self.physics, start_ms, max_hz=limits.telemetry_max_hz)
-        # The largest notification value the link carries (ATT MTU - 3). The peripheral keeps it
-        # up to date; a pure test gets the MTU of 247 every gateway asks for.
+        # Largest notification value (ATT MTU - 3), kept up to date by the peripheral.
         self.max_notification_bytes = DEFAULT_NOTIFICATION_BYTES
         self._last_status = self.status()
 
     # -- observables ---------------------------------------------------------------------------
-
-    @property
-    def now_ms(self) -> int:
-        return self._now
 
     @property
     def output_ua(self) -> int:
@@ -200,10 +195,8 @@ class Firmware:
         return self._respond(seq, opcode, status)
 
     def _respond(self, seq: int, opcode: int, status: p.Status) -> p.Response:
-        if status is p.Status.OK:
-            self.counters.acks += 1
-        else:
-            self.counters.nacks += 1
+        self.counters.acks += status is p.Status.OK
+        self.counters.nacks += status is not p.Status.OK
         self.command_log.append((self._now, opcode, status))
         return p.Response(seq, opcode, status, min(self._queue.free, 0xFF))
 
@@ -212,11 +205,10 @@ class Firmware:
             case p.Stop():
                 self._halt(self.state if self.state not in _ACTIVE else p.DeviceState.IDLE)
                 return p.Status.OK
-            case p.Keepalive():
+            case p.Hello(max_version=version) if version < p.PROTOCOL_VERSION:
+                return p.Status.UNSUPPORTED_VERSION
+            case p.Keepalive() | p.Hello():
                 return p.Status.OK
-            case p.Hello(max_version=version):
-                ok = version >= p.PROTOCOL_VERSION
-                return p.Status.OK if ok else p.Status.UNSUPPORTED_VERSION
             case p.SetTelemetryRate(rate_hz=hz, samples_per_notification=n):
                 if hz > self.limits.telemetry_max_hz:
                     return p.Status.OUT_OF_RANGE
