@@ -180,6 +180,8 @@ def serve(
             port=settings.api.port,
             log_config=None,
             ws_per_message_deflate=False,
+            ws_max_size=settings.api.max_body_bytes,
+            timeout_graceful_shutdown=5,
             lifespan="on",
         )
     except OSError as exc:

@@ -133,9 +133,7 @@ def redeem_pairing_code(
     ).first()
     if row is None:
         session.execute(
-            sa.update(PairingCode)
-            .where(*_live(now))
-            .values(attempts=PairingCode.attempts + 1)  # type: ignore[operator]
+            sa.update(PairingCode).where(*_live(now)).values(attempts=PairingCode.attempts + 1)
         )
         session.flush()
         return None

@@ -1,0 +1,266 @@
+"""One WebSocket client: its subscriptions, the tasks that feed it, heartbeats and stall detection.
+
+Fan-out (docs/notes perf facts): a telemetry frame is serialised once by the hub
+(``TelemetryFrame.json_bytes``) and every client is sent those bytes. Each subscription is a
+bounded queue in the hub (``queue`` frames, oldest dropped first) drained by one pump task per
+subscription, so a client that reads slowly only ever blocks its own pumps: the hub keeps
+publishing, its queue overflows, and the client is sent a ``dropped`` message with the count
+right where the frames are missing. Sends are serialised by one lock per connection so messages
+never interleave.
+
+Down-sampling (``rate_hz``) happens here, on the hub side, on the device's own clock
+(``device_time_ms``): a frame is sent when it reaches the next slot of a 1/rate grid, so the
+rate holds on average and skipped sequence numbers are expected (only ``dropped`` and ``gap``
+report loss).
+
+A connection whose send has been stuck for ``stall_s`` (a client that stopped reading and never
+closed) is aborted; one that sent nothing for three heartbeats is closed with 4408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket
+
+from api.metrics import ApiMetrics
+from gateway.events import (
+    DeviceStateChanged,
+    Event,
+    EventsDropped,
+    EventSubscription,
+    SessionNotice,
+    SessionStateChanged,
+)
+from gateway.telemetry import Dropped, Gap, Subscription, TelemetryFrame
+
+log = logging.getLogger(__name__)
+
+DEVICE_TIME_MOD = 1 << 32
+MAX_SUBSCRIPTIONS = 8
+CLOSE_HEARTBEAT_TIMEOUT = 4408
+HEARTBEATS_BEFORE_TIMEOUT = 3
+
+
+@dataclass(eq=False)
+class LiveSubscription:
+    """One ``subscribe`` of one client: a device (optionally one session on it)."""
+
+    id: str
+    device: str
+    session_id: str | None
+    telemetry: Subscription | None
+    events: EventSubscription | None
+    rate_hz: float | None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if self.telemetry is not None:
+            self.telemetry.close()
+        if self.events is not None:
+            self.events.close()
+
+
+class Connection:
+    """State and output side of one accepted WebSocket."""
+
+    def __init__(self, websocket: WebSocket, *, metrics: ApiMetrics, heartbeat_s: float) -> None:
+        self.websocket = websocket
+        self.metrics = metrics
+        self.heartbeat_s = heartbeat_s
+        self.subscriptions: dict[str, LiveSubscription] = {}
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._send_started: float | None = None
+        self.last_received = self._loop.time()
+        self.closed = asyncio.Event()
+        self.aborted = False
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._owner: asyncio.Task[Any] | None = None
+
+    # --- output -------------------------------------------------------------------------------
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send one JSON message (as a text frame) in order with every other message."""
+        async with self._lock:
+            self._send_started = self._loop.time()
+            try:
+                # Text frames for every message, so browser clients get strings; the bytes were
+                # serialised once and are only decoded (a copy, not a re-serialisation) here.
+                await self.websocket.send_text(data.decode())
+            finally:
+                self._send_started = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.send_bytes(orjson.dumps(message))
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        self._owner = asyncio.current_task()
+        self._heartbeat = asyncio.create_task(self._beat(), name="ws-heartbeat")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            now = self._loop.time()
+            stuck = self._send_started
+            if stuck is not None and now - stuck > self.heartbeat_s * HEARTBEATS_BEFORE_TIMEOUT:
+                log.info("closing a WebSocket client that stopped reading")
+                self.abort()
+                return
+            if now - self.last_received > self.heartbeat_s * HEARTBEATS_BEFORE_TIMEOUT:
+                await self._close_quietly(CLOSE_HEARTBEAT_TIMEOUT, "no message for 3 heartbeats")
+                self.abort()
+                return
+            if not self._lock.locked():  # busy sending: the client is clearly being talked to
+                await self.send({"type": "ping", "ts": _now_s()})
+
+    def abort(self) -> None:
+        """Give up on the client: cancel the task that serves it (the server drops the link).
+
+        Cancelling is the only way to interrupt a receive from a client that sends nothing;
+        ``aborted`` lets that task tell this cancellation from a real one.
+        """
+        if self._owner is not None and not self._owner.done():
+            self.aborted = True
+            self._owner.cancel()
+
+    async def _close_quietly(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await self.websocket.close(code, reason)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.shutdown()
+        await self._close_quietly(code, reason)
+
+    async def shutdown(self) -> None:
+        """Stop every task of this connection and close its subscriptions. Idempotent."""
+        tasks: list[asyncio.Task[None]] = []
+        for sub in self.subscriptions.values():
+            sub.close()
+            tasks.extend(sub.tasks)
+        self.subscriptions.clear()
+        if self._heartbeat is not None and self._heartbeat is not asyncio.current_task():
+            self._heartbeat.cancel()
+            tasks.append(self._heartbeat)
+        for task in tasks:
+            if task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self.closed.set()
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def next_id(self) -> str:
+        return f"s{next(self._ids)}"
+
+    def add(self, sub: LiveSubscription) -> None:
+        self.subscriptions[sub.id] = sub
+        if sub.telemetry is not None:
+            sub.tasks.append(
+                asyncio.create_task(
+                    self._pump_frames(sub, sub.telemetry), name=f"ws-frames:{sub.id}"
+                )
+            )
+        if sub.events is not None:
+            sub.tasks.append(
+                asyncio.create_task(self._pump_events(sub, sub.events), name=f"ws-events:{sub.id}")
+            )
+
+    def remove(self, sub_id: str) -> bool:
+        sub = self.subscriptions.pop(sub_id, None)
+        if sub is None:
+            return False
+        sub.close()
+        return True
+
+    async def _pump_frames(self, sub: LiveSubscription, frames: Subscription) -> None:
+        gap_ms = 1000.0 / sub.rate_hz if sub.rate_hz else 0.0
+        due: float | None = None
+        try:
+            async for item in frames:
+                if isinstance(item, TelemetryFrame):
+                    if gap_ms:
+                        now = item.sample.device_time_ms
+                        if due is not None:
+                            ahead = (now - due) % DEVICE_TIME_MOD
+                            if ahead >= DEVICE_TIME_MOD // 2:  # now < due (wrap-aware)
+                                continue
+                            due = due + gap_ms if ahead < gap_ms else now + gap_ms
+                        else:
+                            due = now + gap_ms
+                        due %= DEVICE_TIME_MOD
+                    await self.send_bytes(item.json_bytes)
+                elif isinstance(item, Dropped):
+                    await self.send(
+                        {
+                            "type": "dropped",
+                            "subscription": sub.id,
+                            "device": sub.device,
+                            "count": item.count,
+                        }
+                    )
+                elif isinstance(item, Gap):
+                    await self.send(
+                        {
+                            "type": "gap",
+                            "subscription": sub.id,
+                            "device": sub.device,
+                            "missed": item.missed,
+                        }
+                    )
+        except Exception:
+            # The client went away mid-send; the receive loop sees the disconnect and cleans up.
+            log.debug("frame pump %s ended", sub.id, exc_info=True)
+
+    async def _pump_events(self, sub: LiveSubscription, events: EventSubscription) -> None:
+        try:
+            async for event in events:
+                await self.send(event_message(event, sub.id))
+        except Exception:
+            log.debug("event pump %s ended", sub.id, exc_info=True)
+
+
+def event_message(event: Event, subscription: str) -> dict[str, Any]:
+    """A bus event as a WebSocket message: ``type`` is the event's kind."""
+    data = event.as_dict()
+    kind = data.pop("kind")
+    data.pop("owner", None)  # an internal id string; clients know whose session it is
+    return {"type": kind, "subscription": subscription, **data}
+
+
+def event_filter(
+    *, device: str, session_id: str | None, owner: str | None
+) -> Callable[[Event], bool]:
+    """Events one subscription shows: its device's state, and its (or the owner's) sessions.
+
+    ``owner`` None (an admin) shows every session on the device. Runs inside ``publish``: quick.
+    """
+
+    def accept(event: Event) -> bool:
+        if isinstance(event, DeviceStateChanged):
+            return event.address.upper() == device
+        if isinstance(event, SessionStateChanged | SessionNotice):
+            if session_id is not None:
+                return event.session_id == session_id
+            return event.address.upper() == device and (owner is None or event.owner == owner)
+        return isinstance(event, EventsDropped)
+
+    return accept
+
+
+def _now_s() -> float:
+    return round(time.time(), 3)

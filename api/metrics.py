@@ -1,0 +1,120 @@
+"""Prometheus metrics at /metrics, from a registry that belongs to one app (no global registry).
+
+Most figures are read from the gateway when Prometheus scrapes (a custom collector), so the hot
+paths count nothing extra: devices by connection state, sessions by state, the telemetry hub's
+frames in/out/dropped/lost, BLE link counters and reconnects, storage writer counters. The API
+itself observes what only it sees: the stop latency (request to confirmed stop) and WebSocket
+connections.
+
+/metrics needs no token: it carries counts only, no addresses, names or ids (docs/api.md).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STOP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+DEVICE_STATES = ("discovered", "connecting", "connected", "bonded", "lost")
+SESSION_STATES = ("pending", "running", "paused", "completed", "stopped", "failed", "interrupted")
+
+
+class _GatewayCollector(Collector):
+    """Reads the runtime at scrape time."""
+
+    def __init__(self, metrics: ApiMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        runtime = self._metrics.runtime
+        if runtime is None:
+            return
+        devices = GaugeMetricFamily("mcgw_devices", "Managed devices by state", labels=["state"])
+        states = Counter(d.state for d in runtime.devices.devices.values())
+        for state in DEVICE_STATES:
+            devices.add_metric([state], states.get(state, 0))
+        yield devices
+
+        sessions = GaugeMetricFamily(
+            "mcgw_sessions", "Sessions held in memory by state", labels=["state"]
+        )
+        by_state = Counter(s.state.value for s in runtime.sessions.sessions.values())
+        for state in SESSION_STATES:
+            sessions.add_metric([state], by_state.get(state, 0))
+        yield sessions
+
+        hub = runtime.hub.counters
+        for name, value, doc in (
+            ("frames_in", hub.frames_in, "Telemetry frames published by devices"),
+            ("frames_out", hub.frames_out, "Telemetry frames handed to subscribers"),
+            ("frames_dropped", hub.frames_dropped, "Frames dropped for slow subscribers"),
+            ("device_frames_lost", hub.device_frames_lost, "Frames missing from devices"),
+            ("listener_errors", hub.listener_errors, "Telemetry listener failures"),
+        ):
+            yield CounterMetricFamily(f"mcgw_telemetry_{name}", doc, value=value)
+
+        links = [d.link.counters for d in runtime.devices.devices.values() if d.link is not None]
+        for name, doc in (
+            ("nacks", "Commands the devices refused"),
+            ("ack_timeouts", "Commands with no ACK in time"),
+            ("malformed_frames", "Malformed frames from devices"),
+            ("commands_sent", "Commands sent to devices"),
+        ):
+            total = sum(getattr(c, name) for c in links)
+            yield CounterMetricFamily(f"mcgw_ble_{name}", f"{doc} (current links)", value=total)
+        reconnects = sum(d.reconnects for d in runtime.devices.devices.values())
+        yield CounterMetricFamily(
+            "mcgw_ble_reconnects", "Links lost and re-established", value=reconnects
+        )
+        blocked = sum(d.supervisor.blocked for d in runtime.devices.devices.values())
+        yield CounterMetricFamily(
+            "mcgw_safety_commands_blocked",
+            "Commands refused by the safety supervisor",
+            value=blocked,
+        )
+        writer = getattr(runtime, "writer", None)
+        stats = getattr(writer, "stats", None)
+        if stats is not None:
+            yield GaugeMetricFamily(
+                "mcgw_storage_buffered_samples",
+                "Telemetry samples waiting",
+                value=stats.buffered_samples,
+            )
+            yield CounterMetricFamily(
+                "mcgw_storage_dropped_samples",
+                "Telemetry samples not stored",
+                value=stats.dropped_samples,
+            )
+            yield CounterMetricFamily(
+                "mcgw_storage_failed_jobs", "Storage jobs that failed", value=stats.jobs_failed
+            )
+
+
+class ApiMetrics:
+    """The app's registry and the metrics the API observes itself."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.runtime: Runtime | None = None
+        self.stop_latency = Histogram(
+            "mcgw_stop_latency_seconds",
+            "From a stop request to the device's confirmed stop",
+            buckets=STOP_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.ws_connections = Gauge(
+            "mcgw_ws_connections", "Open WebSocket connections", registry=self.registry
+        )
+        self.registry.register(_GatewayCollector(self))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

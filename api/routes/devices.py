@@ -1,0 +1,233 @@
+"""Devices: what the hub knows and sees, scanning, claiming, renaming, forgetting.
+
+A device's view merges three sources: the device manager (devices the hub keeps connected, with
+live state, battery, RSSI and contact), the last scans (discovered, not yet managed) and this
+hub's rows in the database (name, owner, bond state, last seen).
+
+Ownership: a claimed device belongs to one user. Unclaimed devices are visible to everyone (so
+they can be claimed); a device claimed by someone else is invisible (404, its existence is not
+leaked); admins see and control every device. Renaming, forgetting and starting a session need
+the device to be yours (or an admin's token): an unclaimed one answers 403 "claim it first".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response, status
+from sqlmodel import Session
+
+from api.auth import CurrentUser, Principal, RuntimeDep
+from api.errors import ApiProblem
+from api.schemas import DevicePublic, DeviceUpdate, ScanRequest
+from gateway.runtime import Runtime
+from gateway.storage import repo
+from gateway.storage.models import DeviceRecord
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+AddressPath = Annotated[
+    str,
+    Path(pattern="^[0-9A-Za-z][0-9A-Za-z:_-]{0,63}$", examples=["F0:00:00:00:00:01"]),
+]
+
+
+def _rows(*, session: Session, hub_id: str) -> dict[str, DeviceRecord]:
+    return {row.address.upper(): row for row in repo.list_devices(session=session, hub_id=hub_id)}
+
+
+async def load_rows(runtime: Runtime) -> dict[str, DeviceRecord]:
+    rows: dict[str, DeviceRecord] = await runtime.db(_rows, hub_id=runtime.settings.hub_id)
+    return rows
+
+
+def visible(user: Principal, row: DeviceRecord | None) -> bool:
+    return row is None or row.owner_id is None or user.may_control(row.owner_id)
+
+
+def describe(
+    runtime: Runtime, user: Principal, address: str, row: DeviceRecord | None
+) -> DevicePublic:
+    managed = runtime.devices.devices.get(address)
+    seen = next((d for a, d in runtime.devices.discovered.items() if a.upper() == address), None)
+    session = runtime.sessions.active_on(address)
+    if managed is not None:
+        name, state = managed.name, managed.state
+        rssi, battery, contact = managed.rssi, managed.battery_pct, managed.contact_quality
+    elif seen is not None:
+        name, state, rssi, battery, contact = (
+            seen.name,
+            "discovered",
+            seen.rssi,
+            seen.battery_pct,
+            None,
+        )
+    else:
+        name, state, rssi, battery, contact = "", "known", None, None, None
+    last_seen: datetime | None = None
+    if row is not None:
+        name = row.name or name
+        last_seen = row.last_seen
+    owner_id = row.owner_id if row is not None else None
+    return DevicePublic(
+        address=address,
+        name=name or address,
+        state=state,
+        managed=managed is not None,
+        claimed=owner_id is not None,
+        owned_by_you=owner_id == user.user_id,
+        bonded=(managed is not None and managed.state == "bonded")
+        or (row is not None and row.bonded),
+        rssi=rssi,
+        battery_pct=battery,
+        contact_quality=contact,
+        active_session_id=(
+            session.id if session is not None and user.may_control(int(session.owner)) else None
+        ),
+        last_seen=last_seen,
+    )
+
+
+def _known_addresses(runtime: Runtime, rows: dict[str, DeviceRecord]) -> list[str]:
+    addresses = set(runtime.devices.devices) | set(rows)
+    addresses |= {a.upper() for a in runtime.devices.discovered}
+    return sorted(addresses)
+
+
+@router.get("", summary="Devices you can see: claimed by you, unclaimed, and discovered")
+async def list_devices(user: CurrentUser, runtime: RuntimeDep) -> list[DevicePublic]:
+    rows = await load_rows(runtime)
+    return [
+        describe(runtime, user, address, rows.get(address))
+        for address in _known_addresses(runtime, rows)
+        if visible(user, rows.get(address))
+    ]
+
+
+async def find_device(
+    runtime: Runtime, user: Principal, address: str
+) -> tuple[str, DeviceRecord | None]:
+    """The normalised address and row of a device the user may see; 404 otherwise."""
+    address = address.upper()
+    rows = await load_rows(runtime)
+    row = rows.get(address)
+    if address not in _known_addresses(runtime, rows) or not visible(user, row):
+        raise ApiProblem(404, f"no device {address} visible to you; scan first", kind="not-found")
+    return address, row
+
+
+def require_control(user: Principal, address: str, row: DeviceRecord | None) -> None:
+    if row is None or row.owner_id is None:
+        raise ApiProblem(
+            403,
+            f"device {address} is not claimed; claim it first "
+            f"(POST /api/v1/devices/{address}/claim)",
+            kind="claim-required",
+        )
+    if not user.may_control(row.owner_id):  # pragma: no cover - invisible devices are 404
+        raise ApiProblem(404, f"no device {address} visible to you", kind="not-found")
+
+
+@router.get("/{address}", summary="One device")
+async def get_device(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) -> DevicePublic:
+    address, row = await find_device(runtime, user, address)
+    return describe(runtime, user, address, row)
+
+
+@router.post("/scan", summary="Scan for devices nearby (takes timeout_s)")
+async def scan(
+    request: Request, user: CurrentUser, runtime: RuntimeDep, body: ScanRequest | None = None
+) -> list[DevicePublic]:
+    lock: asyncio.Lock = request.app.state.scan_lock
+    timeout_s = (body or ScanRequest()).timeout_s
+    async with lock:  # one radio: concurrent scans would fail; the second waits its turn
+        try:
+            found = await runtime.devices.scan(timeout_s=timeout_s)
+        except Exception as exc:
+            raise ApiProblem(503, f"the scan failed: {exc}", kind="scan-failed") from exc
+    rows = await load_rows(runtime)
+    return [
+        describe(runtime, user, d.address.upper(), rows.get(d.address.upper()))
+        for d in found
+        if visible(user, rows.get(d.address.upper()))
+    ]
+
+
+def _claim(
+    *, session: Session, hub_id: str, address: str, name: str, bonded: bool, user_id: int
+) -> DeviceRecord:
+    existing = repo.list_devices(session=session, hub_id=hub_id)
+    is_new = all(row.address.upper() != address for row in existing)
+    repo.upsert_device(
+        session=session,
+        hub_id=hub_id,
+        address=address,
+        name=name if is_new else None,
+        bonded=bonded or None,
+    )
+    return repo.claim_device(session=session, hub_id=hub_id, address=address, user_id=user_id)
+
+
+@router.post(
+    "/{address}/claim",
+    summary="Make a device yours; the hub connects to it and keeps it connected",
+    responses={409: {"description": "Another user owns it (admins see this)"}},
+)
+async def claim(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) -> DevicePublic:
+    address, row = await find_device(runtime, user, address)
+    managed = runtime.devices.devices.get(address)
+    if managed is None:
+        managed = runtime.devices.manage(runtime.devices.seen(address))
+    row = await runtime.db(
+        _claim,
+        hub_id=runtime.settings.hub_id,
+        address=address,
+        name=managed.name,
+        bonded=managed.state == "bonded",
+        user_id=user.user_id,
+    )
+    return describe(runtime, user, address, row)
+
+
+def _rename(*, session: Session, hub_id: str, address: str, name: str) -> DeviceRecord:
+    return repo.upsert_device(session=session, hub_id=hub_id, address=address, name=name)
+
+
+@router.patch("/{address}", summary="Rename your device")
+async def rename(
+    address: AddressPath, body: DeviceUpdate, user: CurrentUser, runtime: RuntimeDep
+) -> DevicePublic:
+    address, row = await find_device(runtime, user, address)
+    require_control(user, address, row)
+    row = await runtime.db(_rename, hub_id=runtime.settings.hub_id, address=address, name=body.name)
+    managed = runtime.devices.devices.get(address)
+    if managed is not None:
+        managed.name = body.name
+    return describe(runtime, user, address, row)
+
+
+def _forget(*, session: Session, hub_id: str, address: str) -> None:
+    repo.forget_device(session=session, hub_id=hub_id, address=address)
+
+
+@router.delete(
+    "/{address}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Forget your device: disconnect it and drop it from this hub (history is kept)",
+    responses={409: {"description": "A session runs on it; stop it first"}},
+)
+async def forget(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) -> Response:
+    address, row = await find_device(runtime, user, address)
+    require_control(user, address, row)
+    active = runtime.sessions.active_on(address)
+    if active is not None:
+        raise ApiProblem(
+            409, f"session {active.id} runs on {address}; stop it first", kind="conflict"
+        )
+    if address in runtime.devices.devices:
+        await runtime.devices.forget(address)
+    await runtime.db(_forget, hub_id=runtime.settings.hub_id, address=address)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

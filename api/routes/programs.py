@@ -1,0 +1,151 @@
+"""Programs: the built-in library plus each user's own, validated against every cap.
+
+A custom program is checked twice before it is stored: its shape by the schema (ranges, unknown
+fields: 422 with ``steps[2].frequency_hz``-style paths) and its safety by
+``gateway.programs.validate_program`` against the hub, zone and the user's personal cap (S1) and
+the session-length cap (S10): 422 ``invalid-program`` with one entry per step and field. It is
+checked again against the device's limits when a session starts.
+
+Slugs are one namespace per database (built-ins included). Another user's program is invisible
+(404); admins see and edit every custom program. Built-ins cannot be changed (409).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+from sqlmodel import Session
+
+from api.auth import CurrentUser, Principal, RuntimeDep
+from api.errors import ApiProblem
+from api.schemas import ProgramCreate, ProgramPublic, ProgramUpdate
+from gateway.errors import NotFound
+from gateway.programs import Caps, Program, validate_program
+from gateway.runtime import Runtime
+from gateway.storage import repo
+from gateway.storage.models import ProgramRecord
+
+router = APIRouter(prefix="/programs", tags=["programs"])
+
+SlugPath = Annotated[str, Path(pattern="^[a-z0-9][a-z0-9-]{1,47}$", examples=["quick-lift"])]
+
+
+def _public(program: Program, owner_id: int | None, user: Principal) -> ProgramPublic:
+    return ProgramPublic(
+        slug=program.slug,
+        name=program.name,
+        description=program.description,
+        builtin=program.builtin,
+        owned_by_you=owner_id == user.user_id,
+        duration_s=program.duration_s,
+        steps=list(program.steps),
+    )
+
+
+def _custom(*, session: Session, owner_id: int | None) -> list[tuple[Program, int | None]]:
+    records = repo.list_programs(session=session, owner_id=owner_id)
+    return [(repo.to_program(r), r.owner_id) for r in records if not r.builtin]
+
+
+def _one(*, session: Session, slug: str) -> tuple[Program, int | None]:
+    record = repo.get_program(session=session, slug=slug)
+    return repo.to_program(record), record.owner_id
+
+
+async def resolve_program(
+    runtime: Runtime, user: Principal, slug: str
+) -> tuple[Program, int | None]:
+    """A built-in or a custom program the user may see, with its owner; 404 otherwise."""
+    builtin = runtime.programs.get(slug)
+    if builtin is not None:
+        return builtin, None
+    try:
+        program, owner_id = await runtime.db(_one, slug=slug)
+    except NotFound:
+        owner_id, program = -1, None
+    if program is None or program.builtin or not user.may_control(owner_id):
+        raise ApiProblem(404, f"no program {slug!r} visible to you", kind="not-found")
+    return program, owner_id
+
+
+@router.get("", summary="Built-in programs and your own")
+async def list_programs(user: CurrentUser, runtime: RuntimeDep) -> list[ProgramPublic]:
+    custom = await runtime.db(_custom, owner_id=None if user.is_admin else user.user_id)
+    builtins = [_public(p, None, user) for p in runtime.programs.values()]
+    return builtins + [
+        _public(p, owner, user) for p, owner in custom if p.slug not in runtime.programs
+    ]
+
+
+@router.get("/{slug}", summary="One program")
+async def get_program(slug: SlugPath, user: CurrentUser, runtime: RuntimeDep) -> ProgramPublic:
+    program, owner_id = await resolve_program(runtime, user, slug)
+    return _public(program, owner_id, user)
+
+
+def _checked(
+    runtime: Runtime, user: Principal, slug: str, body: ProgramCreate | ProgramUpdate
+) -> Program:
+    program = Program(
+        slug=slug, name=body.name, description=body.description, steps=tuple(body.steps)
+    )
+    return validate_program(program, Caps(runtime.settings.safety, user_cap_ua=user.cap_ua))
+
+
+def _create(*, session: Session, program: Program, owner_id: int) -> ProgramRecord:
+    return repo.create_program(session=session, program=program, owner_id=owner_id)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a custom program (validated against every cap)",
+    responses={409: {"description": "The slug is taken"}},
+)
+async def create_program(
+    body: ProgramCreate, user: CurrentUser, runtime: RuntimeDep
+) -> ProgramPublic:
+    if body.slug in runtime.programs:
+        raise ApiProblem(
+            409, f"{body.slug!r} is a built-in program; pick another slug", kind="conflict"
+        )
+    program = _checked(runtime, user, body.slug, body)
+    await runtime.db(_create, program=program, owner_id=user.user_id)
+    return _public(program, user.user_id, user)
+
+
+def _update(*, session: Session, program: Program, owner_id: int | None) -> ProgramRecord:
+    return repo.update_program(session=session, program=program, owner_id=owner_id)
+
+
+@router.put("/{slug}", summary="Replace your custom program's name, description and steps")
+async def update_program(
+    slug: SlugPath, body: ProgramUpdate, user: CurrentUser, runtime: RuntimeDep
+) -> ProgramPublic:
+    if slug in runtime.programs:
+        raise ApiProblem(
+            409, f"{slug!r} is built in and cannot be changed; copy it", kind="conflict"
+        )
+    _, owner_id = await resolve_program(runtime, user, slug)
+    program = _checked(runtime, user, slug, body)
+    await runtime.db(_update, program=program, owner_id=None if user.is_admin else user.user_id)
+    return _public(program, owner_id, user)
+
+
+def _delete(*, session: Session, slug: str, owner_id: int | None) -> None:
+    repo.delete_program(session=session, slug=slug, owner_id=owner_id)
+
+
+@router.delete(
+    "/{slug}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete your custom program (sessions that used it keep their history)",
+)
+async def delete_program(slug: SlugPath, user: CurrentUser, runtime: RuntimeDep) -> Response:
+    if slug in runtime.programs:
+        raise ApiProblem(409, f"{slug!r} is built in and cannot be deleted", kind="conflict")
+    await resolve_program(runtime, user, slug)
+    await runtime.db(_delete, slug=slug, owner_id=None if user.is_admin else user.user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

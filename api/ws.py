@@ -1,0 +1,326 @@
+"""The WebSocket endpoint /api/v1/ws: authenticate, subscribe, receive live data, send commands.
+
+The protocol is specified in docs/websocket.md. In short: authenticate (an ``auth`` message
+first, or at the handshake with ``Authorization: Bearer`` or the subprotocols
+``mcgw.v1, bearer.<token>``; never in the URL, which servers and proxies log), then
+``subscribe`` to a device or a session (optionally ``from_seq``, ``rate_hz``), and send
+``stop``/``pause``/``resume``/``set_level``; every message with an ``id`` gets an ``ack`` or an
+``error`` with that id. The same ownership rules as REST apply (api.routes.*).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from api.auth import Principal, authenticate
+from api.errors import ApiProblem, problem_for, validation_errors
+from api.live import MAX_SUBSCRIPTIONS, Connection, LiveSubscription, event_filter
+from api.metrics import ApiMetrics
+from api.routes.devices import find_device
+from api.routes.sessions import control_target, from_live, stop_visible, visible_live
+from api.ws_messages import (
+    CLIENT_MESSAGE,
+    Auth,
+    Control,
+    Ping,
+    Pong,
+    SetLevel,
+    Subscribe,
+    Unsubscribe,
+)
+from gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+SUBPROTOCOL = "mcgw.v1"
+BEARER_SUBPROTOCOL_PREFIX = "bearer."
+AUTH_TIMEOUT_S = 10.0
+DEFAULT_HEARTBEAT_S = 20.0
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_BIG = 1009
+CLOSE_GOING_AWAY = 1001
+
+
+def _handshake_token(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """(token, subprotocol to accept) from the Authorization header or the subprotocols."""
+    offered = list(websocket.scope.get("subprotocols", []))
+    chosen = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    header = websocket.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip(), chosen
+    for protocol in offered:
+        if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
+            return protocol[len(BEARER_SUBPROTOCOL_PREFIX) :], chosen
+    return None, chosen
+
+
+def _error(request_id: str | None, exc: BaseException) -> dict[str, Any]:
+    problem, _ = problem_for(exc)
+    return {
+        "type": "error",
+        "id": request_id,
+        "problem": problem.model_dump(exclude_none=True),
+    }
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    app = websocket.app
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    metrics: ApiMetrics = app.state.metrics
+    token, subprotocol = _handshake_token(websocket)
+    await websocket.accept(subprotocol=subprotocol)
+    if runtime is None or not runtime.started:
+        await websocket.close(1013, "the gateway is starting or stopping; retry shortly")
+        return
+    connection = Connection(websocket, metrics=metrics, heartbeat_s=DEFAULT_HEARTBEAT_S)
+    connections: set[Connection] = app.state.connections
+    connections.add(connection)
+    metrics.ws_connections.inc()
+    try:
+        await _serve(connection, runtime, token, app.state.settings.api.max_body_bytes)
+    except WebSocketDisconnect:
+        pass
+    except asyncio.CancelledError:
+        if not connection.aborted:
+            raise
+        # Our own abort of a stalled or silent client: end normally; the server drops the link.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    finally:
+        connections.discard(connection)
+        metrics.ws_connections.dec()
+        await connection.shutdown()
+
+
+async def _authenticate(
+    connection: Connection, runtime: Runtime, token: str | None, max_bytes: int
+) -> Principal | None:
+    request_id: str | None = None
+    try:
+        if token is None:
+            async with asyncio.timeout(AUTH_TIMEOUT_S):
+                raw = await _receive(connection, max_bytes)
+            if raw is None:
+                return None
+            message = _auth_message(raw)
+            request_id, token = message.id, message.token
+            if message.heartbeat_s is not None:
+                connection.heartbeat_s = message.heartbeat_s
+        principal = await authenticate(runtime, token)
+    except TimeoutError:
+        await connection.close(CLOSE_UNAUTHENTICATED, "no auth message in time")
+        return None
+    except (ApiProblem, ValidationError, ValueError) as exc:
+        # Not str(exc): a validation message would echo the input, and the input is a token.
+        problem = (
+            exc
+            if isinstance(exc, ApiProblem)
+            else ApiProblem(
+                401,
+                'the first message must be {"type": "auth", "token": "..."}',
+                kind="unauthorized",
+            )
+        )
+        await connection.send(_error(request_id, problem))
+        await connection.close(CLOSE_UNAUTHENTICATED, "authentication failed")
+        return None
+    if request_id is not None:
+        await connection.send({"type": "ack", "id": request_id})
+    await connection.send(
+        {
+            "type": "hello",
+            "protocol": SUBPROTOCOL,
+            "user_id": principal.user_id,
+            "heartbeat_s": connection.heartbeat_s,
+            "max_subscriptions": MAX_SUBSCRIPTIONS,
+        }
+    )
+    return principal
+
+
+def _auth_message(raw: Any) -> Auth:
+    message = CLIENT_MESSAGE.validate_python(raw)
+    if not isinstance(message, Auth):
+        raise ApiProblem(
+            401, 'the first message must be {"type": "auth", ...}', kind="unauthorized"
+        )
+    return message
+
+
+async def _receive(connection: Connection, max_bytes: int) -> Any | None:
+    """The next message as parsed JSON; None when the client closed. Raises on bad JSON."""
+    message = await connection.websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    connection.last_received = asyncio.get_running_loop().time()
+    data: str | bytes | None = message.get("text")
+    if data is None:
+        data = message.get("bytes") or b""
+    if len(data) > max_bytes:
+        await connection.close(CLOSE_TOO_BIG, f"messages are limited to {max_bytes} bytes")
+        return None
+    return orjson.loads(data)
+
+
+async def _serve(
+    connection: Connection, runtime: Runtime, token: str | None, max_bytes: int
+) -> None:
+    user = await _authenticate(connection, runtime, token, max_bytes)
+    if user is None:
+        return
+    connection.start_heartbeat()
+    while True:
+        request_id: str | None = None
+        try:
+            raw = await _receive(connection, max_bytes)
+            if raw is None:
+                return
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                request_id = raw["id"]
+            message = CLIENT_MESSAGE.validate_python(raw)
+            request_id = message.id
+            reply = await _dispatch(connection, runtime, user, message)
+        except orjson.JSONDecodeError as exc:
+            reply = _error(None, ApiProblem(400, f"not JSON: {exc}", kind="bad-message"))
+        except ValidationError as exc:
+            problem = ApiProblem(
+                422,
+                "the message does not match the protocol; see errors",
+                kind="validation",
+                errors=validation_errors(exc.errors()),
+            )
+            reply = _error(request_id, problem)
+        except (WebSocketDisconnect, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # every other failure is answered, and the connection lives on
+            if not isinstance(exc, ApiProblem) and problem_for(exc)[0].status >= 500:
+                log.exception("WebSocket command failed")
+            reply = _error(request_id, exc)
+        if reply is not None:
+            await connection.send(reply)
+
+
+async def _dispatch(
+    connection: Connection, runtime: Runtime, user: Principal, message: Any
+) -> dict[str, Any] | None:
+    if isinstance(message, Ping):
+        return {"type": "pong", "id": message.id}
+    if isinstance(message, Pong):
+        return None
+    if isinstance(message, Auth):
+        raise ApiProblem(409, "this connection is already authenticated", kind="conflict")
+    if isinstance(message, Subscribe):
+        await _subscribe(connection, runtime, user, message)  # acks itself, before any frame
+        return None
+    if isinstance(message, Unsubscribe):
+        if not connection.remove(message.subscription):
+            raise ApiProblem(404, f"no subscription {message.subscription}", kind="not-found")
+        return {"type": "ack", "id": message.id, "subscription": message.subscription}
+    if isinstance(message, Control):
+        if message.type == "stop":
+            public = await stop_visible(runtime, user, message.session_id, connection.metrics)
+        else:
+            target = await control_target(runtime, user, message.session_id)
+            command = runtime.sessions.pause if message.type == "pause" else runtime.sessions.resume
+            public = from_live(await command(target.id, actor=user.owner, is_admin=user.is_admin))
+        return {"type": "ack", "id": message.id, "session": public.model_dump(mode="json")}
+    if isinstance(message, SetLevel):
+        target = await control_target(runtime, user, message.session_id)
+        session = await runtime.sessions.set_level(
+            target.id, message.level, actor=user.owner, is_admin=user.is_admin
+        )
+        return {
+            "type": "ack",
+            "id": message.id,
+            "session": from_live(session).model_dump(mode="json"),
+        }
+    raise ApiProblem(400, "unknown message", kind="bad-message")  # pragma: no cover
+
+
+async def _subscribe(
+    connection: Connection, runtime: Runtime, user: Principal, message: Subscribe
+) -> None:
+    if (message.device is None) == (message.session_id is None):
+        raise ApiProblem(
+            422,
+            "give exactly one of device and session_id",
+            kind="validation",
+            errors=[("device", "exactly one of device and session_id")],
+        )
+    if len(connection.subscriptions) >= MAX_SUBSCRIPTIONS:
+        raise ApiProblem(
+            409, f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", kind="conflict"
+        )
+    session_id = None
+    if message.session_id is not None:
+        live = visible_live(runtime, user, message.session_id)
+        if live is None:
+            raise ApiProblem(
+                404,
+                f"no live session {message.session_id} visible to you on this hub; "
+                "its recorded telemetry is at GET /api/v1/sessions/{id}/telemetry",
+                kind="not-found",
+            )
+        address, session_id = live.address, live.id
+    else:
+        assert message.device is not None
+        address, _ = await find_device(runtime, user, message.device)
+    if any(s.device == address for s in connection.subscriptions.values()):
+        raise ApiProblem(
+            409, f"already subscribed to {address} on this connection", kind="conflict"
+        )
+    managed = runtime.devices.devices.get(address)
+    hub_device = managed.address if managed is not None else address
+    telemetry = None
+    if message.telemetry:
+        telemetry = runtime.hub.subscribe(
+            device=hub_device,
+            session_id=session_id,
+            from_seq=message.from_seq,
+            queue_size=message.queue,
+        )
+    events = None
+    if message.events:
+        owner = None if user.is_admin else user.owner
+        events = runtime.bus.subscribe(
+            event_filter(device=address, session_id=session_id, owner=owner)
+        )
+    sub = LiveSubscription(
+        id=connection.next_id(),
+        device=address,
+        session_id=session_id,
+        telemetry=telemetry,
+        events=events,
+        rate_hz=message.rate_hz,
+    )
+    # The ack goes out before the first frame (the replay is already queued in the hub).
+    await connection.send(
+        {
+            "type": "ack",
+            "id": message.id,
+            "subscription": sub.id,
+            "device": address,
+            "session_id": session_id,
+        }
+    )
+    connection.add(sub)
+
+
+async def close_all(connections: set[Connection]) -> None:
+    """At shutdown: tell every client the server is going away."""
+    for connection in list(connections):
+        with contextlib.suppress(Exception):
+            await connection.close(CLOSE_GOING_AWAY, "the hub is shutting down")
