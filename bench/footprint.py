@@ -1,0 +1,327 @@
+"""Footprint: time to ready, resident memory and idle CPU of a gateway process.
+
+Two set-ups, each a real server process started the way a user starts it:
+
+* ``sim:7``: ``mcgw serve --ble sim:7`` (or, while the CLI has no ``serve`` yet, the same app
+  under ``uvicorn.run`` from ``python -c``). ``--launches`` times: process start -> the first
+  ``GET /api/v1/health`` answering 200 (time to ready), -> /metrics showing 7 devices bonded,
+  then RSS, and the CPU the process uses over ``--idle-s`` seconds with no client and no session.
+  The 7 simulated devices live in this process, so their cost is in these figures.
+* ``hci``: the gateway alone, its 7 devices in a sim helper process (HCI over TCP). Idle RSS and
+  CPU with no device, then again once the 7 are claimed (over REST, as a phone does) and
+  connected. This is the honest figure for the BRIEF's footprint target.
+
+Both pass ``MCGW_MDNS=false`` and a throw-away SQLite database. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from floors import (
+    CpuMeter,
+    helper_log,
+    memory_mib,
+    spread_line,
+    summarize,
+)
+
+PEPPER = "bench-pepper"
+READY_TIMEOUT_S = 60.0
+POLL_S = 0.01
+SETTLE_S = 1.0
+DEVICES = 7
+
+SERVE_SNIPPET = """\
+import uvicorn
+from api.app import create_app
+from gateway.config import Settings
+
+settings = Settings()
+uvicorn.run(
+    create_app(settings), host=settings.api.host, port=settings.api.port,
+    log_level="warning", ws_per_message_deflate=False,
+)
+"""
+
+
+IMPORT_STEPS = (
+    ("python", ""),
+    ("+ fastapi, uvicorn", "import fastapi, uvicorn"),
+    ("+ sqlmodel, sqlalchemy", "import sqlmodel, sqlalchemy"),
+    ("+ alembic", "import alembic.command, alembic.config"),
+    ("+ bleak", "import bleak, bleak_retry_connector"),
+    ("+ bumble", "import bumble.device, bumble.transport"),
+    ("+ api.app (everything)", "import api.app, gateway.runtime, ble.sim.peripheral"),
+)
+
+IMPORT_SNIPPET = """\
+import json, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+steps = json.loads(sys.argv[1])
+out = {}
+for name, statement in steps:
+    exec(statement)
+    out[name] = round(rss(), 1)
+print(json.dumps(out))
+"""
+
+
+def import_rss() -> dict[str, float]:
+    """Resident memory of a fresh interpreter after each import, cumulatively (MiB)."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_SNIPPET, json.dumps(IMPORT_STEPS)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_command() -> tuple[list[str], str]:
+    """How to start a server: ``mcgw serve`` when the CLI has it, else ``python -c``."""
+    mcgw = Path(sys.executable).with_name("mcgw")
+    if mcgw.exists():
+        probe = subprocess.run(
+            [str(mcgw), "serve", "--help"], capture_output=True, timeout=30, check=False
+        )
+        if probe.returncode == 0:
+            return [str(mcgw), "serve"], "mcgw serve"
+    return [sys.executable, "-c", SERVE_SNIPPET], "python -c uvicorn.run(create_app(settings))"
+
+
+def server_env(db_path: Path, port: int, ble: str) -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])
+    return dict(
+        os.environ,
+        MCGW_BLE__MODE=ble,
+        MCGW_DB__URL=f"sqlite:///{db_path}",
+        MCGW_MDNS="false",
+        MCGW_API__HOST="127.0.0.1",
+        MCGW_API__PORT=str(port),
+        MCGW_HUB_ID="bench-footprint",
+        MCGW_TOKEN_PEPPER=PEPPER,
+        MCGW_LOG_LEVEL="WARNING",
+        PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+
+
+def start_server(ble: str, db_path: Path) -> tuple[subprocess.Popen[bytes], int, float, str]:
+    """Start a server; return it, its port, the start time and how it was started."""
+    command, how = serve_command()
+    port = free_port()
+    if how == "mcgw serve":
+        command = [*command, "--ble", ble, "--host", "127.0.0.1", "--port", str(port)]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command, env=server_env(db_path, port, ble), stdout=helper_log(), stderr=helper_log()
+    )
+    return process, port, started, how
+
+
+async def wait_ready(port: int, process: subprocess.Popen[bytes]) -> float:
+    """Poll /api/v1/health until it answers 200; the monotonic time it did."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as http:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the server exited ({process.returncode}) while starting")
+                try:
+                    if (await http.get("/api/v1/health")).status_code == 200:
+                        return time.monotonic()
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(POLL_S)
+
+
+async def wait_bonded(port: int, count: int) -> float:
+    """Poll /metrics until ``count`` devices are bonded; the monotonic time they were."""
+    import httpx
+
+    wanted = f'mcgw_devices{{state="bonded"}} {float(count)}'
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as http:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while True:
+                if wanted in (await http.get("/metrics")).text:
+                    break
+                await asyncio.sleep(0.05)
+    return time.monotonic()
+
+
+async def idle(pid: int, seconds: float, parts: int = 1) -> list[float]:
+    """CPU % of a core over ``seconds``, in ``parts`` consecutive windows."""
+    meter = CpuMeter(pid)
+    out = []
+    for _ in range(parts):
+        meter.start()
+        await asyncio.sleep(seconds / parts)
+        out.append(round(meter.stop(), 2))
+    return out
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def sim7_launch(idle_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        process, port, started, how = start_server(f"sim:{DEVICES}", Path(tmp) / "mcgw.db")
+        try:
+            ready = await wait_ready(port, process)
+            bonded = await wait_bonded(port, DEVICES)
+            await asyncio.sleep(SETTLE_S)
+            cpu = (await idle(process.pid, idle_s))[0]
+            memory = memory_mib(process.pid)
+        finally:
+            stop_server(process)
+    return {
+        "ready_s": ready - started,
+        "devices_bonded_s": bonded - started,
+        "rss_mib": memory["rss"],
+        "idle_cpu_pct": cpu,
+        "how": how,
+    }
+
+
+def make_token(db_path: Path) -> str:
+    """An admin token written straight into the server's database (as `mcgw token create`)."""
+    from sqlmodel import Session
+
+    from gateway.config import DatabaseSettings
+    from gateway.storage import repo
+    from gateway.storage.engine import create_engine_from_settings
+
+    engine = create_engine_from_settings(DatabaseSettings(url=f"sqlite:///{db_path}"))
+    try:
+        with Session(engine) as session:
+            user = repo.create_user(session=session, name="bench", is_admin=True)
+            assert user.id is not None
+            _, token = repo.create_token(session=session, user_id=user.id, name="b", pepper=PEPPER)
+            session.commit()
+    finally:
+        engine.dispose()
+    return token
+
+
+async def hci_launch(idle_s: float) -> dict[str, Any]:
+    from telemetry_e2e import claim_all, http_client, start_sim
+
+    sim = await start_sim(DEVICES, record=False)
+    async with sim:
+        with tempfile.TemporaryDirectory() as tmp:
+            db_path = Path(tmp) / "mcgw.db"
+            moniker = f"hci:tcp-client:127.0.0.1:{sim.ready['port']}"
+            process, port, started, how = start_server(moniker, db_path)
+            try:
+                ready = await wait_ready(port, process)
+                await asyncio.sleep(SETTLE_S)
+                empty_cpu = await idle(process.pid, idle_s, parts=3)
+                empty_memory = memory_mib(process.pid)
+                token = make_token(db_path)
+                async with http_client(f"http://127.0.0.1:{port}", token) as http:
+                    scan = await http.post("/api/v1/devices/scan", json={"timeout_s": 1.0})
+                    scan.raise_for_status()
+                    await claim_all(http, [d["address"] for d in scan.json()])
+                await wait_bonded(port, DEVICES)
+                await asyncio.sleep(SETTLE_S)
+                loaded_cpu = await idle(process.pid, idle_s, parts=3)
+                loaded_memory = memory_mib(process.pid)
+            finally:
+                stop_server(process)
+    return {
+        "ready_s": round(ready - started, 3),
+        "how": how,
+        "no_devices": {
+            "rss_mib": empty_memory["rss"],
+            "idle_cpu_pct": summarize(empty_cpu, 2),
+        },
+        "seven_devices": {
+            "rss_mib": loaded_memory["rss"],
+            "idle_cpu_pct": summarize(loaded_cpu, 2),
+        },
+    }
+
+
+async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
+    runs = [await sim7_launch(idle_s) for _ in range(launches)]
+    return {
+        "bench": "footprint",
+        "config": {
+            "launches": launches,
+            "idle_s": idle_s,
+            "devices": DEVICES,
+            "started_with": runs[0]["how"],
+        },
+        "sim7": {
+            "ready_s": summarize([r["ready_s"] for r in runs]),
+            "devices_bonded_s": summarize([r["devices_bonded_s"] for r in runs]),
+            "rss_mib": summarize([r["rss_mib"] for r in runs], 1),
+            "idle_cpu_pct": summarize([r["idle_cpu_pct"] for r in runs], 2),
+        },
+        "hci": await hci_launch(idle_s),
+        "import_rss_mib": import_rss(),
+    }
+
+
+def measure(*, launches: int = 3, idle_s: float = 10.0) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = asyncio.run(measure_async(launches, idle_s))
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def report_spread(result: dict[str, Any], echo: Callable[[str], None]) -> None:
+    sim7 = result["sim7"]
+    echo(spread_line("sim:7 time to ready", sim7["ready_s"], "s"))
+    echo(spread_line("sim:7 RSS", sim7["rss_mib"], "MiB"))
+    echo(spread_line("sim:7 idle CPU", sim7["idle_cpu_pct"], "% of a core"))
+    hci = result["hci"]
+    echo(spread_line("gateway alone, no device, idle CPU", hci["no_devices"]["idle_cpu_pct"], "%"))
+    echo(
+        spread_line("gateway alone, 7 devices, idle CPU", hci["seven_devices"]["idle_cpu_pct"], "%")
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--launches", type=int, default=3)
+    parser.add_argument("--idle-s", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    result = measure(launches=args.launches, idle_s=args.idle_s)
+    report_spread(result, lambda line: print(line, file=sys.stderr))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
