@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
+from api.auth import TokenCache
 from api.errors import install_error_handlers
 from api.live import Connection
 from api.metrics import CONTENT_TYPE, ApiMetrics
@@ -106,6 +107,7 @@ def create_app(
         per_key=PAIR_ATTEMPTS_PER_IP, global_limit=PAIR_ATTEMPTS_GLOBAL, window_s=PAIR_WINDOW_S
     )
     app.state.scan_lock = asyncio.Lock()
+    app.state.token_cache = TokenCache()
     app.state.inflight_starts = {}
 
     install_error_handlers(app)

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlmodel import Session
 
-from api.auth import CurrentUser, Principal, RuntimeDep
+from api.auth import CurrentUser, Principal, RuntimeDep, clear_token_cache
 from api.errors import ApiProblem
 from api.schemas import (
     CapUpdate,
@@ -67,7 +67,9 @@ def _accept(*, session: Session, user_id: int, version: str, token_id: int | Non
     summary="Accept the contraindication notice (needed before a first session)",
     responses={409: {"description": "The notice changed; show the current one again"}},
 )
-async def accept_consent(body: ConsentAccept, user: CurrentUser, runtime: RuntimeDep) -> MePublic:
+async def accept_consent(
+    body: ConsentAccept, user: CurrentUser, runtime: RuntimeDep, request: Request
+) -> MePublic:
     if body.version != CONSENT_VERSION:
         raise ApiProblem(
             409,
@@ -77,6 +79,7 @@ async def accept_consent(body: ConsentAccept, user: CurrentUser, runtime: Runtim
     updated = await runtime.db(
         _accept, user_id=user.user_id, version=body.version, token_id=user.token_id
     )
+    clear_token_cache(request)
     return me_public(updated)
 
 
@@ -89,10 +92,13 @@ def _set_cap(
 
 
 @router.put("/cap", summary="Set or clear your personal amplitude cap (µA)")
-async def set_cap(body: CapUpdate, user: CurrentUser, runtime: RuntimeDep) -> MePublic:
+async def set_cap(
+    body: CapUpdate, user: CurrentUser, runtime: RuntimeDep, request: Request
+) -> MePublic:
     updated = await runtime.db(
         _set_cap, user_id=user.user_id, cap_ua=body.cap_ua, token_id=user.token_id
     )
+    clear_token_cache(request)
     return me_public(updated)
 
 

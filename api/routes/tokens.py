@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from sqlmodel import Session
 
-from api.auth import AdminUser, CurrentUser, RuntimeDep
+from api.auth import AdminUser, CurrentUser, RuntimeDep, clear_token_cache
 from api.errors import ApiProblem
 from api.schemas import MAX_DB_ID, TokenCreate, TokenCreated, TokenPublic
 from gateway.storage import repo
@@ -98,7 +98,11 @@ def _revoke(*, session: Session, token_id: int, user_id: int | None) -> None:
     summary="Revoke a token (yours; an admin may revoke any). Idempotent.",
 )
 async def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=MAX_DB_ID)], user: CurrentUser, runtime: RuntimeDep
+    token_id: Annotated[int, Path(ge=1, le=MAX_DB_ID)],
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    request: Request,
 ) -> Response:
     await runtime.db(_revoke, token_id=token_id, user_id=None if user.is_admin else user.user_id)
+    clear_token_cache(request)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
