@@ -235,11 +235,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     )
     off_p99 = over(offs, 99)
     isolated_p99 = over(isolated, 99)
-    # Key order matters to bench/run.py's one-line summary: gaps, lateness, then stop first.
     return {
         "scheduler": {
             "output_gaps": gaps_total,
-            "dispatch_lateness_ms": {"p99": over(lateness, 99), "p50": over(lateness, 50)},
+            "dispatch_lateness_ms": {"p50": over(lateness, 50), "p99": over(lateness, 99)},
+            "stalls": stalls,
+            "unstalled_devices": {
+                "sessions": len(others),
+                "output_gaps": sum(d["output_gaps"] for d in others),
+                "completed": sum(d["completed"] for d in others),
+            },
         },
         "stop": {
             "request_to_output_off_ms": {"p99": off_p99, "p50": over(offs, 50)},
@@ -251,12 +256,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "floor": {
             "write_round_trip_ms": {"p50": over(floors, 50), "p99": over(floors, 99)},
             "isolated_write_round_trip_ms": {"p50": over(isolated, 50), "p99": isolated_p99},
-        },
-        "stalls": stalls,
-        "unstalled_devices": {
-            "sessions": len(others),
-            "output_gaps": sum(d["output_gaps"] for d in others),
-            "completed": sum(d["completed"] for d in others),
         },
         "config": {
             "repeats": args.repeats,

@@ -71,6 +71,8 @@ class ManagedDevice:
     status_handler: StatusHandler | None = None
     link_listeners: list[Callable[[bool], None]] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: asyncio.Event | None = None
+    """Set when the present link is gone, however it went (see ``DeviceManager.stop_output``)."""
     reconnects: int = 0
     task: asyncio.Task[None] | None = None
 
@@ -193,8 +195,44 @@ class DeviceManager:
             raise NotFound(f"no device {address} on this hub")
         if managed.task is not None:
             managed.task.cancel()
-        if managed.link is not None:
-            await managed.link.close()
+        link, managed.link = managed.link, None
+        managed.connected.clear()
+        if link is not None:
+            await link.close()
+            # A session on it must not think the link is still there (it never comes back).
+            self._notify_link(managed, up=False)
+        self._set_state(managed, "forgotten")
+
+    async def drop_link(self, address: str) -> None:
+        """Disconnect a device that stopped answering; it reconnects like any lost link."""
+        managed = self.devices.get(address.upper())
+        link = managed.link if managed is not None else None
+        if managed is None or link is None:
+            return
+        log.warning("dropping the link to %s: it stopped answering", managed.address)
+        await link.close()
+        if managed.lost is not None:
+            managed.lost.set()
+
+    async def stop_output(self, address: str) -> None:
+        """S3: STOP at once, bypassing every queue of the gateway; no-op without a link.
+
+        If the device does not confirm within ``STOP_CONFIRM_TIMEOUT_S`` the link is dropped
+        (the device turns its output off on disconnect) and reconnected like any lost link; the
+        ``LinkError`` is raised so the caller can record why.
+        """
+        managed = self.devices.get(address.upper())
+        link = managed.link if managed is not None else None
+        if managed is None or link is None or not link.is_connected:
+            return
+        try:
+            await link.stop()
+        except BleError:
+            # DeviceLink.stop closed the link itself, which does not report a disconnection to
+            # us: tell the supervising task, or it would hold a dead link and never reconnect.
+            if managed.lost is not None:
+                managed.lost.set()
+            raise
 
     def _set_state(self, managed: ManagedDevice, state: str, detail: str = "") -> None:
         if managed.state != state:
@@ -216,6 +254,7 @@ class DeviceManager:
     async def _connect_once(self, managed: ManagedDevice) -> bool:
         """Connect and hold the link until it drops. False if the connect itself failed."""
         lost = asyncio.Event()
+        managed.lost = lost
         self._set_state(managed, "connecting")
         link = DeviceLink(
             managed.ble_device,
@@ -230,7 +269,7 @@ class DeviceManager:
         except BleError as exc:
             self._set_state(managed, "lost", str(exc))
             return False
-        except Exception as exc:  # noqa: BLE001 - a bug below must not end supervision
+        except Exception as exc:
             log.exception("unexpected error connecting to %s", managed.address)
             self._set_state(managed, "lost", f"unexpected error: {exc}")
             return False

@@ -45,8 +45,9 @@ class ProgramStep(BaseModel):
     """Output at intensity level 5, in µA."""
     duty_pct: Annotated[int, Field(ge=5, le=95)] = 50
     duration_s: Annotated[int, Field(ge=MIN_STEP_S, le=MAX_STEP_S)]
-    move_cue_s: Annotated[int, Field(ge=0, le=120)] = 6
-    """Seconds between "move" cues (0: no cues)."""
+    move_cue_s: Annotated[int, Field(ge=0, le=120)] = MIN_STEP_S
+    """Seconds between "move" cues (0: no cues). At most the step's duration; the default is
+    the shortest step, so a step that leaves it out is always valid."""
 
     @property
     def zone_enum(self) -> Zone:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from gateway.config import Settings
@@ -32,16 +32,18 @@ from gateway.telemetry import TelemetryHub
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from gateway.storage.writer import StorageWriter
-    from ble.sim.peripheral import SimulatedDevice
-
     from ble.adapter import BumbleAdapter
     from ble.radio import VirtualRadio
+    from ble.sim.peripheral import SimulatedDevice
+    from gateway.storage.writer import StorageWriter
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-DISCOVERY_ATTEMPTS = 5
+DISCOVERY_ATTEMPTS = 10
+SIM_SCAN_S = 0.1
+"""One discovery scan for in-process simulated devices: five of their 20 ms advertising
+intervals. Short scans repeated until every device is heard make a sim hub ready sooner."""
 
 
 def sim_address(index: int) -> str:
@@ -93,9 +95,8 @@ class Runtime:
             from ble.bumble_scanner import BumbleScanner
 
             if mode.startswith("sim"):
-                from ble.sim.peripheral import SimulatedDevice
-
                 from ble.radio import VirtualRadio
+                from ble.sim.peripheral import SimulatedDevice
 
                 self.radio = VirtualRadio()
                 self._stack.push_async_callback(self.radio.close)
@@ -152,7 +153,9 @@ class Runtime:
             )
         )
         if ended:
-            log.warning("ended %d session(s) left open by a previous run as interrupted", len(ended))
+            log.warning(
+                "ended %d session(s) left open by a previous run as interrupted", len(ended)
+            )
         await writer.run(
             lambda db: repo.sync_builtin_programs(session=db, programs=self.programs.values())
         )
@@ -177,7 +180,7 @@ class Runtime:
     async def _adopt_sim_devices(self) -> None:
         wanted = {d.address.upper() for d in self.sim_devices}
         for _attempt in range(DISCOVERY_ATTEMPTS):
-            found = await self.devices.scan(timeout_s=0.3)
+            found = await self.devices.scan(timeout_s=SIM_SCAN_S)
             if wanted <= {d.address.upper() for d in found}:
                 break
         for device in self.sim_devices:

@@ -5,18 +5,22 @@ Two checks that do not trust the code that produced the data:
 * ``check_command`` is installed as the link's write guard. It decodes the exact bytes that are
   about to go on air and refuses any segment above min(device hard cap, hub cap, zone cap, user
   cap) (S1), any onset without a soft-start ramp (S2), and any output command while no session
-  holds the device. Refused bytes are never written; the caller stops the session with a fault.
-* ``check_sample`` looks at every telemetry sample and returns a fault reason for over-current
-  (measured above cap + margin), over-temperature, a device fault flag or charging (S6).
+  holds the device. Refused bytes are never written, and the ``on_violation`` callback the
+  session armed it with fails the session, whichever code path wrote them.
+* ``check_status`` (state and fault flags, from a status notification or a sample) and
+  ``check_sample`` (also the measured current above cap + margin and the temperature) return a
+  fault reason for over-current, over-temperature, a device fault or charging (S6).
 
-S3 (stop wins, drop an unconfirmed stop) lives in ``ble.link.DeviceLink.stop``; S4 (dead man) in
-the device's lease; S5 (contact) and S10 (length) in the session, which calls this module's
-``session_deadline`` for the cap.
+S3 (stop wins, drop an unconfirmed stop) lives in ``gateway.devices.DeviceManager.stop_output``
+and ``ble.link.DeviceLink.stop``; S4 (dead man) in the device's lease; S5 (contact) and S10
+(length) in the session, which takes the cap from ``session_cap_s``. docs/architecture.md maps
+every invariant to its code and tests.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ble import protocol as p
 from ble.errors import ProtocolError
@@ -39,16 +43,30 @@ class SafetySupervisor:
         self.caps: Caps | None = None
         self.blocked = 0
         """Commands refused so far (a metric; any non-zero value is a bug upstream)."""
+        self._on_violation: Callable[[str], None] | None = None
 
-    def arm(self, caps: Caps) -> None:
+    def arm(self, caps: Caps, on_violation: Callable[[str], None] | None = None) -> None:
+        """A session holds the device under ``caps``; ``on_violation(why)`` ends it on a refusal.
+
+        The callback makes a refusal fatal to the session whatever code path wrote the bytes
+        (scheduler, session control, or a bug), not only where the caller handles the error.
+        """
         self.caps = caps
+        self._on_violation = on_violation
 
     def disarm(self) -> None:
         self.caps = None
+        self._on_violation = None
 
     def _refuse(self, why: str) -> SafetyViolation:
         self.blocked += 1
         log.error("safety: refused a command to %s: %s", self.address, why)
+        callback = self._on_violation
+        if callback is not None:
+            try:
+                callback(why)
+            except Exception:  # the refusal itself must stand whatever the callback does
+                log.exception("safety violation handler for %s failed", self.address)
         return SafetyViolation(f"{self.address}: {why}")
 
     def check_command(self, _command: p.Command, data: bytes) -> None:
@@ -83,10 +101,13 @@ class SafetySupervisor:
         elif isinstance(command, p.Resume) and command.ramp_ms < soft_start:
             raise self._refuse(f"resume ramps in {command.ramp_ms} ms")
 
-    def check_sample(self, sample: p.TelemetrySample, zone: p.Zone | None) -> str | None:
-        """Return a fault reason if this sample must stop the session (S6), else None."""
-        faults = sample.faults
-        if sample.state is p.DeviceState.CHARGING or faults & p.FaultFlags.CHARGING:
+    def check_status(self, state: p.DeviceState, faults: p.FaultFlags) -> str | None:
+        """Return a fault reason if the device's state or fault flags must stop a session (S6).
+
+        The same reasons come from a status notification, a telemetry sample or a refused
+        command, whichever reports the fault first.
+        """
+        if state is p.DeviceState.CHARGING or faults & p.FaultFlags.CHARGING:
             return "charging: the device must not run while it charges"
         if faults & p.FaultFlags.OVER_CURRENT:
             return "over-current reported by the device"
@@ -94,6 +115,15 @@ class SafetySupervisor:
             return "over-temperature reported by the device"
         if faults & p.FaultFlags.HARDWARE:
             return "hardware fault reported by the device"
+        if state is p.DeviceState.FAULT:
+            return "the device reports a fault"
+        return None
+
+    def check_sample(self, sample: p.TelemetrySample, zone: p.Zone | None) -> str | None:
+        """Return a fault reason if this sample must stop the session (S6), else None."""
+        reported = self.check_status(sample.state, sample.faults)
+        if reported is not None:
+            return reported
         if sample.temperature_c > self.settings.over_temperature_c:
             return (
                 f"over-temperature: {sample.temperature_c:.1f} °C is above "

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ble import protocol as p
 from ble.errors import BleError, CommandRefused
 from ble.link import DeviceLink
+from gateway.errors import SafetyViolation
 from gateway.programs import Program
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ LOOKAHEAD_MS = 3000
 """Output kept queued ahead of the device's playback position (covers 500 ms stalls 6x)."""
 KEEPALIVE_FRACTION = 0.3
 """Send a keepalive when nothing was written for this fraction of the device's lease."""
+LATENESS_SAMPLES = 1000
+"""Recent keepalive dispatch lateness figures kept per streamer (``Streamer.lateness_ms``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +100,7 @@ class Streamer:
         segments: tuple[Segment, ...],
         *,
         soft_start_ms: int,
-        on_error: Callable[[str], None],
+        on_error: Callable[[Exception], None],
     ) -> None:
         self.link = link
         self.segments = segments
@@ -110,9 +115,13 @@ class Streamer:
         self._playing_id: int | None = None
         self._wake = asyncio.Event()
         self._last_write = 0.0
+        self._last_write_pc = 0.0
         self.paused = False
         self.done = False
+        self.halted = False
         self.max_lateness_ms = 0.0
+        self.lateness_ms: deque[float] = deque(maxlen=LATENESS_SAMPLES)
+        """How late (ms) recent keepalives went out after their deadline (metrics, benches)."""
 
     @property
     def position_ms(self) -> int:
@@ -157,6 +166,19 @@ class Streamer:
     def wake(self) -> None:
         self._wake.set()
 
+    def halt(self) -> None:
+        """Stop streaming for good: no write starts after this; one in flight completes.
+
+        The session calls this instead of cancelling the worker: a GATT write cancelled
+        mid-flight cannot be abandoned on ATT, so the backend would drop the link.
+        """
+        self.halted = True
+        self._wake.set()
+
+    def _stopping(self) -> bool:
+        # A method, not the attribute: halt() may run during any await.
+        return self.halted
+
     def _buffered_ms(self) -> int:
         if not self._order:
             return 0
@@ -189,10 +211,19 @@ class Streamer:
             self._queued.pop(segment_id, None)
             self._order.remove(segment_id)
             raise
+        self._written()
+
+    def _written(self) -> None:
         self._last_write = asyncio.get_running_loop().time()
+        self._last_write_pc = time.perf_counter()
 
     async def prime(self, intensity_pct: int) -> None:
-        """(Re)start output from the current position: intensity, first segments, START."""
+        """(Re)start output from the current position: intensity, first segments, START.
+
+        The device's queue must be empty (a new session, or a new link). Returns without
+        starting if the streamer is halted meanwhile, or if nothing of the program is left
+        (then ``done`` is set).
+        """
         self._queued.clear()
         self._order.clear()
         self._playing_id = None
@@ -206,14 +237,22 @@ class Streamer:
             len(self.segments),
         )
         self._next_index = index
+        if index >= len(self.segments):
+            self.done = True
+            return
+        if self._stopping():
+            return
         await self.link.send(
             p.SetIntensity(self.link.next_seq(), intensity_pct, self.soft_start_ms)
         )
-        if index < len(self.segments):
-            first = self.segments[index]
-            await self._queue(first, self._position_ms - first.start_ms)
-            self._next_index = index + 1
+        first = self.segments[index]
+        if self._stopping():
+            return
+        await self._queue(first, self._position_ms - first.start_ms)
+        self._next_index = index + 1
         await self._fill()
+        if self._stopping():
+            return  # a STOP may already be on its way: never START behind it
         await self.link.send(p.Start(self.link.next_seq()))
         self.paused = False
 
@@ -221,7 +260,10 @@ class Streamer:
         limits = self.link.limits
         depth = limits.queue_depth if limits else 4
         while (
-            not self.all_sent() and self._buffered_ms() < LOOKAHEAD_MS and len(self._order) < depth
+            not self.halted
+            and not self.all_sent()
+            and self._buffered_ms() < LOOKAHEAD_MS
+            and len(self._order) < depth
         ):
             try:
                 await self._queue(self.segments[self._next_index], 0)
@@ -238,9 +280,9 @@ class Streamer:
         lease_s = (limits.lease_ms if limits else 1000) / 1000
         keepalive_every = lease_s * KEEPALIVE_FRACTION
         self._last_write = loop.time()
-        while not self.done:
-            deadline = self._last_write + keepalive_every
-            timeout = deadline - loop.time()
+        self._last_write_pc = time.perf_counter()
+        while not self.done and not self.halted:
+            timeout = self._last_write + keepalive_every - loop.time()
             if timeout > 0:
                 try:
                     async with asyncio.timeout(timeout):
@@ -248,15 +290,22 @@ class Streamer:
                 except TimeoutError:
                     pass
             self._wake.clear()
-            now = loop.time()
             try:
                 if not self.paused:
                     await self._fill()
-                if loop.time() - self._last_write >= keepalive_every:
-                    lateness = (now - deadline) * 1000
-                    self.max_lateness_ms = max(self.max_lateness_ms, lateness)
+                if self._stopping():
+                    return
+                # Recomputed: a segment written by _fill renews the lease too. The same
+                # comparison as the sleep above, so an expired deadline always sends.
+                if loop.time() >= self._last_write + keepalive_every:
+                    # Measured on perf_counter: uvloop's loop.time() only has ms resolution.
+                    # A timer may fire a hair early (the loop's granularity): that is on time.
+                    late_s = max(0.0, time.perf_counter() - self._last_write_pc - keepalive_every)
+                    self.max_lateness_ms = max(self.max_lateness_ms, late_s * 1000)
+                    self.lateness_ms.append(late_s * 1000)
                     await self.link.send(p.Keepalive(self.link.next_seq()))
-                    self._last_write = loop.time()
-            except BleError as exc:
-                self._on_error(str(exc))
+                    self._written()
+            except (BleError, SafetyViolation) as exc:
+                # Either way the bytes did not (all) reach the device; the session decides.
+                self._on_error(exc)
                 return

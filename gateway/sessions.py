@@ -9,7 +9,11 @@ contact loss and resumes with a ramp when contact returns within the window (S5)
 lost link to come back within the resume window (else ends as interrupted), stops on any fault
 the safety supervisor reports (S6), and stops at the session-length cap (S10).
 
-STOP never waits on the scheduler: it cancels the streaming task and writes STOP at once (S3).
+STOP never waits on the scheduler (S3): ending a session halts the streamer (no new write; one
+already in flight completes, since cancelling a GATT write mid-way would drop the link) and sends
+STOP through ``DeviceManager.stop_output``, which drops the link if the device does not confirm
+within a second. A fault, a safety refusal or a lost lease fails the session; a device that
+stops answering has its link dropped and is resumed like any lost link.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import enum
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ble import protocol as p
-from ble.errors import BleError
+from ble.errors import BleError, CommandRefused
 from gateway.config import SafetySettings
 from gateway.devices import DeviceManager, ManagedDevice
 from gateway.errors import Conflict, DeviceUnavailable, Forbidden, NotFound, SafetyViolation
@@ -98,9 +103,11 @@ class Session:
     seen_running: bool = False
     last_step: int = -1
     last_cue_s: int = 0
+    last_zone: p.Zone | None = None
     resume_after_link: bool = False
     stream_task: asyncio.Task[None] | None = None
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    """Pending deadlines by purpose ("cap", "contact", "link"): re-arming one replaces it."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -130,6 +137,10 @@ class Session:
         }
 
 
+RECENT_ENDED = 200
+"""Ended sessions kept in memory for ``get``; older ones are only in storage."""
+
+
 class SessionManager:
     """Starts and controls sessions; the only code that drives the scheduler."""
 
@@ -149,7 +160,10 @@ class SessionManager:
         self.tasks = tasks
         self.safety = safety
         self.recorder: SessionRecorder = recorder or NullRecorder()
+        self.session_cap_s = session_cap_s(safety)
+        """S10: the longest a session may last, paused time included (from the settings)."""
         self.sessions: dict[str, Session] = {}
+        """Active sessions and the most recent ended ones (``RECENT_ENDED`` at most)."""
         self._by_device: dict[str, Session] = {}
         self._by_key: dict[tuple[str, str], Session] = {}
         self._remove_listener = hub.add_listener(self._on_frame)
@@ -198,6 +212,19 @@ class SessionManager:
         assert limits is not None  # set by every successful connect
         caps = Caps(self.safety, device_hard_cap_ua=limits.hard_cap_ua, user_cap_ua=user_cap_ua)
         validate_program(program, caps, limits)
+        try:
+            # A fault latched by an earlier session holds the device in FAULT; starting again
+            # asks the firmware to clear it, which it does only once every cause is gone. Done
+            # before the session takes the device, so samples from before the clear cannot
+            # fail it.
+            await link.send(p.ClearFault(link.next_seq()))
+        except BleError as exc:
+            raise DeviceUnavailable(
+                f"device {managed.address} cannot start a session: {exc}. Unplug the charger "
+                "or let the device cool down, then try again"
+            ) from exc
+        if managed.address in self._by_device:  # taken while we waited for the device
+            raise Conflict(f"device {managed.address} already runs a session")
         session = Session(
             id=str(uuid.uuid4()),
             owner=owner,
@@ -211,7 +238,7 @@ class SessionManager:
             link,
             compile_program(program, limits),
             soft_start_ms=self.safety.soft_start_ms,
-            on_error=lambda why: self._spawn_end(session, SessionState.FAILED, why),
+            on_error=lambda why: self._stream_failed(session, why),
         )
         self.sessions[session.id] = session
         self._by_device[managed.address] = session
@@ -224,17 +251,16 @@ class SessionManager:
         except (BleError, SafetyViolation) as exc:
             await self._end(session, SessionState.FAILED, f"could not start: {exc}")
             raise DeviceUnavailable(f"device {managed.address} did not start: {exc}") from exc
+        if not session.active:  # a fault or a safety refusal ended it while it started
+            raise DeviceUnavailable(f"device {managed.address} did not start: {session.reason}")
         session.started_at = time.time()
         self._transition(session, SessionState.RUNNING, "started")
         session.stream_task = self.tasks.spawn(session.streamer.run(), name=f"stream:{session.id}")
-        loop = asyncio.get_running_loop()
-        session.timers.append(
-            loop.call_later(
-                session_cap_s(self.safety),
-                lambda: self._spawn_end(
-                    session, SessionState.STOPPED, "session length cap reached"
-                ),
-            )
+        self._arm(
+            session,
+            "cap",
+            self.session_cap_s,
+            lambda: self._spawn_end(session, SessionState.STOPPED, "session length cap reached"),
         )
         return session
 
@@ -255,10 +281,19 @@ class SessionManager:
         session = self.get(session_id)
         self._authorize(session, actor, is_admin)
         if session.state is SessionState.PAUSED:
+            if session.contact_paused:
+                # The person's pause outlives the contact pause: contact coming back must not
+                # restart output they asked to hold, and the contact window no longer applies.
+                session.contact_paused = False
+                self._disarm(session, "contact")
+                self._transition(session, SessionState.PAUSED, f"paused by {actor}")
             return session
         if session.state is not SessionState.RUNNING:
             raise Conflict(f"session is {session.state.value}; only a running session pauses")
-        await self._device_pause(session)
+        try:
+            await self._device_pause(session)
+        except BleError as exc:
+            raise DeviceUnavailable(f"device {session.address} did not pause: {exc}") from exc
         self._transition(session, SessionState.PAUSED, f"paused by {actor}")
         return session
 
@@ -271,7 +306,10 @@ class SessionManager:
             raise Conflict(f"session is {session.state.value} ({session.reason}); cannot resume")
         if session.contact_paused:
             raise Conflict("no skin contact: put the device back on the skin to resume")
-        await self._device_resume(session)
+        try:
+            await self._device_resume(session)
+        except BleError as exc:
+            raise DeviceUnavailable(f"device {session.address} did not resume: {exc}") from exc
         self._transition(session, SessionState.RUNNING, f"resumed by {actor}")
         return session
 
@@ -285,7 +323,10 @@ class SessionManager:
         percent = level_percent(level)
         link = self.devices.get(session.address).require_link()
         # Increases ramp over the soft start; the device applies decreases at once (S2).
-        await link.send(p.SetIntensity(link.next_seq(), percent, self.safety.soft_start_ms))
+        try:
+            await link.send(p.SetIntensity(link.next_seq(), percent, self.safety.soft_start_ms))
+        except BleError as exc:
+            raise DeviceUnavailable(f"device {session.address} did not change: {exc}") from exc
         previous, session.level = session.level, level
         self._notice(session, "intensity", {"from": previous, "to": level})
         self.recorder.session_changed(session)
@@ -314,6 +355,9 @@ class SessionManager:
             streamer.link = link
             await streamer.prime(level_percent(session.level))
             session.needs_prime = False
+            if streamer.done:  # the link went just as the last segment ended
+                self._spawn_end(session, SessionState.COMPLETED, "program complete")
+                return
             self._restart_stream(session)
         else:
             await link.send(p.Resume(link.next_seq(), self.safety.soft_start_ms))
@@ -330,9 +374,15 @@ class SessionManager:
     # --- wiring to the device ---------------------------------------------------------------
 
     def _attach(self, session: Session, managed: ManagedDevice) -> None:
-        managed.supervisor.arm(session.caps)
+        managed.supervisor.arm(
+            session.caps,
+            on_violation=lambda why: self._spawn_end(
+                session, SessionState.FAILED, f"safety supervisor refused a command: {why}"
+            ),
+        )
         managed.sample_handler = lambda sample: self._on_sample(session, sample)
         managed.link_listeners.append(lambda up: self._on_link(session, up))
+        managed.status_handler = lambda status: self._on_status(session, managed, status)
 
     def _detach(self, session: Session) -> None:
         managed = self.devices.devices.get(session.address)
@@ -340,7 +390,15 @@ class SessionManager:
             return
         managed.supervisor.disarm()
         managed.sample_handler = None
+        managed.status_handler = None
         managed.link_listeners.clear()
+
+    def _on_status(self, session: Session, managed: ManagedDevice, status: p.DeviceStatus) -> None:
+        """A status notification (sent on every device state change) may report a fault first."""
+        if session.active:
+            fault = managed.supervisor.check_status(status.state, status.faults)
+            if fault is not None:
+                self._spawn_end(session, SessionState.FAILED, fault)
 
     def _on_sample(
         self, session: Session, sample: p.TelemetrySample
@@ -351,6 +409,12 @@ class SessionManager:
             return None, None
         streamer.observe(sample)
         zone = streamer.zone_of(sample.segment_id)
+        if zone is not None:
+            session.last_zone = zone
+        elif sample.current_mean_ua:
+            # The sample's mean covers the interval before it: the tail of the last segment
+            # (the device reports no segment once its queue ran dry). Charge it there.
+            zone = session.last_zone
         managed = self.devices.devices.get(session.address)
         if managed is not None:
             fault = managed.supervisor.check_sample(sample, zone)
@@ -362,15 +426,30 @@ class SessionManager:
         self._check_contact(session, sample)
         if session.state is SessionState.RUNNING and session.seen_running:
             if sample.state is p.DeviceState.IDLE:
-                if streamer.all_sent():
-                    streamer.device_idle()
-                    self._spawn_end(session, SessionState.COMPLETED, "program complete")
-                elif sample.faults & p.FaultFlags.LEASE_EXPIRED:
-                    self._spawn_end(
-                        session, SessionState.FAILED, "device lease expired: the hub went silent"
-                    )
-            self._cues(session, streamer.position_ms)
+                self._device_went_idle(session, streamer, sample)
+            else:
+                self._cues(session, streamer.position_ms)
         return session.id, zone
+
+    def _device_went_idle(
+        self, session: Session, streamer: Streamer, sample: p.TelemetrySample
+    ) -> None:
+        """The device stopped by itself while the session runs: find out why."""
+        if sample.faults & p.FaultFlags.LEASE_EXPIRED:
+            # Checked first: a lease that expired after the last segment was sent is not a
+            # completed program.
+            self._spawn_end(
+                session, SessionState.FAILED, "device lease expired: the hub went silent"
+            )
+        elif streamer.all_sent():
+            streamer.device_idle()
+            self._spawn_end(session, SessionState.COMPLETED, "program complete")
+        else:
+            self._spawn_end(
+                session,
+                SessionState.FAILED,
+                "the device ran out of queued output before the program ended",
+            )
 
     def _check_contact(self, session: Session, sample: p.TelemetrySample) -> None:
         if sample.contact_quality == 0 and session.state is SessionState.RUNNING:
@@ -384,13 +463,14 @@ class SessionManager:
             self.tasks.spawn(self._contact_resume(session), name=f"contact:{session.id}")
 
     async def _contact_pause(self, session: Session) -> None:
+        # The window starts at the loss, not once PAUSE is acknowledged.
+        window = self.safety.contact_resume_window_s
+        self._arm(session, "contact", window, lambda: self._contact_timeout(session))
         try:
             await self._device_pause(session)
         except (BleError, DeviceUnavailable) as exc:
+            # The device gates output on contact by itself; the window still ends the session.
             log.warning("pausing %s on contact loss failed: %s", session.id, exc)
-        window = self.safety.contact_resume_window_s
-        loop = asyncio.get_running_loop()
-        session.timers.append(loop.call_later(window, lambda: self._contact_timeout(session)))
 
     def _contact_timeout(self, session: Session) -> None:
         if session.contact_paused and session.active:
@@ -400,11 +480,14 @@ class SessionManager:
             )
 
     async def _contact_resume(self, session: Session) -> None:
-        if not session.active or session.state is not SessionState.PAUSED:
+        self._disarm(session, "contact")
+        if not session.active or session.state is not SessionState.PAUSED or session.link_waiting:
             return
         try:
             await self._device_resume(session)
         except (BleError, DeviceUnavailable, SafetyViolation) as exc:
+            if self._link_down(session):
+                return  # the link handler takes over, with its own resume window
             await self._end(session, SessionState.FAILED, f"could not resume: {exc}")
             return
         self._transition(session, SessionState.RUNNING, "contact restored")
@@ -419,15 +502,15 @@ class SessionManager:
             session.link_waiting = True
             session.needs_prime = True
             session.contact_paused = False
+            self._disarm(session, "contact")
             self._transition(session, SessionState.PAUSED, "link lost; reconnecting")
             session.resume_after_link = was_running
             window = self.safety.link_resume_window_s
-            session.timers.append(
-                asyncio.get_running_loop().call_later(window, lambda: self._link_timeout(session))
-            )
+            self._arm(session, "link", window, lambda: self._link_timeout(session))
             return
         if session.link_waiting:
             session.link_waiting = False
+            self._disarm(session, "link")
             if session.resume_after_link:
                 self.tasks.spawn(self._link_resume(session), name=f"relink:{session.id}")
             else:
@@ -437,6 +520,8 @@ class SessionManager:
         try:
             await self._device_resume(session)
         except (BleError, DeviceUnavailable, SafetyViolation) as exc:
+            if self._link_down(session):
+                return  # lost again while resuming: a new window is running
             await self._end(
                 session, SessionState.INTERRUPTED, f"could not resume after link loss: {exc}"
             )
@@ -496,6 +581,49 @@ class SessionManager:
         self.bus.publish(SessionNotice(session.id, session.address, session.owner, notice, detail))
         self.recorder.session_event(session, notice, detail)
 
+    def _arm(
+        self, session: Session, purpose: str, delay_s: float, callback: Callable[[], None]
+    ) -> None:
+        self._disarm(session, purpose)
+        loop = asyncio.get_running_loop()
+        session.timers[purpose] = loop.call_later(delay_s, callback)
+
+    def _disarm(self, session: Session, purpose: str) -> None:
+        timer = session.timers.pop(purpose, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _link_down(self, session: Session) -> bool:
+        managed = self.devices.devices.get(session.address)
+        link = managed.link if managed is not None else None
+        return session.link_waiting or link is None or not link.is_connected
+
+    def _stream_failed(self, session: Session, exc: Exception) -> None:
+        """The streamer could not write; decide what that means for the session."""
+        streamer = session.streamer
+        if not session.active or session.link_waiting:
+            return
+        if streamer is not None and not streamer.link.is_connected:
+            return  # a lost link: the link handler waits for it within the resume window
+        managed = self.devices.devices.get(session.address)
+        status = managed.last_status if managed is not None else None
+        fault = None
+        if managed is not None and status is not None:
+            fault = managed.supervisor.check_status(status.state, status.faults)
+        if fault is not None:
+            # Refused because of a fault: end with the fault's reason, as the samples would.
+            self._spawn_end(session, SessionState.FAILED, fault)
+        elif isinstance(exc, SafetyViolation):
+            self._spawn_end(
+                session, SessionState.FAILED, f"safety supervisor refused a command: {exc}"
+            )
+        elif isinstance(exc, CommandRefused):
+            self._spawn_end(session, SessionState.FAILED, f"the device refused output: {exc}")
+        else:
+            # The device stopped answering (no ACK in time): drop the link. The device turns
+            # its output off on disconnect, and the session resumes if it is back in time.
+            self.tasks.spawn(self.devices.drop_link(session.address), name=f"drop:{session.id}")
+
     def _spawn_end(self, session: Session, state: SessionState, reason: str) -> None:
         if session.active:
             self.tasks.spawn(self._end(session, state, reason), name=f"end:{session.id}")
@@ -507,19 +635,29 @@ class SessionManager:
         # Mark it ended first so nothing else (cues, contact, link) acts on it meanwhile.
         previous = session.state
         session.state, session.reason = state, reason
-        for timer in session.timers:
+        for timer in session.timers.values():
             timer.cancel()
-        if session.stream_task is not None and session.stream_task is not asyncio.current_task():
-            session.stream_task.cancel()
-        managed = self.devices.devices.get(session.address)
-        if managed is not None and managed.link is not None and managed.link.is_connected:
-            try:
-                await managed.link.stop()
-            except BleError as exc:
-                reason = f"{reason} (STOP unconfirmed, link dropped: {exc})"
+        session.timers.clear()
+        if session.streamer is not None:
+            # Not a cancel: cancelling a GATT write mid-flight makes the backend drop the link
+            # (ATT cannot abandon a request). The write in flight finishes, none follows it,
+            # and STOP goes out right behind it.
+            session.streamer.halt()
+        try:
+            await self.devices.stop_output(session.address)
+        except BleError as exc:
+            reason = f"{reason} (STOP unconfirmed, link dropped: {exc})"
         session.ended_at = time.time()
         self._detach(session)
         self._by_device.pop(session.address, None)
         session.state = previous  # let _transition publish the final change
         self._transition(session, state, reason)
         session.done.set()
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        ended = [s for s in self.sessions.values() if not s.active]
+        for old in ended[: max(0, len(ended) - RECENT_ENDED)]:  # dicts keep insertion order
+            del self.sessions[old.id]
+            if old.idempotency_key is not None:
+                self._by_key.pop((old.owner, old.idempotency_key), None)

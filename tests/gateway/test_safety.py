@@ -1,0 +1,505 @@
+"""The safety invariants, attacked: caps (S1), soft start at the wire (S2), stop wins (S3), the
+dead man's lease (S4) and faults (S6), through the real runtime and at the supervisor itself.
+
+Outcomes are judged at the simulated device: the commands its firmware decoded (``CommandSpy``),
+its output log and its state. No assertion involves time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ble import protocol as p
+from gateway.config import SafetySettings
+from gateway.errors import DeviceUnavailable, InvalidProgram, SafetyViolation
+from gateway.programs import Caps, Program, ProgramStep, level_percent, validate_program
+from gateway.safety import SafetySupervisor, session_cap_s
+from gateway.scheduler import compile_program
+from gateway.sessions import SessionState
+from tests.gateway.conftest import (
+    Hub,
+    StartHub,
+    output_log,
+    program,
+    set_device_limits,
+    steepest_rise_ok,
+    step,
+    wait_done,
+    wait_output,
+    wait_until,
+)
+
+ZONES = ("forehead", "brow", "eye_area", "cheeks", "jawline", "neck")
+LIMITS = p.DeviceLimits(1, 500, 1, 10_000, 20, 10_000, 8, 1000, 60_000, 100)
+
+
+def segment(amplitude: int, zone: p.Zone = p.Zone.CHEEKS, ramp_ms: int = 1000) -> p.QueueSegment:
+    return p.QueueSegment(7, 1, zone, p.Waveform.SINE, 100, amplitude, 500, 1000, ramp_ms)
+
+
+# --- the write guard on its own ------------------------------------------------------------------
+
+
+def test_the_write_guard_refuses_a_segment_above_any_cap() -> None:
+    safety = SafetySettings(hub_cap_ua=380, zone_caps_ua={"brow": 240})
+    supervisor = SafetySupervisor("AA", safety)
+    violations: list[str] = []
+    supervisor.arm(Caps(safety, device_hard_cap_ua=350, user_cap_ua=300), violations.append)
+    check = supervisor.check_command
+    cases = [
+        (p.Zone.CHEEKS, 300, True),  # user cap 300 is the lowest
+        (p.Zone.CHEEKS, 301, False),
+        (p.Zone.BROW, 240, True),
+        (p.Zone.BROW, 241, False),
+        (p.Zone.EYE_AREA, 200, True),
+        (p.Zone.EYE_AREA, 201, False),
+    ]
+    for zone, amplitude, allowed in cases:
+        command = segment(amplitude, zone)
+        if allowed:
+            check(command, bytes(command))
+        else:
+            with pytest.raises(SafetyViolation, match=f"{amplitude} µA"):
+                check(command, bytes(command))
+    assert supervisor.blocked == 3
+    assert len(violations) == 3
+
+
+def test_the_write_guard_checks_the_bytes_not_the_command_object() -> None:
+    supervisor = SafetySupervisor("AA", SafetySettings())
+    supervisor.arm(Caps(SafetySettings()))
+    harmless = segment(100)
+    with pytest.raises(SafetyViolation, match="450 µA"):
+        supervisor.check_command(harmless, bytes(segment(450)))
+    with pytest.raises(SafetyViolation, match="unencodable"):
+        supervisor.check_command(harmless, bytes(harmless)[:-1])
+
+
+def test_the_write_guard_refuses_an_onset_without_a_soft_start() -> None:
+    safety = SafetySettings(soft_start_ms=1000)
+    supervisor = SafetySupervisor("AA", safety)
+    supervisor.arm(Caps(safety))
+    abrupt: list[p.Command] = [
+        segment(100, ramp_ms=999),
+        p.SetIntensity(1, 80, 100),
+        p.Resume(1, 0),
+    ]
+    for command in abrupt:
+        with pytest.raises(SafetyViolation, match="ramps in"):
+            supervisor.check_command(command, bytes(command))
+    ramped: list[p.Command] = [
+        segment(100),
+        p.SetIntensity(1, 100, 1000),
+        p.Resume(1, 1000),
+        p.Start(1),
+    ]
+    for command in ramped:
+        supervisor.check_command(command, bytes(command))
+    too_loud = bytes(p.SetIntensity(1, 100, 1000))
+    too_loud = too_loud[:4] + bytes([150]) + too_loud[5:]
+    with pytest.raises(SafetyViolation, match="150 %"):
+        supervisor.check_command(p.SetIntensity(1, 100, 1000), too_loud)
+
+
+def test_without_a_session_only_commands_that_cannot_raise_output_pass() -> None:
+    supervisor = SafetySupervisor("AA", SafetySettings())
+    harmless: list[p.Command] = [p.Stop(1), p.Keepalive(1), p.Pause(1), p.Hello(1), p.ClearFault(1)]
+    for command in harmless:
+        supervisor.check_command(command, bytes(command))
+    output: list[p.Command] = [
+        segment(10),
+        p.Start(1),
+        p.Resume(1, 1000),
+        p.SetIntensity(1, 10, 1000),
+    ]
+    for command in output:
+        with pytest.raises(SafetyViolation, match="no session"):
+            supervisor.check_command(command, bytes(command))
+
+
+def sample(**fields: Any) -> p.TelemetrySample:
+    values: dict[str, Any] = {
+        "frame": 1,
+        "device_time_ms": 10,
+        "state": p.DeviceState.RUNNING,
+        "segment_id": 1,
+        "segment_elapsed_ms": 0,
+        "current_mean_ua": 200,
+        "current_peak_ua": 210,
+        "impedance_10ohm": 1500,
+        "contact_quality": 90,
+        "battery_pct": 80,
+        "temperature_dc": 340,
+    }
+    return p.TelemetrySample(**(values | fields))
+
+
+def test_every_fault_in_a_sample_has_a_reason_and_healthy_samples_have_none() -> None:
+    safety = SafetySettings(over_temperature_c=40.0)
+    supervisor = SafetySupervisor("AA", safety)
+    supervisor.arm(Caps(safety, user_cap_ua=300))
+    check = supervisor.check_sample
+    assert check(sample(), p.Zone.CHEEKS) is None
+    assert check(sample(current_mean_ua=330), p.Zone.CHEEKS) is None  # cap + 10 %
+    assert check(sample(faults=p.FaultFlags.LOW_BATTERY), p.Zone.CHEEKS) is None
+    reasons = {
+        "over-current: measured 331": sample(current_mean_ua=331),
+        "over-current: measured 221": sample(current_mean_ua=221),  # eye area: 200 + 10 %
+        "over-current reported": sample(faults=p.FaultFlags.OVER_CURRENT),
+        "over-temperature reported": sample(faults=p.FaultFlags.OVER_TEMPERATURE),
+        "over-temperature: 40.1": sample(temperature_dc=401),
+        "hardware fault": sample(faults=p.FaultFlags.HARDWARE),
+        "charging": sample(state=p.DeviceState.CHARGING),
+        "device reports a fault": sample(state=p.DeviceState.FAULT),
+    }
+    for expected, bad in reasons.items():
+        zone = p.Zone.EYE_AREA if "221" in expected else p.Zone.CHEEKS
+        reason = check(bad, zone)
+        assert reason is not None
+        assert expected in reason
+
+
+def test_the_session_cap_never_exceeds_thirty_minutes() -> None:
+    assert session_cap_s(SafetySettings()) == 20 * 60
+    assert session_cap_s(SafetySettings(max_session_min=30)) == 30 * 60
+    with pytest.raises(ValueError, match="max_session_min"):
+        SafetySettings(max_session_min=31)
+
+
+# --- S1 as a property ----------------------------------------------------------------------------
+
+caps_settings = st.builds(
+    lambda hub, zones: SafetySettings(hub_cap_ua=hub, zone_caps_ua=zones),
+    st.integers(10, 500),
+    st.dictionaries(st.sampled_from(ZONES), st.integers(1, 500)),
+)
+steps = st.builds(
+    ProgramStep,
+    zone=st.sampled_from(ZONES),
+    amplitude_ua=st.integers(10, 500),
+    duration_s=st.integers(5, 20),
+    frequency_hz=st.sampled_from([1.0, 10.0, 100.0]),
+    move_cue_s=st.just(5),
+)
+programs = st.builds(
+    lambda s: Program(slug="prop", name="prop", steps=tuple(s)),
+    st.lists(steps, min_size=1, max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    safety=caps_settings,
+    hard_cap=st.integers(10, 500),
+    user_cap=st.none() | st.integers(10, 500),
+    prog=programs,
+    level=st.integers(1, 5),
+)
+def test_s1_nothing_compiled_from_a_valid_program_exceeds_any_cap(
+    safety: SafetySettings, hard_cap: int, user_cap: int | None, prog: Program, level: int
+) -> None:
+    caps = Caps(safety, device_hard_cap_ua=hard_cap, user_cap_ua=user_cap)
+    limits = replace(LIMITS, hard_cap_ua=hard_cap)
+    supervisor = SafetySupervisor("AA", safety)
+    supervisor.arm(caps)
+    over = [
+        f"steps[{i}].amplitude_ua"
+        for i, s in enumerate(prog.steps)
+        if s.amplitude_ua > caps.for_zone(s.zone_enum)
+    ]
+    if over:
+        with pytest.raises(InvalidProgram) as refused:
+            validate_program(prog, caps, limits)
+        assert [where for where, _ in refused.value.problems if "amplitude" in where] == over
+        return
+    validate_program(prog, caps, limits)  # frequencies and lengths here are always valid
+    for seg in compile_program(prog, limits):
+        lowest = min(
+            hard_cap, safety.hub_cap_ua, safety.zone_caps_ua[seg.zone.name.lower()], user_cap or 500
+        )
+        assert seg.amplitude_ua <= lowest
+        assert seg.amplitude_ua * level_percent(level) // 100 <= lowest
+        command = p.QueueSegment(
+            1, 1, seg.zone, seg.waveform, seg.frequency_dhz, seg.amplitude_ua,
+            seg.pulse_width_us, seg.duration_ms, safety.soft_start_ms,
+        )  # fmt: skip
+        supervisor.check_command(command, bytes(command))
+    assert supervisor.blocked == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    safety=caps_settings,
+    user_cap=st.none() | st.integers(10, 500),
+    zone=st.sampled_from(list(p.Zone)),
+    amplitude=st.integers(0, 0xFFFF),
+)
+def test_s1_the_write_guard_passes_exactly_what_is_under_every_cap(
+    safety: SafetySettings, user_cap: int | None, zone: p.Zone, amplitude: int
+) -> None:
+    supervisor = SafetySupervisor("AA", safety)
+    supervisor.arm(Caps(safety, device_hard_cap_ua=450, user_cap_ua=user_cap))
+    lowest = min(450, safety.hub_cap_ua, safety.zone_caps_ua[zone.name.lower()], user_cap or 500)
+    command = segment(amplitude, zone)
+    if amplitude <= lowest:
+        supervisor.check_command(command, bytes(command))
+    else:
+        with pytest.raises(SafetyViolation):
+            supervisor.check_command(command, bytes(command))
+
+
+CAPPED: dict[str, Any] = {
+    "hub_cap_ua": 350,
+    "zone_caps_ua": {"neck": 250, "brow": 200, "eye_area": 150},
+}
+
+
+@pytest.fixture
+async def capped_hub(start_hub: StartHub) -> Hub:
+    """One device whose hard cap is 300 µA, on a hub capped at 350 µA with lowered zone caps."""
+    hub = await start_hub(1, **CAPPED)
+    await set_device_limits(hub, 0, hard_cap_ua=300)
+    return hub
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    zones=st.lists(st.sampled_from(ZONES), min_size=1, max_size=2),
+    amplitude=st.integers(10, 500),
+    level=st.integers(1, 5),
+    user_cap=st.none() | st.integers(10, 500),
+)
+async def test_s1_the_device_never_receives_more_than_every_cap(
+    capped_hub: Hub, zones: list[str], amplitude: int, level: int, user_cap: int | None
+) -> None:
+    hub = capped_hub
+    spy = hub.spies[0]
+    mark = spy.mark()
+    prog = program(*(step(zone, amplitude, 5) for zone in zones))
+    safety = hub.runtime.settings.safety
+    lowest = min(300, user_cap or 500, *(safety.zone_cap(p.Zone[z.upper()]) for z in zones))
+    try:
+        session = await hub.start(0, prog, level=level, user_cap_ua=user_cap)
+    except InvalidProgram:
+        assert amplitude > lowest
+        assert spy.since(mark) == []
+        return
+    try:
+        assert amplitude <= lowest
+        await wait_until(lambda: hub.firmware(0).state is p.DeviceState.RUNNING)
+        received = spy.since(mark, p.QueueSegment)
+        assert received
+        assert max(s.amplitude_ua for s in received) <= lowest
+        assert hub.firmware(0).max_output_ua <= lowest
+    finally:
+        await hub.runtime.sessions.stop(session.id, actor="u1")
+
+
+# --- S1 through the runtime: refused before anything is sent -------------------------------------
+
+
+async def test_a_program_above_any_cap_is_refused_before_anything_is_sent(
+    start_hub: StartHub,
+) -> None:
+    hub = await start_hub(2, hub_cap_ua=380)
+    await set_device_limits(hub, 1, hard_cap_ua=250)
+    zone = program(step("cheeks", 300), step("eye_area", 220))
+    device = program(step("forehead", 100), step("cheeks", 260))
+    cases: list[tuple[int, Program, dict[str, Any], str, str]] = [
+        (0, zone, {}, "steps[1]", "eye_area cap of 200"),
+        (0, program(step("cheeks", 390)), {}, "steps[0]", "cheeks cap of 380"),
+        (0, program(step("jawline", 200)), {"user_cap_ua": 150}, "steps[0]", "jawline cap of 150"),
+        (1, device, {}, "steps[1]", "cheeks cap of 250"),
+    ]
+    for index, prog, extra, where, why in cases:
+        mark = hub.spies[index].mark()
+        with pytest.raises(InvalidProgram) as refused:
+            await hub.start(index, prog, **extra)
+        assert refused.value.problems[0][0] == f"{where}.amplitude_ua"
+        assert why in refused.value.problems[0][1]
+        assert hub.spies[index].since(mark) == []
+        assert hub.runtime.sessions.active_on(hub.address(index)) is None
+    # A level below 5 does not make an over-cap program acceptable: caps bind the program.
+    with pytest.raises(InvalidProgram):
+        await hub.start(0, program(step("cheeks", 390)), level=1)
+
+
+# --- S1 below the scheduler: the supervisor's write guard ----------------------------------------
+
+
+async def test_a_tampered_streamer_is_stopped_by_the_write_guard(hub: Hub) -> None:
+    spy = hub.spies[0]
+    session = await hub.start(0, program(step("cheeks", 300, 10)), level=5)
+    streamer = session.streamer
+    assert streamer is not None
+    # Corrupt everything not yet sent, below validation and above the link.
+    streamer.segments = tuple(replace(s, amplitude_ua=450) for s in streamer.segments)
+    await wait_done(session)
+
+    assert session.state is SessionState.FAILED
+    assert "safety supervisor refused a command" in session.reason
+    assert "450 µA on cheeks, above its cap of 400 µA" in session.reason
+    assert spy.max_amplitude() == 300
+    assert hub.firmware(0).max_output_ua <= 300
+    assert hub.firmware(0).output_ua == 0
+    assert hub.runtime.devices.get(hub.address(0)).supervisor.blocked == 1
+
+
+async def test_a_direct_write_above_the_cap_never_reaches_the_device(hub: Hub) -> None:
+    spy = hub.spies[0]
+    session = await hub.start(0, program(step("cheeks", 300, 10)))
+    await wait_output(hub.sim(0))
+    link = hub.runtime.devices.get(hub.address(0)).require_link()
+    rogue = p.QueueSegment(
+        link.next_seq(), 999, p.Zone.CHEEKS, p.Waveform.SQUARE_BIPHASIC, 100, 450, 500, 1000, 1000
+    )
+    mark = spy.mark()
+    with pytest.raises(SafetyViolation, match="450 µA"):
+        await link.send(rogue)
+    await wait_done(session)
+    assert session.state is SessionState.FAILED
+    assert "450 µA" in session.reason
+    assert 999 not in [s.segment_id for s in spy.of(p.QueueSegment)]
+    assert [c for c in spy.since(mark) if not isinstance(c, p.Keepalive | p.Stop)] == []
+    assert hub.firmware(0).output_ua == 0
+    # With no session holding the device, nothing that makes output passes at all.
+    for command in (p.Start(link.next_seq()), p.QueueSegment(link.next_seq(), 5, p.Zone.CHEEKS)):
+        with pytest.raises(SafetyViolation, match="no session"):
+            await link.send(command)
+
+
+# --- S6: faults ----------------------------------------------------------------------------------
+
+
+async def test_faults_fail_the_session_with_a_reason_and_the_output_is_off(
+    start_hub: StartHub,
+) -> None:
+    hub = await start_hub(6, over_temperature_c=38.0)
+    faults: list[tuple[str, Any]] = [
+        ("over-current reported by the device", lambda d: d.inject_over_current(600)),
+        ("over-current: measured", lambda d: d.inject_over_current(540)),
+        ("over-temperature reported by the device", lambda d: d.set_temperature(42.0)),
+        ("charging: the device must not run while it charges", lambda d: d.set_charging(True)),
+        ("hardware fault reported by the device", lambda d: d.inject_hardware_fault(True)),
+        ("over-temperature: 39.", lambda d: d.set_temperature(39.5)),
+    ]
+    sessions = []
+    for index in range(len(faults)):
+        # Device 1 runs at its user's cap of 100 µA: 540 µA is under the device's own
+        # over-current threshold (550) but far above 100 + 10 %, so only the hub catches it.
+        user_cap = 100 if index == 1 else None
+        amplitude = 100 if index == 1 else 300
+        prog = program(step("cheeks", amplitude, 10))
+        sessions.append(await hub.start(index, prog, user_cap_ua=user_cap))
+    await asyncio.gather(*(wait_output(hub.sim(i)) for i in range(len(faults))))
+    # A one-step spike must show in the sample's mean: inject it at full output.
+    await wait_until(lambda: hub.firmware(1).output_ua == 100)
+    for index, (_, inject) in enumerate(faults):
+        inject(hub.sim(index))
+    await asyncio.gather(*(wait_done(s) for s in sessions))
+
+    for index, ((reason, _), session) in enumerate(zip(faults, sessions, strict=True)):
+        assert session.state is SessionState.FAILED, reason
+        assert session.reason.startswith(reason)
+        firmware = hub.firmware(index)
+        assert firmware.output_ua == 0
+        assert firmware.state not in (p.DeviceState.RUNNING, p.DeviceState.PAUSED)
+    assert hub.firmware(0).state is p.DeviceState.FAULT
+    assert hub.firmware(3).state is p.DeviceState.CHARGING
+
+    # Once the causes are gone a new session starts: the hub clears the latched fault.
+    hub.sim(2).set_temperature(33.0)
+    hub.sim(3).set_charging(False)
+    hub.sim(4).inject_hardware_fault(False)
+    hub.sim(5).set_temperature(33.0)
+    await wait_until(lambda: hub.firmware(3).state is p.DeviceState.IDLE)
+    for index in range(len(faults)):
+        again = await hub.start(index, program(step("cheeks", 100, 10)), user_cap_ua=100)
+        assert again.state is SessionState.RUNNING
+        await hub.runtime.sessions.stop(again.id, actor="u1")
+
+
+async def test_no_session_starts_on_a_charging_device(hub: Hub) -> None:
+    hub.sim(0).set_charging(True)
+    await wait_until(lambda: hub.firmware(0).state is p.DeviceState.CHARGING)
+    mark = hub.spies[0].mark()
+    with pytest.raises(DeviceUnavailable, match="CHARGING"):
+        await hub.start(0)
+    assert hub.spies[0].since(mark, p.QueueSegment) == []
+    assert hub.firmware(0).max_output_ua == 0
+    assert hub.runtime.sessions.active_on(hub.address(0)) is None
+    assert hub.runtime.sessions.sessions == {}
+
+
+# --- S3: stop wins -------------------------------------------------------------------------------
+
+
+async def test_stop_during_a_radio_stall_turns_the_output_off(hub: Hub) -> None:
+    session = await hub.start(0, program(step("cheeks", 300, 10)))
+    await wait_output(hub.sim(0))
+    hub.sim(0).stall(500)
+    await hub.runtime.sessions.stop(session.id, actor="u1")
+    assert session.state is SessionState.STOPPED
+    assert session.reason == "stopped by u1"  # confirmed: the stall is shorter than a second
+    assert hub.firmware(0).output_ua == 0
+    assert hub.firmware(0).state is p.DeviceState.IDLE
+    assert hub.spies[0].of(p.Stop)
+    assert hub.runtime.devices.get(hub.address(0)).reconnects == 0
+
+
+async def test_an_unconfirmed_stop_drops_the_link_and_the_output_goes_off(
+    start_hub: StartHub,
+) -> None:
+    hub = await start_hub(3)
+    sessions = [await hub.start(i, program(step("cheeks", 300, 10))) for i in range(3)]
+    await asyncio.gather(*(wait_output(hub.sim(i)) for i in range(3)))
+    hub.sim(0).refuse_commands(1, [p.Opcode.STOP])  # NACKed and not executed
+    hub.sim(1).set_radio_latency(1500)  # executed at once, confirmed too late
+    hub.sim(2).stall(1200)  # the device hears nothing for longer than the STOP may take
+    await asyncio.gather(*(hub.runtime.sessions.stop(s.id, actor="u1") for s in sessions))
+    for index, session in enumerate(sessions):
+        assert session.state is SessionState.STOPPED
+        assert session.reason.startswith("stopped by u1 (STOP unconfirmed, link dropped")
+        assert hub.firmware(index).output_ua == 0
+        assert (
+            not hub.sim(index).is_connected
+            or hub.runtime.devices.get(hub.address(index)).reconnects == 1
+        )
+    hub.sim(1).set_radio_latency(0)
+    # The device manager reconnects each one, and it can be used again.
+    managed = [hub.runtime.devices.get(hub.address(i)) for i in range(3)]
+    await wait_until(lambda: all(m.reconnects == 1 and m.link is not None for m in managed))
+    again = await hub.start(0)
+    assert again.state is SessionState.RUNNING
+    await hub.runtime.sessions.stop(again.id, actor="u1")
+
+
+# --- S4: the dead man's lease --------------------------------------------------------------------
+
+
+async def test_the_device_stops_by_itself_when_the_hub_goes_silent(hub: Hub) -> None:
+    session = await hub.start(0, program(step("cheeks", 300, 10)))
+    bystander = await hub.start(1, program(step("cheeks", 300, 10)))
+    await wait_output(hub.sim(0))
+    assert session.streamer is not None
+    session.streamer.halt()  # the hub stops writing to this device: no keepalive, nothing
+    await wait_done(session)
+
+    firmware = hub.firmware(0)
+    assert firmware.counters.lease_expiries == 1
+    assert firmware.output_ua == 0
+    assert session.state is SessionState.FAILED
+    assert session.reason == "device lease expired: the hub went silent"
+    assert bystander.state is SessionState.RUNNING
+    assert hub.firmware(1).counters.lease_expiries == 0
+    assert steepest_rise_ok(output_log(hub.sim(0)), 300)
