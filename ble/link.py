@@ -207,6 +207,9 @@ class DeviceLink:
         except LinkError:
             log.warning("STOP to %s not confirmed; dropping the link", self.address)
             await self.close()
+            # close() silences the disconnect callback (it is for links that drop by
+            # themselves); this drop was not asked for by the owner, so tell it.
+            self._report_lost()
             raise
 
     async def close(self) -> None:
@@ -229,7 +232,11 @@ class DeviceLink:
 
     def _handle_disconnect(self, _client: BleakClient) -> None:
         self._fail_pending(LinkError(f"{self.address}: link lost"))
-        if self._on_disconnect is not None and not self._closing:
+        if not self._closing:
+            self._report_lost()
+
+    def _report_lost(self) -> None:
+        if self._on_disconnect is not None:
             try:
                 self._on_disconnect()
             except Exception:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from gateway.storage.writer import StorageWriter
 
 log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 24 * 3600.0
 _T = TypeVar("_T")
 
 DISCOVERY_ATTEMPTS = 10
@@ -175,7 +177,30 @@ class Runtime:
         self._stack.push_async_callback(self.tasks.close)
         if self.sim_devices:
             await self._adopt_sim_devices()
+        if self.settings.ble.auto_connect and not self.sim_devices:
+            from gateway.discovery import discovery_loop
+
+            self.tasks.spawn(discovery_loop(self.devices, self.settings.ble), name="discovery")
+        if self.writer is not None and self.settings.db.telemetry_retention_days > 0:
+            self.tasks.spawn(self._retention_loop(), name="retention")
         self.started = True
+
+    async def _retention_loop(self) -> None:
+        """Delete raw telemetry past the retention setting, at start and then daily."""
+        from gateway.storage.retention import prune_telemetry
+
+        days = self.settings.db.telemetry_retention_days
+        while True:
+            try:
+                pruned = await self.db(
+                    prune_telemetry, older_than_days=days, hub_id=self.settings.hub_id
+                )
+            except GatewayError as exc:
+                log.warning("telemetry retention failed (retrying tomorrow): %s", exc)
+            else:
+                if pruned:
+                    log.info("retention: pruned %d raw telemetry row(s)", pruned)
+            await asyncio.sleep(RETENTION_EVERY_S)
 
     async def _adopt_sim_devices(self) -> None:
         wanted = {d.address.upper() for d in self.sim_devices}
@@ -201,6 +226,7 @@ class Runtime:
         """End sessions, disconnect devices, cancel and await every task, close the radio."""
         await self.sessions.close()
         await self.devices.close()
+        self.hub.close()
         await self._stack.aclose()
         self.started = False
 
