@@ -271,6 +271,11 @@ class SimulatedDevice:
             raise ATT_Error(ErrorCode.INSUFFICIENT_ENCRYPTION)
         try:
             await self.transmitter.wait_while_stalled()
+            if self.connection is not connection:
+                # The link this write came on dropped during the stall. Answering now would put
+                # the response on whatever link reuses its handle; a dead link gets no answer
+                # (bumble sends no response for a cancelled write handler).
+                raise asyncio.CancelledError
             # Send what the firmware produced before this command first: notifications queued
             # before an ACK predate the command (e.g. the telemetry rate it changes).
             now = self.now_ms()
