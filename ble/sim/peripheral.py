@@ -275,7 +275,7 @@ class SimulatedDevice:
                 # The link this write came on dropped during the stall. Answering now would put
                 # the response on whatever link reuses its handle; a dead link gets no answer
                 # (bumble sends no response for a cancelled write handler).
-                raise asyncio.CancelledError
+                raise asyncio.CancelledError  # noqa: TRY301 - bumble must not answer
             # Send what the firmware produced before this command first: notifications queued
             # before an ACK predate the command (e.g. the telemetry rate it changes).
             now = self.now_ms()
