@@ -62,7 +62,7 @@ class _GatewayCollector(Collector):
         ):
             yield CounterMetricFamily(f"mcgw_telemetry_{name}", doc, value=value)
 
-        links = [d.link.counters for d in runtime.devices.devices.values() if d.link is not None]
+        links = [d.link_totals() for d in runtime.devices.devices.values()]
         for name, doc in (
             ("nacks", "Commands the devices refused"),
             ("ack_timeouts", "Commands with no ACK in time"),
@@ -70,7 +70,7 @@ class _GatewayCollector(Collector):
             ("commands_sent", "Commands sent to devices"),
         ):
             total = sum(getattr(c, name) for c in links)
-            yield CounterMetricFamily(f"mcgw_ble_{name}", f"{doc} (current links)", value=total)
+            yield CounterMetricFamily(f"mcgw_ble_{name}", doc, value=total)
         reconnects = sum(d.reconnects for d in runtime.devices.devices.values())
         yield CounterMetricFamily(
             "mcgw_ble_reconnects", "Links lost and re-established", value=reconnects

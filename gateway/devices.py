@@ -13,6 +13,7 @@ session first. This module decides nothing about treatment: sessions and safety 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -26,7 +27,7 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
 from ble import protocol as p
 from ble.errors import BleError, ProtocolError
-from ble.link import DeviceLink
+from ble.link import DeviceLink, LinkCounters
 from gateway.config import BleSettings, SafetySettings
 from gateway.errors import DeviceUnavailable, NotFound
 from gateway.events import DeviceStateChanged, EventBus
@@ -74,11 +75,21 @@ class ManagedDevice:
     lost: asyncio.Event | None = None
     """Set when the present link is gone, however it went (see ``DeviceManager.stop_output``)."""
     reconnects: int = 0
+    past_links: LinkCounters = field(default_factory=LinkCounters)
+    """Counters of every earlier link, so totals never go backwards across reconnects."""
     task: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
         return self.ble_device.address
+
+    def link_totals(self) -> LinkCounters:
+        """Counters of this device's links, the current one included, since the hub started."""
+        totals = LinkCounters(**dataclasses.asdict(self.past_links))
+        if self.link is not None:
+            for name, value in dataclasses.asdict(self.link.counters).items():
+                setattr(totals, name, getattr(totals, name) + value)
+        return totals
 
     def require_link(self) -> DeviceLink:
         link = self.link
@@ -283,6 +294,8 @@ class DeviceManager:
         finally:
             managed.connected.clear()
             managed.link = None
+            for name, value in dataclasses.asdict(link.counters).items():
+                setattr(managed.past_links, name, getattr(managed.past_links, name) + value)
             if not lost.is_set():
                 await link.close()
         managed.reconnects += 1

@@ -104,10 +104,14 @@ async def test_every_managed_device_connects_bonds_and_reads_its_limits(hub: Hub
 
 async def test_a_dropped_link_is_reconnected(hub: Hub) -> None:
     managed = hub.runtime.devices.get(hub.address(0))
+    sent: list[int] = []
     for round_ in range(1, 3):
+        sent.append(managed.link_totals().commands_sent)
         assert hub.sim(0).drop_link() == 1
         await wait_until(partial(reconnected, managed, round_))
         await asyncio.wait_for(managed.connected.wait(), 10)
+    # Counters (exported as Prometheus counters) keep counting across reconnects.
+    assert 0 < sent[0] < sent[1] < managed.link_totals().commands_sent
     states = device_states(hub, hub.address(0))
     assert states[4:] == ["lost", "connecting", "connected", "bonded"] * 2
     assert hub.runtime.devices.get(hub.address(1)).reconnects == 0
