@@ -121,6 +121,9 @@ def server_env(db_path: Path, port: int, ble: str) -> dict[str, str]:
         MCGW_BLE__MODE=ble,
         MCGW_DB__URL=f"sqlite:///{db_path}",
         MCGW_MDNS="false",
+        # Devices are claimed over REST, as a phone does: no background auto-connect, so
+        # "no device" really has none.
+        MCGW_BLE__AUTO_CONNECT="false",
         MCGW_API__HOST="127.0.0.1",
         MCGW_API__PORT=str(port),
         MCGW_HUB_ID="bench-footprint",
