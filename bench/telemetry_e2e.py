@@ -267,9 +267,9 @@ async def hub_main(config: dict[str, Any]) -> None:
                 # capacity target is about the Python side beyond any single radio.
                 self.devices._slots = asyncio.Semaphore(slots)
 
-        async def _open_ble(self) -> None:
+        async def open_ble(self) -> None:
             if ble != "none":
-                await super()._open_ble()
+                await super().open_ble()
 
     app = create_app(settings, runtime_factory=BenchRuntime)
     server = uvicorn.Server(uvicorn_config(app))

@@ -18,7 +18,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -55,16 +54,6 @@ class LinkCounters:
     ack_timeouts: int = 0
     telemetry_frames: int = 0
     malformed_frames: int = 0
-
-
-class _ClientFactory(BleakClient):
-    """A BleakClient that bleak-retry-connector can build with a custom backend."""
-
-    def __init__(self, address_or_ble_device: BLEDevice | str, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("backend", type(self).backend_class)
-        super().__init__(address_or_ble_device, *args, **kwargs)
-
-    backend_class: type[BaseBleakClient] | None = None
 
 
 class DeviceLink:
@@ -106,19 +95,17 @@ class DeviceLink:
 
     async def connect(self, *, telemetry_hz: int = 50, samples_per_notification: int = 1) -> None:
         """Connect, bond, subscribe, read limits and handshake. Raises LinkError on failure."""
-        backend = self._backend
-
-        class Client(_ClientFactory):
-            backend_class = backend
-
         try:
+            # bleak-retry-connector hands extra keyword arguments to BleakClient, so the
+            # backend (None: bleak's own for this platform) rides along.
             client = await establish_connection(
-                Client,
+                BleakClient,
                 self.device,
                 self.device.name or self.device.address,
                 disconnected_callback=self._handle_disconnect,
                 max_attempts=CONNECT_ATTEMPTS,
                 use_services_cache=False,
+                backend=self._backend,
             )
         except (BleakError, TimeoutError) as exc:
             raise LinkError(

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -115,13 +116,13 @@ def scan(
 
     async def go() -> list[dict[str, object]]:
         runtime = Runtime(settings)
-        await runtime._open_ble()
+        await runtime.open_ble()
         try:
             with console.status(f"scanning for {timeout:g} s ..."):
                 found = await runtime.devices.scan(timeout_s=timeout)
         finally:
             await runtime.stop()
-        return [d.__dict__ if hasattr(d, "__dict__") else _as_dict(d) for d in found]
+        return [asdict(d) for d in found]
 
     try:
         found = asyncio.run(go())
@@ -137,14 +138,6 @@ def scan(
         )
     out.print(table)
     console.print(f"{len(found)} device(s) found")
-
-
-def _as_dict(obj: object) -> dict[str, object]:
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return asdict(obj)
-    return {"value": str(obj)}
 
 
 @app.command()

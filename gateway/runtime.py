@@ -89,7 +89,8 @@ class Runtime:
         self.programs: dict[str, Program] = {p.slug: p for p in builtin_programs()}
         self.started = False
 
-    async def _open_ble(self) -> None:
+    async def open_ble(self) -> None:
+        """Open the radio (and the simulated devices) without supervising any device yet."""
         mode = self.settings.ble.mode
         if mode.startswith(("sim", "hci:")):
             from ble.adapter import BumbleAdapter
@@ -173,7 +174,7 @@ class Runtime:
         """Open storage and the radio, find devices and start supervising them."""
         if self.use_storage:
             await self._open_storage()
-        await self._open_ble()
+        await self.open_ble()
         self._stack.push_async_callback(self.tasks.close)
         if self.sim_devices:
             await self._adopt_sim_devices()
