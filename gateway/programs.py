@@ -1,13 +1,17 @@
-"""Treatment programs: the built-in library, custom-program validation, intensity levels.
+"""Treatment programs: the built-in library, custom-program validation, cap limiting, levels.
 
 A program is a list of steps (zone, waveform, frequency, amplitude, duration, "move" cue
 interval). ``amplitude_ua`` is the step's output at intensity level 5; levels 1-4 scale it
-(see ``LEVEL_PERCENT``), so a program that passes validation can never exceed a cap at any level.
+(see ``LEVEL_PERCENT``), so a program that may run can never exceed a cap at any level.
 
-Validation checks every step against the caps (S1: device hard cap, hub cap, zone cap, user cap),
-the frequency and pulse ranges, and the session-length cap (S10), and names the step and the
-field of every problem. This module does no I/O; compiling steps into device segments is the
-scheduler's job.
+Caps (S1) come in two kinds. The device hard cap, the hub cap and the zone caps *refuse*:
+``validate_program`` rejects a step above any of them, naming the step and the field (with the
+frequency and pulse ranges and the session-length cap, S10). A person's own cap *limits*:
+``limit_program`` lowers every step above it to the cap and says which steps it lowered, so every
+program still plays, only quieter. A session runs the limited program under ``Caps`` that still
+include the user cap, which the scheduler and the safety supervisor check again.
+
+This module does no I/O; compiling steps into device segments is the scheduler's job.
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ WaveformName = Annotated[str, Field(pattern="^(square_biphasic|square_monophasic
 
 
 class ProgramStep(BaseModel):
-    """One step of a program: a zone treated for a while with one waveform."""
+    """One step of a program: a zone treated for a while with one waveform.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: an amplitude or a duration is an integer, never a string or a bool coerced to one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     zone: ZoneName
     waveform: WaveformName = "square_biphasic"
@@ -76,27 +83,42 @@ class Program(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Caps:
-    """Every cap that applies to one session on one device (S1)."""
+    """Every cap that applies to one session on one device (S1).
+
+    ``for_zone`` is the lowest of them all, the user cap included: what may go on air (the
+    write guard and the over-current check use it). ``refusing_for_zone`` leaves the user cap
+    out: what a program step may never ask for (``validate_program`` uses it).
+    """
 
     safety: SafetySettings
     device_hard_cap_ua: int | None = None
     user_cap_ua: int | None = None
 
-    def for_zone(self, zone: Zone) -> int:
+    def refusing_for_zone(self, zone: Zone) -> int:
+        """min(device hard cap, hub cap, zone cap): a step above it makes the program invalid."""
         cap = self.safety.zone_cap(zone)
         if self.device_hard_cap_ua is not None:
             cap = min(cap, self.device_hard_cap_ua)
+        return cap
+
+    def for_zone(self, zone: Zone) -> int:
+        """min(device hard cap, hub cap, zone cap, user cap): the most that may go on air."""
+        cap = self.refusing_for_zone(zone)
         if self.user_cap_ua is not None:
             cap = min(cap, self.user_cap_ua)
         return cap
 
 
 def validate_program(program: Program, caps: Caps, limits: DeviceLimits | None = None) -> Program:
-    """Return the program if it may run under ``caps``; raise InvalidProgram naming each problem."""
+    """Return the program if it may run under ``caps``; raise InvalidProgram naming each problem.
+
+    Amplitudes are checked against the caps that refuse (device hard cap, hub cap, zone cap),
+    not the user cap: a step above the user cap is lowered by ``limit_program`` instead.
+    """
     problems: list[tuple[str, str]] = []
     for index, step in enumerate(program.steps):
         where = f"steps[{index}]"
-        cap = caps.for_zone(step.zone_enum)
+        cap = caps.refusing_for_zone(step.zone_enum)
         if step.amplitude_ua > cap:
             problems.append(
                 (
@@ -129,6 +151,32 @@ def validate_program(program: Program, caps: Caps, limits: DeviceLimits | None =
     if problems:
         raise InvalidProgram(problems)
     return program
+
+
+def limit_program(program: Program, user_cap_ua: int | None) -> tuple[Program, list[int]]:
+    """Lower every step above ``user_cap_ua`` to it; return the program and the lowered indexes.
+
+    The one place a personal cap acts on a program: a lowered step's amplitude becomes exactly
+    the cap, every other field and step stays as it was, and the level percentage still applies
+    on top when it plays. With no cap, or none of the steps above it, the same program object
+    comes back with no indexes. Call it after ``validate_program`` (which refuses steps above the
+    hub, zone and device caps), so each step ends at or under every cap of its zone.
+
+    A lowered step may fall under the 10 µA a custom step must ask for: lowering is always
+    allowed, so the copy is made without re-validating the step.
+    """
+    if user_cap_ua is None:
+        return program, []
+    if user_cap_ua < 1:
+        raise ValueError(f"a personal cap must be positive, got {user_cap_ua} µA")
+    lowered = [i for i, step in enumerate(program.steps) if step.amplitude_ua > user_cap_ua]
+    if not lowered:
+        return program, []
+    steps = tuple(
+        step.model_copy(update={"amplitude_ua": user_cap_ua}) if i in lowered else step
+        for i, step in enumerate(program.steps)
+    )
+    return program.model_copy(update={"steps": steps}), lowered
 
 
 def _step(zone: str, amplitude: int, seconds: int, hz: float = 10.0, **kw: object) -> ProgramStep:

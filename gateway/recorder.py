@@ -49,6 +49,7 @@ class StorageRecorder:
                     intensity=session.level,
                     planned_s=session.program.duration_s,
                     idempotency_key=session.idempotency_key,
+                    limited_by_cap=session.limited_by_cap,
                 )
             )
             if session.state.value == "pending":

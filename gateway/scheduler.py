@@ -24,7 +24,7 @@ from ble import protocol as p
 from ble.errors import BleError, CommandRefused
 from ble.link import DeviceLink
 from gateway.errors import SafetyViolation
-from gateway.programs import Program
+from gateway.programs import Caps, Program
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,25 @@ class Segment:
     duration_ms: int
 
 
-def compile_program(program: Program, limits: p.DeviceLimits) -> tuple[Segment, ...]:
-    """Cut a validated program into segments the device accepts."""
+def compile_program(
+    program: Program, limits: p.DeviceLimits, *, caps: Caps | None = None
+) -> tuple[Segment, ...]:
+    """Cut a validated (and limited) program into segments the device accepts.
+
+    With ``caps``, every segment is checked against ``caps.for_zone`` (the user cap included)
+    and SafetyViolation is raised before anything is sent: a program that was not limited to
+    the session's caps is refused here, not at the write guard midway through a session.
+    """
     segments: list[Segment] = []
     offset = 0
     length = min(SEGMENT_MS, limits.max_segment_ms)
     for step_index, step in enumerate(program.steps):
+        cap = caps.for_zone(step.zone_enum) if caps is not None else None
+        if cap is not None and step.amplitude_ua > cap:
+            raise SafetyViolation(
+                f"steps[{step_index}] asks {step.amplitude_ua} µA on {step.zone}, above its cap "
+                f"of {cap} µA: limit the program to the session's caps (limit_program)"
+            )
         dhz = round(step.frequency_hz * 10)
         dhz = min(max(dhz, limits.frequency_min_dhz), limits.frequency_max_dhz)
         width = round(step.duty_pct / 100 * 1_000_000 / step.frequency_hz)

@@ -9,6 +9,12 @@ contact loss and resumes with a ramp when contact returns within the window (S5)
 lost link to come back within the resume window (else ends as interrupted), stops on any fault
 the safety supervisor reports (S6), and stops at the session-length cap (S10).
 
+A personal cap limits, it does not refuse (S1): ``start`` validates the program against the hub,
+zone and device caps, then plays it through ``limit_program``, with every step above the user's
+cap lowered to it. Such a session has ``limited_by_cap`` set and publishes one
+"limited_by_cap" notice as it starts; its ``Caps`` still carry the user cap, so the compiled
+segments and the write guard are checked against it too.
+
 STOP never waits on the scheduler (S3): ending a session halts the streamer (no new write; one
 already in flight completes, since cancelling a GATT write mid-way would drop the link) and sends
 STOP through ``DeviceManager.stop_output``, which drops the link if the device does not confirm
@@ -33,7 +39,7 @@ from gateway.config import SafetySettings
 from gateway.devices import DeviceManager, ManagedDevice
 from gateway.errors import Conflict, DeviceUnavailable, Forbidden, NotFound, SafetyViolation
 from gateway.events import EventBus, SessionNotice, SessionStateChanged
-from gateway.programs import Caps, Program, level_percent, validate_program
+from gateway.programs import Caps, Program, level_percent, limit_program, validate_program
 from gateway.safety import session_cap_s
 from gateway.scheduler import Streamer, compile_program
 from gateway.tasks import TaskOwner
@@ -86,9 +92,12 @@ class Session:
     owner: str
     address: str
     program: Program
+    """The program as it plays: steps above the user cap already lowered to it."""
     level: int
     caps: Caps
     idempotency_key: str | None = None
+    limited_steps: tuple[int, ...] = ()
+    """Indexes of the steps ``limit_program`` lowered to the user cap (S1)."""
     state: SessionState = SessionState.PENDING
     reason: str = "created"
     created_at: float = field(default_factory=time.time)
@@ -115,6 +124,11 @@ class Session:
         return self.state not in TERMINAL
 
     @property
+    def limited_by_cap(self) -> bool:
+        """True if the user's cap lowered at least one step of the program."""
+        return bool(self.limited_steps)
+
+    @property
     def position_s(self) -> float:
         return (self.streamer.position_ms if self.streamer else 0) / 1000
 
@@ -133,6 +147,7 @@ class Session:
             "ended_at": self.ended_at,
             "position_s": self.position_s,
             "planned_s": self.program.duration_s,
+            "limited_by_cap": self.limited_by_cap,
             "figures": self.figures.snapshot(),
         }
 
@@ -192,7 +207,12 @@ class SessionManager:
         user_cap_ua: int | None = None,
         idempotency_key: str | None = None,
     ) -> Session:
-        """Validate, take the device and start output (ramped). Returns once running."""
+        """Validate, limit to the user's cap, take the device and start output (ramped).
+
+        Raises InvalidProgram for a program above the hub, zone or device caps (nothing is
+        sent); a program above ``user_cap_ua`` runs with those steps lowered to it. Returns once
+        running.
+        """
         if idempotency_key is not None:
             previous = self._by_key.get((owner, idempotency_key))
             if previous is not None:
@@ -212,6 +232,8 @@ class SessionManager:
         assert limits is not None  # set by every successful connect
         caps = Caps(self.safety, device_hard_cap_ua=limits.hard_cap_ua, user_cap_ua=user_cap_ua)
         validate_program(program, caps, limits)
+        program, limited_steps = limit_program(program, user_cap_ua)
+        segments = compile_program(program, limits, caps=caps)
         try:
             # A fault latched by an earlier session holds the device in FAULT; starting again
             # asks the firmware to clear it, which it does only once every cause is gone. Done
@@ -233,10 +255,11 @@ class SessionManager:
             level=level,
             caps=caps,
             idempotency_key=idempotency_key,
+            limited_steps=tuple(limited_steps),
         )
         session.streamer = Streamer(
             link,
-            compile_program(program, limits),
+            segments,
             soft_start_ms=self.safety.soft_start_ms,
             on_error=lambda why: self._stream_failed(session, why),
         )
@@ -245,6 +268,10 @@ class SessionManager:
         if idempotency_key is not None:
             self._by_key[(owner, idempotency_key)] = session
         self.recorder.session_changed(session)
+        if session.limited_by_cap:
+            self._notice(
+                session, "limited_by_cap", {"cap_ua": user_cap_ua, "steps": list(limited_steps)}
+            )
         self._attach(session, managed)
         try:
             await session.streamer.prime(percent)

@@ -157,7 +157,8 @@ class SessionRecord(SQLModel, table=True):
     """One treatment session: who, where, what, how it ended, and the dose it delivered (S9).
 
     ``dose_uas_by_zone`` maps zone names to delivered charge in µA·s; ``seconds_by_zone`` to
-    seconds of output (used for minutes-per-zone statistics).
+    seconds of output (used for minutes-per-zone statistics). ``limited_by_cap`` is True when
+    the owner's personal cap lowered at least one step of the program (S1).
     """
 
     __tablename__ = "sessions"
@@ -185,6 +186,7 @@ class SessionRecord(SQLModel, table=True):
     delivered_s: float = 0.0
     dose_uas_by_zone: dict[str, float] = _json()
     seconds_by_zone: dict[str, float] = _json()
+    limited_by_cap: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class SessionEventRecord(SQLModel, table=True):

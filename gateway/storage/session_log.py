@@ -83,10 +83,13 @@ def create_session(
     intensity: int,
     planned_s: int,
     idempotency_key: str | None = None,
+    limited_by_cap: bool = False,
     session_id: str | None = None,
     now: datetime | None = None,
 ) -> tuple[SessionRecord, bool]:
     """Record a new pending session; returns (record, created).
+
+    ``limited_by_cap``: the owner's personal cap lowered at least one step of the program.
 
     With an ``idempotency_key`` the same owner and key return the session first created with
     them (``created`` False) whatever the other arguments, so a retried request never starts a
@@ -112,6 +115,7 @@ def create_session(
         idempotency_key=idempotency_key,
         created_at=now,
         planned_s=planned_s,
+        limited_by_cap=limited_by_cap,
         dose_uas_by_zone={},
         seconds_by_zone={},
     )

@@ -1,6 +1,10 @@
 """The safety invariants, attacked: caps (S1), soft start at the wire (S2), stop wins (S3), the
 dead man's lease (S4) and faults (S6), through the real runtime and at the supervisor itself.
 
+S1 has two faces: the hub, zone and device caps refuse a program before anything is sent; a
+person's own cap limits it (steps above it play at the cap), and what reaches the device and what
+it outputs stays under min(user cap, zone cap) in every zone.
+
 Outcomes are judged at the simulated device: the commands its firmware decoded (``CommandSpy``),
 its output log and its state. No assertion involves time.
 """
@@ -16,9 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ble import protocol as p
-from gateway.config import SafetySettings
+from ble.sim.firmware import Firmware
+from gateway.config import DEFAULT_ZONE_CAPS_UA, SafetySettings
 from gateway.errors import DeviceUnavailable, InvalidProgram, SafetyViolation
-from gateway.programs import Caps, Program, ProgramStep, level_percent, validate_program
+from gateway.programs import (
+    Caps,
+    Program,
+    ProgramStep,
+    builtin_programs,
+    level_percent,
+    limit_program,
+    validate_program,
+)
 from gateway.safety import SafetySupervisor, session_cap_s
 from gateway.scheduler import compile_program
 from gateway.sessions import SessionState
@@ -175,7 +188,11 @@ def test_the_session_cap_never_exceeds_thirty_minutes() -> None:
 # --- S1 as a property ----------------------------------------------------------------------------
 
 caps_settings = st.builds(
-    lambda hub, zones: SafetySettings(hub_cap_ua=hub, zone_caps_ua=zones),
+    # Zone caps may only be lowered from their defaults (the settings refuse more).
+    lambda hub, zones: SafetySettings(
+        hub_cap_ua=hub,
+        zone_caps_ua={zone: min(cap, DEFAULT_ZONE_CAPS_UA[zone]) for zone, cap in zones.items()},
+    ),
     st.integers(10, 500),
     st.dictionaries(st.sampled_from(ZONES), st.integers(1, 500)),
 )
@@ -211,15 +228,22 @@ def test_s1_nothing_compiled_from_a_valid_program_exceeds_any_cap(
     over = [
         f"steps[{i}].amplitude_ua"
         for i, s in enumerate(prog.steps)
-        if s.amplitude_ua > caps.for_zone(s.zone_enum)
+        if s.amplitude_ua > min(hard_cap, safety.zone_cap(s.zone_enum))
     ]
-    if over:
+    if over:  # the hub, zone and device caps refuse, whatever the user cap
         with pytest.raises(InvalidProgram) as refused:
             validate_program(prog, caps, limits)
         assert [where for where, _ in refused.value.problems if "amplitude" in where] == over
         return
     validate_program(prog, caps, limits)  # frequencies and lengths here are always valid
-    for seg in compile_program(prog, limits):
+    limited, lowered = limit_program(prog, user_cap)
+    assert lowered == [i for i, s in enumerate(prog.steps) if s.amplitude_ua > (user_cap or 500)]
+    if lowered:
+        # The program as validated is above the user cap: compiling it under the session's
+        # caps is refused before anything could be sent.
+        with pytest.raises(SafetyViolation, match=f"steps\\[{lowered[0]}\\]"):
+            compile_program(prog, limits, caps=caps)
+    for seg in compile_program(limited, limits, caps=caps):
         lowest = min(
             hard_cap, safety.hub_cap_ua, safety.zone_caps_ua[seg.zone.name.lower()], user_cap or 500
         )
@@ -285,20 +309,27 @@ async def test_s1_the_device_never_receives_more_than_every_cap(
     hub = capped_hub
     spy = hub.spies[0]
     mark = spy.mark()
+    notices = len(hub.events.notices(notice="limited_by_cap"))
     prog = program(*(step(zone, amplitude, 5) for zone in zones))
     safety = hub.runtime.settings.safety
-    lowest = min(300, user_cap or 500, *(safety.zone_cap(p.Zone[z.upper()]) for z in zones))
+    refusing = min(300, *(safety.zone_cap(p.Zone[z.upper()]) for z in zones))
+    lowest = min(refusing, user_cap or 500)
     try:
         session = await hub.start(0, prog, level=level, user_cap_ua=user_cap)
     except InvalidProgram:
-        assert amplitude > lowest
+        assert amplitude > refusing  # never refused for the user cap alone
         assert spy.since(mark) == []
         return
     try:
-        assert amplitude <= lowest
+        assert amplitude <= refusing
+        limited = user_cap is not None and amplitude > user_cap
+        assert session.limited_by_cap is limited
+        assert len(hub.events.notices(session, "limited_by_cap")) == int(limited)
+        assert len(hub.events.notices(notice="limited_by_cap")) == notices + int(limited)
         await wait_until(lambda: hub.firmware(0).state is p.DeviceState.RUNNING)
         received = spy.since(mark, p.QueueSegment)
         assert received
+        assert {s.amplitude_ua for s in received} == {min(amplitude, user_cap or 500)}
         assert max(s.amplitude_ua for s in received) <= lowest
         assert hub.firmware(0).max_output_ua <= lowest
     finally:
@@ -318,8 +349,12 @@ async def test_a_program_above_any_cap_is_refused_before_anything_is_sent(
     cases: list[tuple[int, Program, dict[str, Any], str, str]] = [
         (0, zone, {}, "steps[1]", "eye_area cap of 200"),
         (0, program(step("cheeks", 390)), {}, "steps[0]", "cheeks cap of 380"),
-        (0, program(step("jawline", 200)), {"user_cap_ua": 150}, "steps[0]", "jawline cap of 150"),
         (1, device, {}, "steps[1]", "cheeks cap of 250"),
+        # A user cap below every step limits the rest; it does not excuse a step above a zone,
+        # hub or device cap, and those are named, not the user cap.
+        (0, zone, {"user_cap_ua": 100}, "steps[1]", "eye_area cap of 200"),
+        (0, program(step("cheeks", 390)), {"user_cap_ua": 50}, "steps[0]", "cheeks cap of 380"),
+        (1, device, {"user_cap_ua": 100}, "steps[1]", "cheeks cap of 250"),
     ]
     for index, prog, extra, where, why in cases:
         mark = hub.spies[index].mark()
@@ -332,6 +367,123 @@ async def test_a_program_above_any_cap_is_refused_before_anything_is_sent(
     # A level below 5 does not make an over-cap program acceptable: caps bind the program.
     with pytest.raises(InvalidProgram):
         await hub.start(0, program(step("cheeks", 390)), level=1)
+    assert hub.events.notices(notice="limited_by_cap") == []
+
+
+# --- S1 through the runtime: a personal cap limits -----------------------------------------------
+
+USER_CAP = 250
+
+
+class ZoneTrace:
+    """Which zone a simulated device was playing each time its output stage was driven.
+
+    It wraps ``OutputStage.drive`` of our simulated firmware (bleak and bumble are untouched):
+    every time the firmware sets its output target (a segment starting, START, PAUSE, STOP...)
+    the firmware time, the zone of the segment playing right after it (None when nothing plays)
+    and the output level right after it are recorded.
+    """
+
+    def __init__(self, firmware: Firmware) -> None:
+        self.changes: list[tuple[int, p.Zone | None, int]] = []
+        original = firmware.output.drive
+
+        def drive(now_ms: int, target_ua: float, ramp_ms: int) -> None:
+            original(now_ms, target_ua, ramp_ms)
+            playing = firmware.current_segment
+            zone = None if playing is None else playing.zone
+            self.changes.append((now_ms, zone, firmware.output.output_ua))
+
+        firmware.output.drive = drive  # type: ignore[method-assign]
+
+    def zones_of(self, log: list[tuple[int, int]]) -> list[tuple[int, int, p.Zone | None]]:
+        """Each output log point with the zone playing when the device held that level.
+
+        A point logged at the very millisecond of a change is the last level of the zone
+        before it, except the last point at that millisecond: the level held from then on.
+        """
+        out = []
+        for i, (ms, ua) in enumerate(log):
+            held_on = i + 1 == len(log) or log[i + 1][0] > ms
+            zone = None
+            for at, changed_to, _ in self.changes:
+                if at < ms or (at == ms and held_on):
+                    zone = changed_to
+            out.append((ms, ua, zone))
+        return out
+
+
+def compressed(prog: Program, seconds: int) -> Program:
+    """The built-in program with every step cut to ``seconds`` (below the 5 s a step may ask
+    for: a test's shortcut to every zone change, made without validation), cues off."""
+    steps = tuple(s.model_copy(update={"duration_s": seconds, "move_cue_s": 0}) for s in prog.steps)
+    return prog.model_copy(update={"steps": steps})
+
+
+async def test_a_user_cap_of_250_lets_every_builtin_program_start_limited(
+    start_hub: StartHub,
+) -> None:
+    library = builtin_programs()
+    hub = await start_hub(len(library))
+    sessions = [await hub.start(i, prog, user_cap_ua=USER_CAP) for i, prog in enumerate(library)]
+    for index, (prog, session) in enumerate(zip(library, sessions, strict=True)):
+        assert session.state is SessionState.RUNNING
+        lowered = [i for i, s in enumerate(prog.steps) if s.amplitude_ua > USER_CAP]
+        assert session.limited_by_cap is bool(lowered)
+        assert [s.amplitude_ua for s in session.program.steps] == [
+            min(s.amplitude_ua, USER_CAP) for s in prog.steps
+        ]
+        notices = hub.events.notices(session, "limited_by_cap")
+        if lowered:
+            assert [n.detail for n in notices] == [{"cap_ua": USER_CAP, "steps": lowered}]
+        else:
+            assert prog.slug == "eye-refresh"  # brow and eye area only: all under 250 µA
+            assert notices == []
+        assert session.caps.user_cap_ua == USER_CAP  # the write guard still holds the user cap
+        firmware, first = hub.sim(index), session.program.steps[0].amplitude_ua
+        await wait_until(lambda: firmware.sync().output_ua == first)  # noqa: B023 (awaited here)
+    assert sum(bool(s.limited_by_cap) for s in sessions) == 6
+    for index, session in enumerate(sessions):
+        for seg in hub.spies[index].of(p.QueueSegment):
+            assert seg.amplitude_ua <= min(USER_CAP, session.caps.refusing_for_zone(seg.zone))
+        assert hub.firmware(index).max_output_ua <= USER_CAP
+        assert hub.runtime.devices.get(hub.address(index)).supervisor.blocked == 0
+        await hub.runtime.sessions.stop(session.id, actor="u1")
+
+
+async def test_limited_builtin_programs_never_output_above_the_user_or_zone_cap(
+    start_hub: StartHub,
+) -> None:
+    # Every zone change of every built-in, played to the end: each step cut to 2 s, long
+    # enough for the output to settle at the step's level after its ramp.
+    library = [compressed(prog, 2) for prog in builtin_programs()]
+    hub = await start_hub(len(library))
+    traces = [ZoneTrace(hub.firmware(i)) for i in range(len(library))]
+    sessions = [await hub.start(i, prog, user_cap_ua=USER_CAP) for i, prog in enumerate(library)]
+    await asyncio.gather(*(wait_done(session) for session in sessions))
+
+    safety = hub.runtime.settings.safety
+    for index, (prog, session) in enumerate(zip(library, sessions, strict=True)):
+        assert (session.state, session.reason) == (SessionState.COMPLETED, "program complete")
+        trace = traces[index]
+        assert {zone for _, zone, _ in trace.changes} == {s.zone_enum for s in prog.steps} | {None}
+
+        # Each zone's bound: min(user cap, zone cap), and tighter, the most its limited steps
+        # ask (which also shows each level was charged to the right zone). Off: nothing.
+        bound: dict[p.Zone | None, int] = {None: 0}
+        for s in session.program.steps:
+            bound[s.zone_enum] = max(bound.get(s.zone_enum, 0), s.amplitude_ua)
+            assert bound[s.zone_enum] <= min(USER_CAP, safety.zone_cap(s.zone_enum))
+        # The level the device held as each zone began, and every level it reached after.
+        for ms, zone, ua in trace.changes:
+            assert ua <= bound[zone], (prog.slug, ms, ua, zone)
+        for ms, ua, zone in trace.zones_of(output_log(hub.sim(index))):
+            assert ua <= bound[zone], (prog.slug, ms, ua, zone)
+        # Limited, not silenced: a step lowered to the cap is delivered at the cap.
+        assert hub.firmware(index).max_output_ua == min(
+            USER_CAP, max(s.amplitude_ua for s in prog.steps)
+        )
+        assert steepest_rise_ok(output_log(hub.sim(index)), USER_CAP)
 
 
 # --- S1 below the scheduler: the supervisor's write guard ----------------------------------------

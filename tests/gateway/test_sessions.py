@@ -481,6 +481,67 @@ async def test_a_paused_session_stays_paused_after_a_reconnect(hub: Hub) -> None
     await sessions.stop(session.id, actor="u1")
 
 
+# --- a personal cap limits (S1) -----------------------------------------------------------------
+
+
+async def test_a_personal_cap_limits_the_session_says_so_and_the_record_keeps_it(
+    start_hub: StartHub,
+) -> None:
+    hub = await start_hub(3, storage=True)
+    runtime = hub.runtime
+    user = await runtime.db(repo.create_user, name="ann", cap_ua=250)
+    owner = str(user.id)
+    prog = program(step("forehead", 300, 5), step("brow", 200, 5), step("cheeks", 380, 5))
+    # Device 0 under a 250 µA cap; device 1 under a cap above every step; device 2 uncapped.
+    caps = [250, 380, None]
+    sessions = [
+        await hub.start(i, prog, owner=owner, user_cap_ua=cap, idempotency_key=f"k{i}")
+        for i, cap in enumerate(caps)
+    ]
+    limited, above, uncapped = sessions
+    # A retried start is the same session: the notice is not published twice.
+    retried = await hub.start(0, prog, owner=owner, user_cap_ua=250, idempotency_key="k0")
+    assert retried is limited
+    assert limited.limited_by_cap
+    assert limited.limited_steps == (0, 2)
+    assert [s.amplitude_ua for s in limited.program.steps] == [250, 200, 250]
+    assert limited.program.slug == prog.slug
+    assert [n.detail for n in hub.events.notices(limited, "limited_by_cap")] == [
+        {"cap_ua": 250, "steps": [0, 2]}
+    ]
+    for session in (above, uncapped):
+        assert not session.limited_by_cap
+        assert session.program is prog  # amplitudes unchanged
+        assert hub.events.notices(session, "limited_by_cap") == []
+    assert limited.public()["limited_by_cap"] is True
+    assert above.public()["limited_by_cap"] is False
+
+    await asyncio.gather(*(wait_output(hub.sim(i)) for i in range(3)))
+    expected = ([250, 200, 250], [300, 200, 380], [300, 200, 380])
+    for index, (session, amplitudes) in enumerate(zip(sessions, expected, strict=True)):
+        assert session.streamer is not None
+        compiled = session.streamer.segments
+        assert [seg.amplitude_ua for seg in compiled[::5]] == amplitudes  # 5 segments a step
+        # What reached the device is the compiled program, in order.
+        queued = [seg.amplitude_ua for seg in hub.spies[index].of(p.QueueSegment)]
+        assert queued == [seg.amplitude_ua for seg in compiled[: len(queued)]]
+    await wait_until(lambda: hub.firmware(0).output_ua == 250)
+    await wait_until(lambda: hub.firmware(1).output_ua == 300)
+    for session in sessions:
+        await runtime.sessions.stop(session.id, actor=owner)
+    assert hub.firmware(0).max_output_ua == 250
+    assert hub.firmware(1).max_output_ua == 300
+
+    assert runtime.writer is not None
+    await runtime.writer.flush()
+    for session in sessions:
+        detail = await runtime.db(history.get_session_detail, session_id=session.id)
+        assert detail.session.limited_by_cap is session.limited_by_cap
+        notices = [e.detail for e in detail.events if e.kind == "limited_by_cap"]
+        assert notices == ([{"cap_ua": 250, "steps": [0, 2]}] if session is limited else [])
+        assert detail.events[0].kind == "created"
+
+
 # --- storage and restart (S9) --------------------------------------------------------------------
 
 

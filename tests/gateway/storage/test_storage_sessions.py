@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -95,6 +97,34 @@ async def test_session_recorded_end_to_end_reads_back_identical(
         "state": "completed",
         "reason": "program complete",
     }
+
+
+async def test_limited_by_cap_is_stored_and_defaults_to_false(
+    writer: StorageWriter, engine: Engine, user_id: int
+) -> None:
+    limited = await new_session(writer, user_id, limited_by_cap=True)
+    plain = await new_session(writer, user_id)
+
+    def read(session_id: str) -> Callable[[Session], history.SessionDetail]:
+        return lambda s: history.get_session_detail(session=s, session_id=session_id)
+
+    assert (await writer.run(read(limited.id))).session.limited_by_cap is True
+    assert (await writer.run(read(plain.id))).session.limited_by_cap is False
+    # A row written without the column (an older hub sharing the database) reads as not
+    # limited: the server default, not a Python one, fills it in.
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO sessions (id, hub_id, owner_id, device_address, program_slug, "
+                "intensity, state, created_at, planned_s, delivered_s, dose_uas_by_zone, "
+                "seconds_by_zone) VALUES ('from-an-older-hub', :hub, :owner, 'AA', 'quick-lift', "
+                "3, 'pending', :now, 60, 0, '{}', '{}')"
+            ),
+            {"hub": HUB, "owner": user_id, "now": datetime.now(UTC)},
+        )
+    with Session(engine) as s:
+        older = session_log.get_session(session=s, session_id="from-an-older-hub")
+        assert older.limited_by_cap is False
 
 
 async def test_idempotency_key_returns_the_first_session(
