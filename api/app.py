@@ -3,8 +3,9 @@
 Nothing is built at import time: the gateway ``Runtime`` (radio, devices, sessions, storage) is
 created and started inside the app's lifespan and stopped after it, so every test gets its own
 app, database and virtual radio. Per-app state lives on ``app.state``: settings, the runtime,
-metrics (its own Prometheus registry), open WebSocket connections, the pairing rate limiter,
-the scan lock and the in-flight idempotent starts.
+metrics (its own Prometheus registry), open WebSocket connections, the pairing guard, the scan
+lock and the in-flight idempotent starts. Who may see and control what is the runtime's access
+policy (``gateway.access``), asked by every route and every WebSocket message.
 
 Middleware, outermost first: request id (X-Request-ID in and out, the logging context, a 500
 problem for anything unexpected), CORS (``settings.api.cors_origins``; bearer tokens, so no
@@ -23,14 +24,14 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from api.auth import TokenCache
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.live import Connection
 from api.metrics import CONTENT_TYPE, ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.openapi import build_openapi
-from api.ratelimit import RateLimiter
-from api.routes import devices, health, me, pairing, programs, sessions, tokens
+from api.ratelimit import PairingGuard
+from api.routes import devices, health, me, pairing, programs, sessions, tokens, users
 from api.routes.health import api_version
 from api.strict import reject_unknown_query
 from api.ws import close_all
@@ -41,9 +42,6 @@ from gateway.runtime import Runtime
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-PAIR_ATTEMPTS_PER_IP = 5
-PAIR_ATTEMPTS_GLOBAL = 30
-PAIR_WINDOW_S = 60.0
 
 DESCRIPTION = """\
 REST v1 of mcgw, the microcurrent BLE gateway. Phones pair with a one-time code
@@ -57,6 +55,7 @@ TAGS: list[dict[str, Any]] = [
     {"name": "pairing", "description": "Exchange a one-time code for a bearer token."},
     {"name": "me", "description": "Your profile, consent (S7), personal cap, statistics."},
     {"name": "tokens", "description": "List and revoke tokens; admins create them."},
+    {"name": "users", "description": "Admins: users and admin rights."},
     {"name": "devices", "description": "Known and discovered devices; claim, rename, forget."},
     {"name": "programs", "description": "Built-in and custom treatment programs."},
     {"name": "sessions", "description": "Start, control and review treatment sessions."},
@@ -104,7 +103,8 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # api.docs serves /docs from the hub itself (no CDN)
+        redoc_url=None,
         openapi_url="/openapi.json",
         dependencies=[Depends(reject_unknown_query)],
     )
@@ -112,26 +112,37 @@ def create_app(
     app.state.runtime = None
     app.state.metrics = metrics
     app.state.connections = set[Connection]()
-    app.state.pair_limiter = RateLimiter(
-        per_key=PAIR_ATTEMPTS_PER_IP, global_limit=PAIR_ATTEMPTS_GLOBAL, window_s=PAIR_WINDOW_S
-    )
+    app.state.pairing_guard = PairingGuard()
     app.state.scan_lock = asyncio.Lock()
-    app.state.token_cache = TokenCache()
     app.state.inflight_starts = {}
 
     install_error_handlers(app)
-    for module in (health, pairing, me, tokens, devices, programs, sessions):
+    for module in (health, pairing, me, tokens, users, devices, programs, sessions):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(ws_router, prefix=API_PREFIX)
+    install_docs(app)
 
     @app.get(
         "/metrics",
         tags=["metrics"],
         summary="Prometheus metrics (text exposition format)",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+        responses={
+            200: {
+                "content": {
+                    CONTENT_TYPE: {
+                        "schema": {"type": "string"},
+                        "example": "# HELP mcgw_devices Managed devices by state\n"
+                        "# TYPE mcgw_devices gauge\n"
+                        'mcgw_devices{state="bonded"} 2.0\n',
+                    }
+                }
+            }
+        },
     )
     async def prometheus_metrics() -> Response:
+        """Counters and gauges of this hub (devices, sessions, BLE, storage, API); no token
+        needed, and nothing personal in them."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     def openapi() -> dict[str, Any]:

@@ -21,6 +21,9 @@ HTTPException (404, 405, ..)  any     about:blank
 anything else                 500     about:blank (no detail: it is a bug, and it is logged)
 ============================  ======  ===============================
 
+A 405 names in ``Allow`` every method the path answers (``allowed_methods``), not only those of
+the first route whose path matched, which is all Starlette knows when it raises it.
+
 The same problem objects travel over the WebSocket inside ``error`` messages (``problem_for``).
 This module does not decide who may do what; it only says how a refusal looks.
 """
@@ -35,9 +38,14 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
+from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from gateway.errors import (
     Conflict,
@@ -69,14 +77,17 @@ class Problem(BaseModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "example": {
-                "type": "urn:mcgw:problem:not-found",
-                "title": "Not Found",
-                "status": 404,
-                "detail": "no session 0b9f... visible to you",
-                "request_id": "6f1c2a4e9d0b4c0e",
-                "errors": [],
-            }
+            "examples": [
+                {
+                    "type": "urn:mcgw:problem:not-found",
+                    "title": "Not Found",
+                    "status": 404,
+                    "detail": "no session 0b9f... visible to you",
+                    "instance": "/api/v1/sessions/0b9f",
+                    "request_id": "6f1c2a4e9d0b4c0e",
+                    "errors": [],
+                }
+            ]
         }
     )
 
@@ -208,13 +219,53 @@ def problem_response(problem: Problem, headers: Mapping[str, str] | None = None)
     )
 
 
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method of the resource at the request's path, as the OpenAPI document has it.
+
+    A path served by several routes (``GET``, ``PATCH`` and ``DELETE /devices/{address}`` are
+    three route objects) must name them all in a 405's ``Allow`` (RFC 9110, 15.5.6). Where a
+    concrete path and a templated one both match (``/devices/scan``, ``/devices/{address}``),
+    the concrete one is the resource, as OpenAPI matches paths.
+    """
+    # A mount rewrites root_path on its way in; app_root_path keeps the app's own.
+    root_path = scope.get("app_root_path", scope.get("root_path", ""))
+    path = get_route_path({"path": scope["path"], "root_path": root_path})
+    by_template: dict[int, set[str]] = {}
+    for route in iter_route_contexts(app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is None or not regex.match(path):
+            continue
+        methods = by_template.setdefault(str(route.path).count("{"), set())
+        if isinstance(route.original_route, Mount):
+            if isinstance(route.original_route.app, StaticFiles):
+                methods |= {"GET", "HEAD"}
+        else:
+            methods |= route.methods or set()
+    concrete = min((n for n, methods in by_template.items() if methods), default=None)
+    return [] if concrete is None else sorted(by_template[concrete], key=_method_rank)
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    return (_METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER), method)
+
+
 async def _handle(request: Request, exc: Exception) -> Response:
     problem, headers = problem_for(exc)
-    if problem.status >= 500:
-        # Logged once here with the request id; the client sees no internals.
+    if problem.status == 405:
+        allowed = allowed_methods(request.app, request.scope)
+        if allowed:
+            headers = {**headers, "Allow": ", ".join(allowed)}
+    if problem.status == 500:
+        # A bug: logged once here with the request id; the client sees no internals.
         log.error(
             "%s %s failed with %d", request.method, request.url.path, problem.status, exc_info=exc
         )
+    elif problem.status >= 500 and not isinstance(exc, ApiProblem):
+        # Storage or a device is away: one line; the part that failed logged its own outage.
+        log.warning("%s %s: %d %s", request.method, request.url.path, problem.status, exc)
     problem.instance = request.url.path
     return problem_response(problem, headers)
 

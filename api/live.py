@@ -15,6 +15,13 @@ report loss).
 
 A connection whose send has been stuck for ``stall_s`` (a client that stopped reading and never
 closed) is aborted; one that sent nothing for three heartbeats is closed with 4408.
+
+Authorization is never decided once per connection: the connection listens to the hub's access
+policy (``gateway.access``). After any change of access it takes its user afresh from the
+policy; a revoked token closes it with 4401, and each subscription whose target its user may no
+longer see ends with a ``subscription_ended`` message. Every frame and event is checked against
+the policy as it goes out (a frame of someone else's session on a watched device, or a replayed
+frame of a previous owner, never reaches the client).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +39,7 @@ import orjson
 from starlette.websockets import WebSocket
 
 from api.metrics import ApiMetrics
+from gateway.access import AccessChange, AccessPolicy, Principal
 from gateway.events import (
     DeviceStateChanged,
     Event,
@@ -46,6 +54,7 @@ log = logging.getLogger(__name__)
 
 DEVICE_TIME_MOD = 1 << 32
 MAX_SUBSCRIPTIONS = 8
+CLOSE_UNAUTHENTICATED = 4401
 CLOSE_HEARTBEAT_TIMEOUT = 4408
 HEARTBEATS_BEFORE_TIMEOUT = 3
 
@@ -74,10 +83,24 @@ class LiveSubscription:
 class Connection:
     """State and output side of one accepted WebSocket."""
 
-    def __init__(self, websocket: WebSocket, *, metrics: ApiMetrics, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        metrics: ApiMetrics,
+        heartbeat_s: float,
+        access: AccessPolicy,
+    ) -> None:
         self.websocket = websocket
         self.metrics = metrics
         self.heartbeat_s = heartbeat_s
+        self.access = access
+        self.user: Principal | None = None
+        """Who is connected, as the access policy knows them now; None before auth and once
+        the token is revoked."""
+        self.token_id: int | None = None
+        self._unlisten: Callable[[], None] | None = None
+        self._chores: set[asyncio.Task[None]] = set()
         self.subscriptions: dict[str, LiveSubscription] = {}
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
@@ -104,6 +127,75 @@ class Connection:
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.send_bytes(orjson.dumps(message))
+
+    # --- who is connected ----------------------------------------------------------------------
+
+    def bind(self, user: Principal) -> None:
+        """The connection now speaks for ``user``'s token; follow every access change."""
+        self.user, self.token_id = user, user.token_id
+        self._unlisten = self.access.add_listener(self._access_changed)
+
+    def _access_changed(self, _change: AccessChange) -> None:
+        """Runs inside the policy's update: take the user afresh, end what they may not see."""
+        if self.closed.is_set():
+            return
+        user = self.access.principal(self.token_id)
+        self.user = user
+        if user is None:
+            for sub_id in list(self.subscriptions):
+                self.remove(sub_id)
+            self._chore(self._revoked())
+            return
+        for sub in list(self.subscriptions.values()):
+            if sub.session_id is not None:
+                visible = self.access.may_see_session_id(user, sub.session_id)
+                what = f"session {sub.session_id}"
+            else:
+                visible = self.access.may_see_device(user, sub.device)
+                what = f"device {sub.device}"
+            if not visible:
+                self.remove(sub.id)
+                reason = f"you may no longer see {what} (its owner or your rights changed)"
+                self._chore(
+                    self.send(
+                        {
+                            "type": "subscription_ended",
+                            "subscription": sub.id,
+                            "device": sub.device,
+                            "session_id": sub.session_id,
+                            "reason": reason,
+                        }
+                    )
+                )
+
+    async def _revoked(self) -> None:
+        await self.send(
+            {
+                "type": "error",
+                "id": None,
+                "problem": {
+                    "type": "urn:mcgw:problem:unauthorized",
+                    "title": "Unauthorized",
+                    "status": 401,
+                    "detail": "this connection's token was revoked; pair again",
+                },
+            }
+        )
+        await self._close_quietly(CLOSE_UNAUTHENTICATED, "token revoked")
+        self.abort()
+
+    def _chore(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A short task of this connection (a notice to send); cancelled at shutdown."""
+        task = asyncio.create_task(self._quietly(coro), name="ws-chore")
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    @staticmethod
+    async def _quietly(coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception:  # the client went away; the receive loop cleans up
+            log.debug("a WebSocket notice was not delivered", exc_info=True)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -148,7 +240,14 @@ class Connection:
 
     async def shutdown(self) -> None:
         """Stop every task of this connection and close its subscriptions. Idempotent."""
-        tasks: list[asyncio.Task[None]] = []
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        tasks: list[asyncio.Task[None]] = [
+            t for t in self._chores if t is not asyncio.current_task()
+        ]
+        for task in tasks:
+            task.cancel()
         for sub in self.subscriptions.values():
             sub.close()
             tasks.extend(sub.tasks)
@@ -190,9 +289,13 @@ class Connection:
     async def _pump_frames(self, sub: LiveSubscription, frames: Subscription) -> None:
         gap_ms = 1000.0 / sub.rate_hz if sub.rate_hz else 0.0
         due: float | None = None
+        access = self.access
         try:
             async for item in frames:
                 if isinstance(item, TelemetryFrame):
+                    user = self.user
+                    if user is None or not access.may_see_frame(user, item.device, item.session_id):
+                        continue
                     if gap_ms:
                         now = item.sample.device_time_ms
                         if due is not None:
@@ -229,6 +332,9 @@ class Connection:
     async def _pump_events(self, sub: LiveSubscription, events: EventSubscription) -> None:
         try:
             async for event in events:
+                user = self.user
+                if user is None or not self.access.may_see_event(user, event):
+                    continue
                 await self.send(event_message(event, sub.id))
         except Exception:
             log.debug("event pump %s ended", sub.id, exc_info=True)
@@ -242,13 +348,10 @@ def event_message(event: Event, subscription: str) -> dict[str, Any]:
     return {"type": kind, "subscription": subscription, **data}
 
 
-def event_filter(
-    *, device: str, session_id: str | None, owner: str | None
-) -> Callable[[Event], bool]:
-    """Events one subscription shows: its device's state, and its (or the owner's) sessions.
-
-    ``owner`` None (an admin) shows every session on the device. Runs inside ``publish``: quick.
-    """
+def event_filter(*, device: str, session_id: str | None) -> Callable[[Event], bool]:
+    """Events one subscription is about: its device's state, and its session (or every session
+    on its device). Runs inside ``publish``: quick. Who may see each event is the access
+    policy's call, made as the event goes out (``Connection._pump_events``)."""
 
     def accept(event: Event) -> bool:
         if isinstance(event, DeviceStateChanged):
@@ -256,7 +359,7 @@ def event_filter(
         if isinstance(event, SessionStateChanged | SessionNotice):
             if session_id is not None:
                 return event.session_id == session_id
-            return event.address.upper() == device and (owner is None or event.owner == owner)
+            return event.address.upper() == device
         return isinstance(event, EventsDropped)
 
     return accept

@@ -11,13 +11,22 @@ connections.
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from gateway.health import LAG_BUCKETS_S, checks
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -97,6 +106,52 @@ class _GatewayCollector(Collector):
             yield CounterMetricFamily(
                 "mcgw_storage_failed_jobs", "Storage jobs that failed", value=stats.jobs_failed
             )
+            yield GaugeMetricFamily(
+                "mcgw_storage_records_pending",
+                "Session records waiting for the database (kept in the journal)",
+                value=stats.records_pending,
+            )
+            yield GaugeMetricFamily(
+                "mcgw_storage_failing_seconds",
+                "How long the database has refused writes (0 while it takes them)",
+                value=0.0
+                if stats.failing_since is None
+                else time.monotonic() - stats.failing_since,
+            )
+        yield from _health(runtime)
+
+
+def _health(runtime: Runtime) -> Iterator[Metric]:
+    """Readiness per part, the radio and event-loop stalls (gateway.health)."""
+    ready = GaugeMetricFamily("mcgw_ready", "Readiness checks: 1 passes, 0 fails", labels=["check"])
+    for check in checks(runtime):
+        ready.add_metric([check.name], 1.0 if check.ok else 0.0)
+    yield ready
+    radio = runtime.radio_state
+    if radio is not None:
+        yield CounterMetricFamily(
+            "mcgw_radio_reopens", "Radio transports reopened after a loss", value=radio.reopens
+        )
+    monitor = runtime.loop_monitor
+    lag = HistogramMetricFamily(
+        "mcgw_event_loop_lag_seconds",
+        f"How late the event loop ran a {monitor.probe_s:g} s timer (stalls)",
+        buckets=[
+            (str(bound), float(total))
+            for bound, total in zip(
+                [*(f"{b:g}" for b in LAG_BUCKETS_S), "+Inf"],
+                itertools.accumulate(monitor.buckets),
+                strict=True,
+            )
+        ],
+        sum_value=monitor.total_s,
+    )
+    yield lag
+    yield GaugeMetricFamily(
+        "mcgw_event_loop_lag_max_seconds",
+        "The longest event-loop stall seen",
+        value=monitor.max_lag_s,
+    )
 
 
 class ApiMetrics:

@@ -1,12 +1,21 @@
-"""A small in-memory sliding-window rate limiter (pairing attempts).
+"""The pairing guard: wrong pairing codes lock out whoever sends them, never anyone else.
 
-One limiter per app, built in ``create_app``: per-key windows (the client IP) plus one global
-window, so a botnet of many addresses still meets a cap. It is per process: several hubs each
-limit on their own, which is fine because the pairing code itself burns after a few wrong
-guesses (``gateway.storage.pairing``), the limiter only slows guessing down.
+A 6-digit code is guessable, so guesses must be rare. Two sliding windows of *failed* attempts,
+in memory, one guard per app:
 
-Behind a reverse proxy every client has the proxy's address: set the per-key limit with that
-in mind (docs/api.md).
+* per client address: ``per_client`` wrong codes within ``client_window_s`` lock that address
+  out until the oldest of them leaves the window (429 ``pairing-locked-out`` with Retry-After);
+* for the whole hub: ``hub_limit`` wrong codes within ``hub_window_s`` (from any address) pause
+  pairing for everyone until the window moves on (429 ``rate-limited``), so many addresses
+  cannot guess in parallel: with the defaults at most 150 guesses reach a code in its 5-minute
+  life, one chance in about 6,700 for a guesser.
+
+A successful pairing clears its address's failures and counts nothing. Codes are never burnt by
+wrong guesses (``gateway.storage.pairing``): a guesser cannot take a victim's code away.
+
+The client address is the TCP peer, or the forwarded address only when the peer is one of
+``api.trusted_proxies`` (uvicorn applies that setting), so a header cannot pick the key.
+The guard is per process: several hubs each guard their own API.
 """
 
 from __future__ import annotations
@@ -15,48 +24,86 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+
+PER_CLIENT_FAILURES = 5
+CLIENT_WINDOW_S = 600.0
+HUB_FAILURES = 30
+HUB_WINDOW_S = 60.0
+MAX_CLIENTS = 10_000
 
 
-class RateLimiter:
-    """``hit(key)`` returns 0 when allowed, else the seconds to wait before retrying."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why pairing is refused now, and for how long."""
+
+    locked_out: bool
+    """True: this address guessed wrong too often. False: the hub as a whole is paused."""
+    retry_after_s: int
+
+
+class PairingGuard:
+    """Counts failed pairing attempts; see the module docstring."""
 
     def __init__(
         self,
         *,
-        per_key: int,
-        global_limit: int,
-        window_s: float = 60.0,
+        per_client: int = PER_CLIENT_FAILURES,
+        client_window_s: float = CLIENT_WINDOW_S,
+        hub_limit: int = HUB_FAILURES,
+        hub_window_s: float = HUB_WINDOW_S,
         clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 10_000,
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
-        self.per_key = per_key
-        self.global_limit = global_limit
-        self.window_s = window_s
+        self.per_client = per_client
+        self.client_window_s = client_window_s
+        self.hub_limit = hub_limit
+        self.hub_window_s = hub_window_s
         self._clock = clock
-        self._max_keys = max_keys
-        self._keys: dict[str, deque[float]] = {}
-        self._all: deque[float] = deque()
+        self._max_clients = max_clients
+        self._clients: dict[str, deque[float]] = {}
+        self._hub: deque[float] = deque()
 
-    def _trim(self, hits: deque[float], now: float) -> None:
-        while hits and hits[0] <= now - self.window_s:
-            hits.popleft()
-
-    def hit(self, key: str) -> int:
+    def check(self, client: str) -> Refusal | None:
+        """None when ``client`` may try a code now."""
         now = self._clock()
-        self._trim(self._all, now)
-        hits = self._keys.get(key)
-        if hits is None:
-            if len(self._keys) >= self._max_keys:
-                # Keep memory bounded under an address-spraying attack: forget idle keys.
-                for stale in [
-                    k for k, h in self._keys.items() if not h or h[-1] <= now - self.window_s
-                ]:
-                    del self._keys[stale]
-            hits = self._keys[key] = deque()
-        self._trim(hits, now)
-        for window, limit in ((hits, self.per_key), (self._all, self.global_limit)):
-            if len(window) >= limit:
-                return max(1, math.ceil(window[0] + self.window_s - now))
-        hits.append(now)
-        self._all.append(now)
-        return 0
+        failures = self._clients.get(client)
+        if failures is not None:
+            _trim(failures, now - self.client_window_s)
+            if len(failures) >= self.per_client:
+                return Refusal(True, _wait(failures[0] + self.client_window_s - now))
+        _trim(self._hub, now - self.hub_window_s)
+        if len(self._hub) >= self.hub_limit:
+            return Refusal(False, _wait(self._hub[0] + self.hub_window_s - now))
+        return None
+
+    def failed(self, client: str) -> None:
+        now = self._clock()
+        failures = self._clients.get(client)
+        if failures is None:
+            if len(self._clients) >= self._max_clients:
+                self._forget_idle(now)
+            failures = self._clients[client] = deque()
+        failures.append(now)
+        self._hub.append(now)
+
+    def succeeded(self, client: str) -> None:
+        self._clients.pop(client, None)
+
+    def _forget_idle(self, now: float) -> None:
+        """Keep memory bounded under an address-spraying attack: drop clients with no recent
+        failure (the hub window still counts theirs)."""
+        horizon = now - self.client_window_s
+        for key in [k for k, f in self._clients.items() if not f or f[-1] <= horizon]:
+            del self._clients[key]
+        if len(self._clients) >= self._max_clients:
+            self._clients.pop(next(iter(self._clients)))
+
+
+def _trim(times: deque[float], horizon: float) -> None:
+    while times and times[0] <= horizon:
+        times.popleft()
+
+
+def _wait(seconds: float) -> int:
+    return max(1, math.ceil(seconds))

@@ -5,7 +5,14 @@ first, or at the handshake with ``Authorization: Bearer`` or the subprotocols
 ``mcgw.v1, bearer.<token>``; never in the URL, which servers and proxies log), then
 ``subscribe`` to a device or a session (optionally ``from_seq``, ``rate_hz``), and send
 ``stop``/``pause``/``resume``/``set_level``; every message with an ``id`` gets an ``ack`` or an
-``error`` with that id. The same ownership rules as REST apply (api.routes.*).
+``error`` with that id.
+
+Authorization is per message, not per connection: every message is handled for the user the
+access policy (``gateway.access``) knows now, the same policy REST asks; a revoked token closes
+the connection with 4401 within the policy's reload (at once for a revocation through this hub,
+within about 1 s for one made elsewhere). Every frame and event is checked on its way out
+(``api.live``). Connections are limited per token and per hub (``api.ws_max_per_token``,
+``api.ws_max_connections``): 4429 and 1013.
 """
 
 from __future__ import annotations
@@ -21,8 +28,14 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from api.auth import Principal, authenticate
-from api.errors import ApiProblem, problem_for, validation_errors
-from api.live import MAX_SUBSCRIPTIONS, Connection, LiveSubscription, event_filter
+from api.errors import ApiProblem, problem_for, unauthorized, validation_errors
+from api.live import (
+    CLOSE_UNAUTHENTICATED,
+    MAX_SUBSCRIPTIONS,
+    Connection,
+    LiveSubscription,
+    event_filter,
+)
 from api.metrics import ApiMetrics
 from api.routes.devices import find_device
 from api.routes.sessions import control_target, from_live, stop_visible, visible_live
@@ -36,6 +49,7 @@ from api.ws_messages import (
     Subscribe,
     Unsubscribe,
 )
+from gateway.config import ApiSettings
 from gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,9 +60,10 @@ SUBPROTOCOL = "mcgw.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 AUTH_TIMEOUT_S = 10.0
 DEFAULT_HEARTBEAT_S = 20.0
-CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOO_MANY = 4429
 
 
 def _handshake_token(websocket: WebSocket) -> tuple[str | None, str | None]:
@@ -82,14 +97,22 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     token, subprotocol = _handshake_token(websocket)
     await websocket.accept(subprotocol=subprotocol)
     if runtime is None or not runtime.started:
-        await websocket.close(1013, "the gateway is starting or stopping; retry shortly")
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "the gateway is starting or stopping")
         return
-    connection = Connection(websocket, metrics=metrics, heartbeat_s=DEFAULT_HEARTBEAT_S)
     connections: set[Connection] = app.state.connections
+    limit = app.state.settings.api.ws_max_connections
+    if len(connections) >= limit:
+        await websocket.close(
+            CLOSE_TRY_AGAIN_LATER, f"the hub has its maximum of {limit} WebSocket connections"
+        )
+        return
+    connection = Connection(
+        websocket, metrics=metrics, heartbeat_s=DEFAULT_HEARTBEAT_S, access=runtime.access
+    )
     connections.add(connection)
     metrics.ws_connections.inc()
     try:
-        await _serve(connection, runtime, token, app.state.settings.api.max_body_bytes)
+        await _serve(connection, runtime, token, app.state.settings.api)
     except WebSocketDisconnect:
         pass
     except asyncio.CancelledError:
@@ -139,6 +162,7 @@ async def _authenticate(
         return None
     if request_id is not None:
         await connection.send({"type": "ack", "id": request_id})
+    connection.bind(principal)
     await connection.send(
         {
             "type": "hello",
@@ -175,21 +199,45 @@ async def _receive(connection: Connection, max_bytes: int) -> Any | None:
     return orjson.loads(data)
 
 
+def _over_limit(connection: Connection, connections: set[Connection], limit: int) -> bool:
+    same = sum(1 for c in connections if c.token_id == connection.token_id)
+    return same > limit
+
+
 async def _serve(
-    connection: Connection, runtime: Runtime, token: str | None, max_bytes: int
+    connection: Connection, runtime: Runtime, token: str | None, api: ApiSettings
 ) -> None:
-    user = await _authenticate(connection, runtime, token, max_bytes)
-    if user is None:
+    max_bytes = api.max_body_bytes
+    if await _authenticate(connection, runtime, token, max_bytes) is None:
+        return
+    connections: set[Connection] = connection.websocket.app.state.connections
+    if _over_limit(connection, connections, api.ws_max_per_token):
+        problem = ApiProblem(
+            429,
+            f"this token already has {api.ws_max_per_token} WebSocket connections open; "
+            "close one (one connection can watch several devices)",
+            kind="too-many-connections",
+        )
+        await connection.send(_error(None, problem))
+        await connection.close(CLOSE_TOO_MANY, "too many connections for this token")
         return
     connection.start_heartbeat()
     while True:
         request_id: str | None = None
+        raw: Any = None
         try:
             raw = await _receive(connection, max_bytes)
             if raw is None:
                 return
             if isinstance(raw, dict) and isinstance(raw.get("id"), str):
                 request_id = raw["id"]
+            user = connection.user
+            if user is None:  # revoked between two messages: the close is on its way
+                await connection.send(
+                    _error(request_id, unauthorized("this connection's token was revoked"))
+                )
+                await connection.close(CLOSE_UNAUTHENTICATED, "token revoked")
+                return
             message = CLIENT_MESSAGE.validate_python(raw)
             request_id = message.id
             reply = await _dispatch(connection, runtime, user, message)
@@ -200,7 +248,7 @@ async def _serve(
                 422,
                 "the message does not match the protocol; see errors",
                 kind="validation",
-                errors=validation_errors(exc.errors()),
+                errors=validation_errors(_without_tag(exc.errors(), raw)),
             )
             reply = _error(request_id, problem)
         except (WebSocketDisconnect, asyncio.CancelledError):
@@ -211,6 +259,15 @@ async def _serve(
             reply = _error(request_id, exc)
         if reply is not None:
             await connection.send(reply)
+
+
+def _without_tag(errors: list[Any], raw: Any) -> list[Any]:
+    """Pydantic names a field of a tagged union ``set_level.level``; the client sent ``level``."""
+    tag = raw.get("type") if isinstance(raw, dict) else None
+    return [
+        {**error, "loc": error["loc"][1:]} if error.get("loc", ())[:1] == (tag,) else error
+        for error in errors
+    ]
 
 
 async def _dispatch(
@@ -277,7 +334,7 @@ async def _subscribe(
         address, session_id = live.address, live.id
     else:
         assert message.device is not None
-        address, _ = await find_device(runtime, user, message.device)
+        address, _ = find_device(runtime, user, message.device)
     if any(s.device == address for s in connection.subscriptions.values()):
         raise ApiProblem(
             409, f"already subscribed to {address} on this connection", kind="conflict"
@@ -294,10 +351,7 @@ async def _subscribe(
         )
     events = None
     if message.events:
-        owner = None if user.is_admin else user.owner
-        events = runtime.bus.subscribe(
-            event_filter(device=address, session_id=session_id, owner=owner)
-        )
+        events = runtime.bus.subscribe(event_filter(device=address, session_id=session_id))
     sub = LiveSubscription(
         id=connection.next_id(),
         device=address,

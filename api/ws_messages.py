@@ -2,7 +2,8 @@
 
 Every client message is a JSON object with ``type``; ``id`` (optional, a string the client
 picks) is echoed in the ``ack`` or ``error`` that answers it. Unknown types and unknown fields
-are refused with an ``error`` naming the field, like REST's 422.
+are refused with an ``error`` naming the field, like REST's 422, and types are strict as in REST
+bodies (a level is a JSON integer: ``"3"``, ``3.0`` and ``true`` are refused).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ MAX_HEARTBEAT_S = 120.0
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: RequestId | None = None
 

@@ -12,10 +12,18 @@ What it adds over a bare bumble Device, each measured as necessary:
 - bonding keys in an in-memory keystore, and re-encryption on reconnect to a bonded peer;
 - advertisement fan-out to any number of scanners, scanning only while one is listening;
 - every callback handed to bumble is guarded: an exception in a bumble event handler breaks its
-  packet processing, so ours log and swallow instead.
+  packet processing, so ours log and swallow instead;
+- every bumble procedure (HCI command, ATT request, pairing) runs to its own end while only the
+  wait for it is bounded (``bounded()``): bumble matches each answer to whatever is pending, so a
+  procedure cancelled midway leaves its late answer to the next one, or to a future that is
+  already cancelled (an ``InvalidStateError`` raised inside bumble's packet handler);
+- loss of the transport is one event, whatever its cause (the far end closed it, an I/O error,
+  or a controller that has not answered an HCI command for ``CONTROLLER_STALL_S``): every link
+  on it drops, every waiter is released, and ``on_lost`` listeners hear it once (the radio
+  supervisor, ble/supervisor.py, then opens a new adapter).
 
 It deliberately does not: persist bonds across restarts, retry (bleak-retry-connector's job),
-or speak GATT (the client does).
+reopen its own transport (an adapter that lost it stays lost), or speak GATT (the client does).
 """
 
 from __future__ import annotations
@@ -27,23 +35,32 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 from bumble import att, core, hci
 from bumble.device import Advertisement, Connection, Device
-from bumble.keys import MemoryKeyStore
+from bumble.keys import KeyStore, MemoryKeyStore
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
-from ble.errors import LinkError, RadioError
+from ble.errors import BleError, LinkError, RadioError
+from ble.host import (
+    TransportHost,
+    cancelled_by_peer,
+    cancels_requested,
+    describe,
+    restore_swallowed_cancel,
+)
 from ble.radio import VirtualRadio
 
 __all__ = [
     "ATT_MTU",
     "CONNECT_TIMEOUT_S",
+    "CONTROLLER_STALL_S",
     "AdvertisementListener",
     "BumbleAdapter",
     "BumbleDeviceDetails",
+    "LossListener",
     "guarded",
 ]
 
@@ -63,12 +80,19 @@ ENCRYPT_TIMEOUT_S = 5.0
 MTU_EXCHANGE_TIMEOUT_S = 5.0
 #: Waiting for a Disconnection Complete after asking for a disconnect.
 DISCONNECT_TIMEOUT_S = 5.0
+#: An HCI command unanswered this long means the controller (or the process serving it) has
+#: hung: the adapter declares its transport lost. Real controllers answer in milliseconds; a
+#: ``mcgw sim`` stopped for a few seconds stays below it and resumes where it was.
+CONTROLLER_STALL_S = 10.0
 #: Typed addresses remembered from advertisements (busy real-world air has many random ones).
 _ADDRESS_CACHE_SIZE = 1024
 
 _P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 AdvertisementListener = Callable[[Advertisement], None]
+#: Called once with the reason when the adapter's transport is lost.
+LossListener = Callable[[str], None]
 
 
 def guarded(callback: Callable[_P, object], what: str) -> Callable[_P, None]:
@@ -120,9 +144,17 @@ class BumbleAdapter:
         self._listeners: dict[object, tuple[AdvertisementListener, bool]] = {}
         self._scanning_active: bool | None = None
         self._address_types: dict[str, hci.Address] = {}
+        self._closing = False
         self._closed = False
-        self._transport_lost = False
+        self._failure: str | None = None
+        self._loss_listeners: dict[object, LossListener] = {}
+        self._procedures: set[asyncio.Future[Any]] = set()
+        self._leaving: set[Connection] = set()
+        """Links we asked to disconnect whose Disconnection Complete has not come yet."""
         device.on(Device.EVENT_ADVERTISEMENT, guarded(self._on_advertisement, "advertisement"))
+        if isinstance(device.host, TransportHost):
+            device.host.on_lost = lambda what: self._fail(f"the HCI transport {moniker} {what}")
+            device.command_timeout = CONTROLLER_STALL_S
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -134,10 +166,13 @@ class BumbleAdapter:
         *,
         name: str = "mcgw-hub",
         address: str | None = None,
+        keystore: KeyStore | None = None,
     ) -> Self:
         """Open the transport named by ``moniker`` and power a central on it.
 
-        ``address`` is the central's static random address (generated when omitted).
+        ``address`` is the central's static random address (generated when omitted) and
+        ``keystore`` holds its bonds (a new in-memory one when omitted): pass the previous
+        adapter's to reopen a lost transport as the same hub, with the same bonds.
         Raises ``RadioError`` when the transport cannot be opened or the controller does not
         come up.
         """
@@ -153,14 +188,14 @@ class BumbleAdapter:
                     transport = await open_transport(moniker)
             except (core.BaseBumbleError, OSError, TimeoutError) as exc:
                 raise RadioError(
-                    f"cannot open bumble transport {moniker!r}: {exc!s}; check the moniker "
-                    "(tcp-client:HOST:PORT, usb:0, serial:/dev/ttyX) and that the far end is up"
+                    f"cannot open bumble transport {moniker!r}: {describe(exc)}; check the "
+                    "moniker (tcp-client:HOST:PORT, usb:0, serial:/dev/ttyX) and that the far "
+                    "end is up"
                 ) from exc
-            device = Device.with_hci(
-                name, hci.Address(own_address), transport.source, transport.sink
-            )
+            host = TransportHost(controller_source=transport.source, controller_sink=transport.sink)
+            device = Device(name=name, address=hci.Address(own_address), host=host)
         # Bonds live in memory for the process lifetime; persisting them is the gateway's call.
-        device.keystore = MemoryKeyStore()
+        device.keystore = keystore or MemoryKeyStore()
         adapter = cls(
             device,
             moniker=moniker,
@@ -168,43 +203,64 @@ class BumbleAdapter:
             radio=radio if moniker == "virtual" else None,
             radio_address=own_address if moniker == "virtual" else None,
         )
+        cancels = cancels_requested()
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_S):
                 await device.power_on()
-        except (core.BaseBumbleError, OSError, TimeoutError) as exc:
+            restore_swallowed_cancel(cancels)
+        except BaseException as exc:
+            # Cancelled or failed half-way: never leave a transport open behind us.
             await adapter.close()
-            raise RadioError(
-                f"the controller behind {moniker!r} did not power on: {exc!s}"
-            ) from exc
+            if isinstance(exc, asyncio.CancelledError) and not cancelled_by_peer():
+                raise
+            # A CancelledError not ours: the transport went while a command was pending.
+            if isinstance(
+                exc, core.BaseBumbleError | OSError | TimeoutError | asyncio.CancelledError
+            ):
+                raise RadioError(
+                    f"the controller behind {moniker!r} did not power on: "
+                    f"{adapter.failure or describe(exc)}"
+                ) from exc
+            raise
+        if adapter.failure is not None:
+            await adapter.close()
+            raise RadioError(f"{moniker!r} was lost while powering on: {adapter.failure}")
         terminated = getattr(transport.source, "terminated", None) if transport else None
         if isinstance(terminated, asyncio.Future):
             terminated.add_done_callback(
-                guarded(adapter._on_transport_lost, "transport-lost handler")
+                guarded(adapter._on_transport_terminated, "transport-lost handler")
             )
-        logger.info("bumble adapter up on %s as %s", moniker, own_address)
+        logger.debug("bumble adapter up on %s as %s", moniker, own_address)
         return adapter
+
+    @property
+    def address(self) -> str:
+        """The central's own static random address."""
+        return str(self.device.static_address.to_string(False))
+
+    @property
+    def keystore(self) -> KeyStore | None:
+        """Where the central's bonds live (hand it to the adapter that replaces this one)."""
+        keystore: KeyStore | None = self.device.keystore
+        return keystore
 
     async def close(self) -> None:
         """Disconnect every link, stop scanning, power off and close the transport."""
-        if self._closed:
+        if self._closing:
             return
-        self._closed = True
+        self._closing = True
         self._listeners.clear()
-        if self._transport_lost:
-            # Nobody is listening at the other end: HCI commands would only time out.
-            await self._release()
-            return
-        for connection in list(self.device.connections.values()):
-            with contextlib.suppress(core.BaseBumbleError, TimeoutError):
-                async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-                    await connection.disconnect()
-        if self.device.is_scanning:
-            with contextlib.suppress(core.BaseBumbleError, TimeoutError):
-                async with asyncio.timeout(HCI_COMMAND_TIMEOUT_S):
-                    await self.device.stop_scanning()
-        await self._release()
-
-    async def _release(self) -> None:
+        if self._failure is None:
+            for connection in list(self.device.connections.values()):
+                await self.disconnect(connection)
+            if self.device.is_scanning:
+                with contextlib.suppress(core.BaseBumbleError, BleError, TimeoutError):
+                    await self.bounded(
+                        self.device.stop_scanning(), HCI_COMMAND_TIMEOUT_S, "stopping the scan"
+                    )
+        # else nobody is listening at the other end: HCI commands would only time out.
+        self._closed = True
+        self._loss_listeners.clear()
         with contextlib.suppress(core.BaseBumbleError, TimeoutError):
             async with asyncio.timeout(HCI_COMMAND_TIMEOUT_S):
                 await self.device.power_off()
@@ -212,6 +268,9 @@ class BumbleAdapter:
             self._radio.detach(self._radio_address)
         if self._transport is not None:
             await self._transport.close()
+        # Whatever still waits on the closed transport would never get an answer now.
+        for procedure in list(self._procedures):
+            procedure.cancel()
 
     async def __aenter__(self) -> Self:
         return self
@@ -226,8 +285,67 @@ class BumbleAdapter:
 
     @property
     def is_open(self) -> bool:
-        """False once closed or once its transport is lost."""
-        return not (self._closed or self._transport_lost)
+        """False once closing or closed, or once its transport is lost."""
+        return not (self._closing or self._failure is not None)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the transport was lost, or None while it works."""
+        return self._failure
+
+    def on_lost(self, listener: LossListener) -> Callable[[], None]:
+        """Call ``listener(reason)`` once when the transport is lost; returns an unsubscribe.
+
+        Called at once (on the next loop iteration) if it is lost already. The listener runs
+        before the links on the transport are reported down, so it can mark the radio down
+        first.
+        """
+        token = object()
+        if self._failure is not None:
+            asyncio.get_running_loop().call_soon(guarded(listener, "loss listener"), self._failure)
+        else:
+            self._loss_listeners[token] = guarded(listener, "loss listener")
+
+        def unsubscribe() -> None:
+            self._loss_listeners.pop(token, None)
+
+        return unsubscribe
+
+    # -- bounded procedures ------------------------------------------------------------------
+
+    async def bounded(self, operation: Awaitable[_T], timeout_s: float, what: str) -> _T:
+        """Await one bumble procedure for at most ``timeout_s`` without abandoning it midway.
+
+        The procedure runs as its own task to its natural end (its answer, the link's loss or
+        the transport's); only this wait is bounded, so no answer is ever taken by the next
+        procedure. Raises ``TimeoutError`` when the wait runs out, ``RadioError`` when the
+        transport was lost meanwhile, ``LinkError`` when bumble aborted the procedure because
+        its link dropped, and the procedure's own exception otherwise. ``CancelledError`` only
+        when the caller itself is cancelled.
+        """
+        procedure = asyncio.ensure_future(operation)
+        self._procedures.add(procedure)
+        procedure.add_done_callback(self._procedure_done)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(procedure)
+        except asyncio.CancelledError:
+            if not procedure.cancelled() or not cancelled_by_peer():
+                raise
+            if self._failure is not None:
+                raise RadioError(f"{what} failed: {self._failure}") from None
+            raise LinkError(f"{what} aborted: the link dropped") from None
+        except core.BaseBumbleError as exc:
+            if self._failure is not None:  # e.g. the command that found the controller hung
+                raise RadioError(f"{what} failed: {self._failure}") from exc
+            raise
+
+    def _procedure_done(self, procedure: asyncio.Future[Any]) -> None:
+        self._procedures.discard(procedure)
+        # Retrieve the outcome: a procedure nobody waits for any more must not end up as
+        # "Task exception was never retrieved".
+        if not procedure.cancelled() and (exc := procedure.exception()) is not None:
+            logger.debug("bumble procedure ended with %s", describe(exc))
 
     # -- scanning ----------------------------------------------------------------------------
 
@@ -249,7 +367,7 @@ class BumbleAdapter:
             raise
 
         async def remove() -> None:
-            if self._listeners.pop(token, None) is not None and not self._closed:
+            if self._listeners.pop(token, None) is not None and self.is_open:
                 await self._update_scanning()
 
         return remove
@@ -261,18 +379,31 @@ class BumbleAdapter:
                 wanted = any(active for _, active in self._listeners.values())
             if wanted == self._scanning_active:
                 return
+            self._check_open()
             try:
-                async with asyncio.timeout(HCI_COMMAND_TIMEOUT_S):
-                    if self._scanning_active is not None:
-                        await self.device.stop_scanning()
-                        self._scanning_active = None
-                    if wanted is not None:
-                        # Duplicates are filtered per scanner, not by the controller: a
-                        # controller-side filter would hide advertisement data changes.
-                        await self.device.start_scanning(active=wanted, filter_duplicates=False)
-                        self._scanning_active = wanted
-            except (core.BaseBumbleError, TimeoutError) as exc:
-                raise RadioError(f"cannot change scanning on {self.moniker}: {exc!s}") from exc
+                if self._scanning_active is not None:
+                    await self.bounded(
+                        self.device.stop_scanning(), HCI_COMMAND_TIMEOUT_S, "stopping the scan"
+                    )
+                    self._scanning_active = None
+                if wanted is not None:
+                    # Duplicates are filtered per scanner, not by the controller: a
+                    # controller-side filter would hide advertisement data changes.
+                    await self.bounded(
+                        self.device.start_scanning(active=wanted, filter_duplicates=False),
+                        HCI_COMMAND_TIMEOUT_S,
+                        "starting the scan",
+                    )
+                    self._scanning_active = wanted
+            except TimeoutError as exc:
+                raise RadioError(
+                    f"cannot change scanning on {self.moniker}: the controller did not answer "
+                    f"within {HCI_COMMAND_TIMEOUT_S:g} s"
+                ) from exc
+            except (core.BaseBumbleError, LinkError) as exc:
+                raise RadioError(
+                    f"cannot change scanning on {self.moniker}: {describe(exc)}"
+                ) from exc
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         address = advertisement.address
@@ -324,7 +455,14 @@ class BumbleAdapter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         async with self._connect_lock:
-            if self.device.find_connection_by_bd_addr(address, transport=core.PhysicalTransport.LE):
+            existing = self.device.find_connection_by_bd_addr(
+                address, transport=core.PhysicalTransport.LE
+            )
+            if existing is not None and existing in self._leaving:
+                # Our own disconnect of an earlier link (abandoned, or dropped by its owner) is
+                # still under way: a controller holds one link per peer, so wait for it to go.
+                await self._departure(existing, max(deadline - loop.time(), 0.001))
+            elif existing is not None:
                 raise LinkError(
                     f"already connected to {address}; disconnect the other client first"
                 )
@@ -342,7 +480,7 @@ class BumbleAdapter:
             await self._exchange_mtu(connection)
         except BaseException as exc:
             await self.disconnect(connection)
-            if isinstance(exc, asyncio.CancelledError) and not _cancelled_by_peer():
+            if isinstance(exc, asyncio.CancelledError) and not cancelled_by_peer():
                 raise
             if isinstance(exc, core.BaseBumbleError | asyncio.CancelledError):
                 raise LinkError(f"link to {address} failed during setup: {exc!s}") from exc
@@ -350,6 +488,7 @@ class BumbleAdapter:
         return connection
 
     async def _create_connection(self, address: hci.Address, timeout_s: float) -> Connection:
+        cancels = cancels_requested()
         try:
             # bumble's own timeout sends LE_Create_Connection_Cancel (the radio makes that work);
             # the outer one is a safety net in case the controller never answers the cancel.
@@ -371,20 +510,32 @@ class BumbleAdapter:
             if isinstance(exc, core.BaseBumbleError):
                 raise LinkError(f"cannot connect to {address}: {exc!s}") from exc
             raise
+        if cancels_requested() > cancels:
+            # Leave no link behind a cancelled connect (see restore_swallowed_cancel).
+            await asyncio.shield(self.disconnect(connection))
+            restore_swallowed_cancel(cancels)
         return connection
 
     async def _abort_connect(self, address: hci.Address) -> None:
-        with contextlib.suppress(core.BaseBumbleError, TimeoutError):
-            async with asyncio.timeout(HCI_COMMAND_TIMEOUT_S):
-                await self.device.send_command(hci.HCI_LE_Create_Connection_Cancel_Command())
+        if not self.is_open:
+            return
+        with contextlib.suppress(core.BaseBumbleError, BleError, TimeoutError):
+            await self.bounded(
+                self.device.send_command(hci.HCI_LE_Create_Connection_Cancel_Command()),
+                HCI_COMMAND_TIMEOUT_S,
+                "cancelling a connect",
+            )
         stray = self.device.find_connection_by_bd_addr(address, transport=core.PhysicalTransport.LE)
         if stray is not None:
             await self.disconnect(stray)
 
     async def _exchange_mtu(self, connection: Connection) -> None:
         try:
-            async with asyncio.timeout(MTU_EXCHANGE_TIMEOUT_S):
-                await connection.gatt_client.request_mtu(ATT_MTU)
+            await self.bounded(
+                connection.gatt_client.request_mtu(ATT_MTU),
+                MTU_EXCHANGE_TIMEOUT_S,
+                "the ATT MTU exchange",
+            )
         except att.ATT_Error as exc:
             # A server may refuse the exchange; the link still works at the default MTU (23).
             logger.info("%s refused the ATT MTU exchange (%s)", connection.peer_address, exc)
@@ -395,13 +546,13 @@ class BumbleAdapter:
         if keys is None or (keys.ltk is None and keys.ltk_central is None):
             return
         try:
-            async with asyncio.timeout(ENCRYPT_TIMEOUT_S):
-                await connection.encrypt()
+            await self.bounded(connection.encrypt(), ENCRYPT_TIMEOUT_S, "re-encryption")
         except (core.BaseBumbleError, TimeoutError) as exc:
             # The peer may have dropped its bond; carry on unencrypted so the caller can pair
             # again rather than lose the link.
             logger.warning(
-                "re-encrypting %s with stored keys failed (%s); link stays unencrypted",
+                "re-encrypting %s with stored keys failed (%s): it may have lost its bond; "
+                "the link stays unencrypted until it is paired again",
                 connection.peer_address,
                 exc,
             )
@@ -416,8 +567,7 @@ class BumbleAdapter:
         ):
             return
         try:
-            async with asyncio.timeout(timeout_s):
-                await connection.pair()
+            await self.bounded(connection.pair(), timeout_s, "pairing")
         except core.BaseBumbleError as exc:
             raise LinkError(f"pairing with {connection.peer_address} failed: {exc!s}") from exc
 
@@ -434,30 +584,61 @@ class BumbleAdapter:
 
     async def disconnect(self, connection: Connection) -> None:
         """Disconnect ``connection``; returns once the controller confirms or the link is gone."""
+        if not self.is_live(connection) or self._closed or self._failure is not None:
+            return
+        if connection not in self._leaving:
+            self._leaving.add(connection)
+            connection.once(
+                connection.EVENT_DISCONNECTION, lambda _reason: self._leaving.discard(connection)
+            )
+        with contextlib.suppress(core.BaseBumbleError, BleError, TimeoutError):
+            await self.bounded(connection.disconnect(), DISCONNECT_TIMEOUT_S, "disconnecting")
+
+    async def _departure(self, connection: Connection, timeout_s: float) -> None:
+        """Wait until ``connection`` is gone; ``TimeoutError`` if it is still there after that."""
+        gone = asyncio.Event()
+        connection.once(connection.EVENT_DISCONNECTION, lambda _reason: gone.set())
         if not self.is_live(connection):
             return
-        with contextlib.suppress(core.BaseBumbleError, TimeoutError):
-            async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-                await connection.disconnect()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await gone.wait()
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"the previous link to {connection.peer_address} is still being taken down"
+            ) from exc
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _on_transport_lost(self, _future: asyncio.Future[Any]) -> None:
-        if not self._closed:
-            self._transport_lost = True
-            logger.error("HCI transport %s was lost; every link on it is down", self.moniker)
+    def _on_transport_terminated(self, future: asyncio.Future[Any]) -> None:
+        # Some transports end their source with an exception (I/O error): retrieve it, or
+        # asyncio reports "Future exception was never retrieved" when it is collected.
+        exc = None if future.cancelled() else future.exception()
+        detail = f"failed: {describe(exc)}" if exc is not None else "closed"
+        self._fail(f"the HCI transport {self.moniker} {detail}")
+
+    def _fail(self, reason: str) -> None:
+        """The transport is gone (or its controller hung): tell listeners, then drop every link.
+
+        Logged at DEBUG only: whoever supervises the radio logs the loss once.
+        """
+        if self._failure is not None or self._closed:
+            return
+        self._failure = reason
+        logger.debug("%s; every link on it is down", reason)
+        listeners = list(self._loss_listeners.values())
+        self._loss_listeners.clear()
+        for listener in listeners:
+            listener(reason)
+        host = self.device.host
+        if isinstance(host, TransportHost):
+            host.release_everything()
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closing:
             raise RadioError(f"the bumble adapter on {self.moniker} is closed; open a new one")
-        if self._transport_lost:
+        if self._failure is not None:
             raise RadioError(
-                f"the HCI transport {self.moniker} was lost; close this adapter and open a new "
-                "one once the controller (or mcgw sim) is back"
+                f"the HCI transport {self.moniker} was lost ({self._failure}); close this "
+                "adapter and open a new one once the controller (or mcgw sim) is back"
             )
-
-
-def _cancelled_by_peer() -> bool:
-    """True when bumble cancelled a pending request (link loss), not our own task."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() == 0

@@ -2,7 +2,9 @@
 
 Gateway code stays plain bleak. The backend finds its ``BumbleAdapter`` in the ``BLEDevice``
 that ``BumbleScanner`` produced (``details`` is a ``BumbleDeviceDetails``), or in the
-``bumble_adapter=`` keyword when connecting by address string.
+``bumble_adapter=`` keyword when connecting by address string. A ``BLEDevice`` seen through an
+adapter that has since closed (its transport was lost and reopened) connects through the
+backend's bound adapter instead: ``bound_to(new_adapter)`` is how a reopened radio takes over.
 
 Translation rules at this boundary:
 - ATT error responses become ``BleakGATTProtocolError(code)``;
@@ -11,7 +13,8 @@ Translation rules at this boundary:
 - a GATT request that bumble cancels because the link dropped is ``BleakError``, never a bare
   ``CancelledError`` (which would look like our own task being cancelled);
 - every await runs under a named timeout, because a central can believe in a link to a peer that
-  has gone, and bumble would then wait 30 s per request.
+  has gone, and bumble would then wait 30 s per request; the ATT transaction itself is never
+  cancelled midway (``BumbleAdapter.bounded``): a timed-out one is abandoned with its link.
 
 It deliberately does not: retry, cache services across connections, or expose bumble objects
 beyond ``BleakGATT*.obj``.
@@ -39,7 +42,7 @@ from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
 from bumble.gatt_client import CharacteristicProxy, Client, ServiceProxy
 
 from ble.adapter import CONNECT_TIMEOUT_S, BumbleAdapter, BumbleDeviceDetails, guarded
-from ble.errors import BleError
+from ble.errors import BleError, LinkError
 
 __all__ = [
     "DISCOVERY_TIMEOUT_S",
@@ -66,13 +69,16 @@ def bleak_uuid(value: core.UUID) -> str:
     return str(uuid.UUID(bytes=bytes(reversed(value.uuid_128_bytes))))
 
 
-def resolve_adapter(kwargs: dict[str, Any], details: object = None) -> BumbleAdapter | None:
+def resolve_adapter(
+    kwargs: dict[str, Any], details: object = None, bound: BumbleAdapter | None = None
+) -> BumbleAdapter | None:
     """Find the BumbleAdapter among a backend's keyword arguments or a BLEDevice's details.
 
     Accepted, first match wins: ``bumble_adapter=``; ``adapter=`` (bleak 3.1 warns that this
     name is deprecated, so prefer ``bumble_adapter=``); ``bluez={"adapter": ...}``, which is
-    where bleak moves ``adapter=``; then ``BumbleDeviceDetails.adapter``. Backends made with
-    ``bound_to(adapter)`` fall back to their bound adapter.
+    where bleak moves ``adapter=``; then ``BumbleDeviceDetails.adapter`` while that adapter is
+    open; then ``bound`` (the adapter of a backend made with ``bound_to``); then the details'
+    closed adapter (whose operations then say it is closed).
     """
     bluez = kwargs.get("bluez") or {}
     for candidate in (
@@ -82,9 +88,10 @@ def resolve_adapter(kwargs: dict[str, Any], details: object = None) -> BumbleAda
     ):
         if isinstance(candidate, BumbleAdapter):
             return candidate
-    if isinstance(details, BumbleDeviceDetails):
-        return details.adapter
-    return None
+    seen_through = details.adapter if isinstance(details, BumbleDeviceDetails) else None
+    if seen_through is not None and (seen_through.is_open or bound is None):
+        return seen_through
+    return bound
 
 
 class BumbleClient(BaseBleakClient):
@@ -120,7 +127,7 @@ class BumbleClient(BaseBleakClient):
         details = (
             address_or_ble_device.details if isinstance(address_or_ble_device, BLEDevice) else None
         )
-        adapter = resolve_adapter(kwargs, details) or self.bound_adapter
+        adapter = resolve_adapter(kwargs, details, self.bound_adapter)
         if adapter is None:
             raise BleakError(
                 "BumbleClient needs a BumbleAdapter: pass a BLEDevice found by BumbleScanner, "
@@ -190,8 +197,9 @@ class BumbleClient(BaseBleakClient):
         try:
             if pair:
                 await self._adapter.pair(connection, timeout_s=PAIR_TIMEOUT_S)
-            async with asyncio.timeout(DISCOVERY_TIMEOUT_S):
-                self.services = await self._discover(connection.gatt_client)
+            self.services = await self._adapter.bounded(
+                self._discover(connection.gatt_client), DISCOVERY_TIMEOUT_S, "service discovery"
+            )
         except BaseException as exc:
             await self._adapter.disconnect(connection)
             self._connection = None
@@ -363,8 +371,9 @@ class BumbleClient(BaseBleakClient):
         """Run one GATT operation under GATT_TIMEOUT_S and translate bumble's errors."""
         connection = self._require_connection()
         try:
-            async with asyncio.timeout(GATT_TIMEOUT_S):
-                return await operation(connection.gatt_client)
+            return await self._adapter.bounded(
+                operation(connection.gatt_client), GATT_TIMEOUT_S, what
+            )
         except BaseException as exc:
             if isinstance(exc, TimeoutError | asyncio.CancelledError):
                 self._abandon(connection, what)
@@ -381,12 +390,18 @@ class BumbleClient(BaseBleakClient):
         """
         if self._connection is not connection:
             return
-        logger.warning("%s on %s was abandoned; dropping the link", what, self.address)
+        # DEBUG: the caller sees the timeout and the disconnect; it decides what to log.
+        logger.debug("%s on %s was abandoned; dropping the link", what, self.address)
         task = asyncio.get_running_loop().create_task(
             self._adapter.disconnect(connection), name=f"abandon:{self.address}"
         )
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._abandoned)
+
+    def _abandoned(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.debug("dropping the link to %s failed: %s", self.address, exc)
 
     def _raise_translated(self, exc: BaseException, what: str) -> None:
         """Raise the bleak-facing form of ``exc``; return only if it should pass unchanged."""
@@ -399,6 +414,8 @@ class BumbleClient(BaseBleakClient):
             raise BleakError(f"{what} aborted: {self.address} disconnected") from exc
         if isinstance(exc, TimeoutError):
             raise TimeoutError(f"{what} timed out; is {self.address} still in range?") from exc
+        if type(exc) is LinkError:  # bumble aborted it: the link dropped (see bounded())
+            raise BleakError(f"{what} aborted: {self.address} disconnected") from exc
         if isinstance(exc, core.BaseBumbleError | BleError):
             raise BleakError(f"{what} failed: {exc!s}") from exc
 

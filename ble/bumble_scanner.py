@@ -109,7 +109,7 @@ class BumbleScanner(BaseBleakScanner):
         **kwargs: Any,
     ) -> None:
         super().__init__(detection_callback, service_uuids)
-        adapter = resolve_adapter(kwargs) or self.bound_adapter
+        adapter = resolve_adapter(kwargs, bound=self.bound_adapter)
         if adapter is None:
             raise BleakError(
                 "BumbleScanner needs a BumbleAdapter: "

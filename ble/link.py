@@ -181,7 +181,7 @@ class DeviceLink:
                 f"writing {command.OPCODE.name} to {self.address} failed: {exc}"
             ) from exc
         finally:
-            self._pending.pop(command.seq, None)
+            _settle(self._pending.pop(command.seq, future))
         if not response.ok:
             self.counters.nacks += 1
             raise CommandRefused(command.OPCODE.name, response.status.name)
@@ -267,3 +267,16 @@ class DeviceLink:
                 self._on_status(status)
             except Exception:
                 log.exception("status handler for %s failed", self.address)
+
+
+def _settle(future: asyncio.Future[p.Response]) -> None:
+    """Mark a command's ACK future as dealt with once its ``send`` has finished.
+
+    A link lost while the write itself is in flight fails the future (``_fail_pending``) and
+    the write, and ``send`` raises the write's error: the future's own exception is then never
+    retrieved, which asyncio reports when the future is collected.
+    """
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()

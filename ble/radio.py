@@ -21,6 +21,7 @@ import logging
 from bumble import hci
 from bumble.controller import Connection as LinkConnection
 from bumble.controller import Controller
+from bumble.core import PhysicalTransport
 from bumble.device import Device
 from bumble.link import LocalLink
 
@@ -92,6 +93,30 @@ class VirtualController(Controller):
                 if advertising_set.enabled and advertising_set.address == address:
                     return True
         return False
+
+    # A link that has just gone down still has data in flight in both directions (the host
+    # has not yet processed the Disconnection Complete; the peer had queued notifications).
+    # A real controller drops such data silently; the stock one logs a warning per packet,
+    # which after a stalled process (SIGSTOP, a long GC pause) is a burst of dozens.
+
+    def on_hci_acl_data_packet(self, packet: hci.HCI_AclDataPacket) -> None:
+        if self.find_connection_by_handle(packet.connection_handle) is None:
+            logger.debug(
+                "%s: dropped host data for gone link 0x%04X", self.name, packet.connection_handle
+            )
+            return
+        super().on_hci_acl_data_packet(packet)
+
+    def on_link_acl_data(
+        self, sender_address: hci.Address, transport: PhysicalTransport, data: bytes
+    ) -> None:
+        connections = (
+            self.le_connections if transport == PhysicalTransport.LE else self.classic_connections
+        )
+        if sender_address not in connections:
+            logger.debug("%s: dropped air data from %s (no link)", self.name, sender_address)
+            return
+        super().on_link_acl_data(sender_address, transport, data)
 
     def move_to(self, link: LocalLink) -> None:
         """Leave the current link and join ``link``."""

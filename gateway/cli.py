@@ -2,7 +2,13 @@
 
 Each command imports only what it needs (bumble and the web stack cost start-up time on a Pi).
 Errors print one line saying what went wrong and what to do, and exit non-zero; they never dump
-a traceback for a mistake the user can fix.
+a traceback for a mistake the user can fix. Every command that reads settings goes through
+``load()``, so a bad setting is one line naming it, exit code 2.
+
+The admin commands (``pair``, ``token``, ``devices``, ``sessions``) work on the hub's existing
+database: they never create or migrate one, so a wrong ``--db`` or working directory is refused
+instead of silently starting an empty database. Only ``serve`` (and ``serve --bootstrap``) and
+``db upgrade`` create and migrate.
 """
 
 from __future__ import annotations
@@ -13,14 +19,25 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from gateway.config import DEFAULT_PORT, Settings
+from gateway.config import (
+    DEFAULT_PORT,
+    InvalidSettings,
+    Settings,
+    load_settings,
+    mask_url,
+    public_settings,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 _T = TypeVar("_T")
 
@@ -35,37 +52,38 @@ console = Console(stderr=True)
 out = Console()
 
 
+DB_URL_HINT = "check --db / MCGW_DB__URL (sqlite:///path/to/mcgw.db or postgresql+psycopg://...)"
+NO_DATABASE_HINT = (
+    "start the hub once with `mcgw serve` (it creates and migrates its database), "
+    "or point --db / MCGW_DB__URL at the hub's database"
+)
+
+
 def fail(message: str, hint: str = "") -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}")
+    """Print ``error: message`` (and ``hint: ...``), one line each however long, and exit 2."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     if hint:
-        console.print(f"[yellow]hint:[/] {hint}")
+        console.print(f"[yellow]hint:[/] {escape(hint)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
 
 
 def load(**overrides: object) -> Settings:
-    """Settings from the environment and config file, with command-line overrides applied."""
+    """Settings from the environment and config file, with command-line overrides applied
+    (keyed by dotted setting, ``None`` when the option was not given)."""
     try:
-        base = Settings()
-        if not overrides:
-            return base
-        data = base.model_dump()
-        for dotted, value in overrides.items():
-            if value is None:
-                continue
-            target = data
-            *parents, leaf = dotted.split(".")
-            for parent in parents:
-                target = target[parent]
-            target[leaf] = value
-        return Settings.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        return load_settings(**overrides)
+    except InvalidSettings as exc:
         fail(
-            f"invalid settings: {problems}",
-            "see `mcgw config show` and the settings table in README.md",
+            str(exc),
+            "fix or unset the setting named above; README.md's settings table lists every "
+            "setting and its range",
         )
+
+
+def _one_line(exc: BaseException) -> str:
+    """A driver error as one line, without SQLAlchemy's SQL echo and background link."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return mask_url(text.splitlines()[0]) if text else type(exc).__name__
 
 
 def setup_logging(settings: Settings) -> None:
@@ -157,6 +175,7 @@ def serve(
 ) -> None:
     """Run the gateway: BLE service, REST + WebSocket API, storage."""
     settings = load(**{"ble.mode": ble, "db.url": db, "api.host": host, "api.port": port})
+    proxies = settings.api.trusted_proxies
     setup_logging(settings)
     import uvicorn
 
@@ -174,6 +193,10 @@ def serve(
             log_config=None,
             ws_per_message_deflate=False,
             ws_max_size=settings.api.max_body_bytes,
+            # Forwarded headers only from the configured proxies: uvicorn's default believes
+            # X-Forwarded-For from 127.0.0.1, which any local process could then spoof.
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=",".join(proxies) if proxies else None,
             timeout_graceful_shutdown=5,
             lifespan="on",
         )
@@ -202,7 +225,7 @@ def _bootstrap(settings: Settings) -> None:
         )
         return token, code.code
 
-    token, code = _with_db(settings, issue)
+    token, code = _with_db(settings, issue, create=True)
     out.print(f"admin token:  {token}")
     out.print(
         f"pairing code: {code}  (valid {settings.api.pairing_code_ttl_s // 60} min; "
@@ -214,24 +237,78 @@ def _pepper(settings: Settings) -> str:
     return settings.token_pepper.get_secret_value()
 
 
-def _with_db(settings: Settings, fn: Callable[[Any], _T]) -> _T:
-    """Run ``fn(session)`` against the configured database (migrated first) and commit."""
+def _with_db(settings: Settings, fn: Callable[[Any], _T], *, create: bool = False) -> _T:
+    """Run ``fn(session)`` against the hub's database and commit.
+
+    ``create=True`` (``serve --bootstrap``, ``db upgrade``) creates and migrates the database;
+    otherwise it must already exist with the mcgw schema, or the command is refused.
+    """
+    import sqlalchemy as sa
     from sqlmodel import Session
 
+    shown = mask_url(settings.db.url)
+    engine = _migrated_db(settings) if create else _existing_db(settings)
+    try:
+        with Session(engine) as session:
+            result = fn(session)
+            session.commit()
+            return result
+    except sa.exc.SQLAlchemyError as exc:
+        fail(
+            f"the database {shown} refused the request: {_one_line(exc)}",
+            "if the hub is newer or older than this mcgw, run `mcgw db upgrade` with the "
+            "hub's version",
+        )
+    finally:
+        engine.dispose()
+
+
+def _migrated_db(settings: Settings) -> Engine:
+    """The configured database, created if need be and migrated to the latest revision."""
     from gateway.storage.engine import create_engine_from_settings, upgrade
 
     try:
         engine = create_engine_from_settings(settings.db)
         upgrade(engine)
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
-        fail(f"cannot open the database {settings.db.url}: {exc}", "check --db / MCGW_DB__URL")
+        fail(
+            f"cannot open the database {mask_url(settings.db.url)}: {_one_line(exc)}",
+            DB_URL_HINT,
+        )
+    return engine
+
+
+def _existing_db(settings: Settings) -> Engine:
+    """The hub's database as it is: never created, never migrated (that is `mcgw serve`'s and
+    `mcgw db upgrade`'s job), refused when missing or without the mcgw schema."""
+    from sqlalchemy.engine import make_url
+
+    from gateway.storage.engine import create_engine_from_settings, current_revision
+
+    shown = mask_url(settings.db.url)
     try:
-        with Session(engine) as session:
-            result = fn(session)
-            session.commit()
-            return result
-    finally:
+        url = make_url(settings.db.url)
+    except Exception as exc:  # noqa: BLE001 - a malformed URL becomes one clear line
+        fail(f"cannot parse the database url {shown}: {_one_line(exc)}", DB_URL_HINT)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:"):
+            fail(f"no mcgw database at {shown} (an in-memory database is empty)", NO_DATABASE_HINT)
+        if not database.startswith("file:"):
+            # Checked before any engine exists: connecting would create the file (and its
+            # directory), which is exactly what must not happen.
+            path = Path(database).expanduser().absolute()
+            if not path.is_file():
+                fail(f"no mcgw database at {path}", NO_DATABASE_HINT)
+    try:
+        engine = create_engine_from_settings(settings.db)
+        revision = current_revision(engine)
+    except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
+        fail(f"cannot open the database {shown}: {_one_line(exc)}", DB_URL_HINT)
+    if revision is None:
         engine.dispose()
+        fail(f"no mcgw database at {shown}: it holds no mcgw schema", NO_DATABASE_HINT)
+    return engine
 
 
 @app.command()
@@ -326,7 +403,7 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("upgrade")
 def db_upgrade(db: Annotated[str | None, typer.Option(help="Database URL.")] = None) -> None:
-    """Apply the database migrations (also done at every start)."""
+    """Create the database if need be and apply its migrations (`mcgw serve` does too)."""
     from gateway.storage.engine import current_revision
 
     settings = load(**{"db.url": db})
@@ -335,8 +412,8 @@ def db_upgrade(db: Annotated[str | None, typer.Option(help="Database URL.")] = N
         return current_revision(session.get_bind())
 
     with console.status("migrating ..."):
-        rev = _with_db(settings, revision)
-    console.print(f"database at revision {rev}: {settings.db.url}")
+        rev = _with_db(settings, revision, create=True)
+    console.print(f"database at revision {rev}: {mask_url(settings.db.url)}", highlight=False)
 
 
 @app.command()
@@ -403,7 +480,7 @@ def config_show(
 ) -> None:
     """Print the effective settings (environment + config file), secrets masked."""
     settings = load()
-    data = json.loads(settings.model_dump_json())
+    data = public_settings(settings)
     if as_json:
         out.print_json(json.dumps(data))
         return

@@ -3,8 +3,10 @@
 Each known device gets one owned task that connects (bleak-retry-connector inside
 ``ble.link.DeviceLink``), bonds, handshakes and reads the limits, then waits for the link to drop
 and reconnects with capped exponential backoff and jitter. Connection slots are limited by a
-setting (a radio holds only so many links). State changes (discovered, connecting, connected,
-bonded, lost) are published on the event bus.
+setting (a radio holds only so many links). While the radio itself is down (``radio_lost``) no
+device tries to connect; when it is back (``radio_restored``, with the new backends already
+set) every device tries again at once, with its backoff reset. State changes (discovered,
+connecting, connected, bonded, lost) are published on the event bus.
 
 Telemetry from a device goes to the telemetry hub and, while a session holds the device, to that
 session first. This module decides nothing about treatment: sessions and safety do.
@@ -127,6 +129,31 @@ class DeviceManager:
         self._seen: dict[str, BLEDevice] = {}
         self._slots = asyncio.Semaphore(ble.connection_slots)
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._radio_up = asyncio.Event()
+        self._radio_up.set()
+        self._radio_back = asyncio.Event()
+        """Set (and replaced) each time the radio comes back: wakes devices sleeping a backoff."""
+
+    # --- the radio -------------------------------------------------------------------------
+
+    @property
+    def radio_up(self) -> bool:
+        """False while the radio transport is lost (see ``gateway.runtime.Runtime.radio_state``)."""
+        return self._radio_up.is_set()
+
+    async def wait_radio(self) -> None:
+        """Return once the radio is up (at once if it is)."""
+        await self._radio_up.wait()
+
+    def radio_lost(self) -> None:
+        """The radio transport is gone: hold every connect attempt until it is back."""
+        self._radio_up.clear()
+
+    def radio_restored(self) -> None:
+        """The radio is back (set the new ``client_backend``/``scanner_backend`` first)."""
+        self._radio_up.set()
+        back, self._radio_back = self._radio_back, asyncio.Event()
+        back.set()
 
     # --- discovery -------------------------------------------------------------------------
 
@@ -201,9 +228,16 @@ class DeviceManager:
         return managed
 
     async def forget(self, address: str) -> None:
-        managed = self.devices.pop(address.upper(), None)
+        """Stop looking after a device and forget it was seen (until a new scan sees it)."""
+        key = address.upper()
+        managed = self.devices.pop(key, None)
+        seen = self._seen.pop(key, None)
+        for name in [a for a in self.discovered if a.upper() == key]:
+            del self.discovered[name]
         if managed is None:
-            raise NotFound(f"no device {address} on this hub")
+            if seen is None:
+                raise NotFound(f"no device {address} on this hub")
+            return
         if managed.task is not None:
             managed.task.cancel()
         link, managed.link = managed.link, None
@@ -253,14 +287,27 @@ class DeviceManager:
     async def _supervise(self, managed: ManagedDevice) -> None:
         backoff = BACKOFF_START_S
         while True:
+            await self._radio_up.wait()
             async with self._slots:
                 connected = await self._connect_once(managed)
             if connected:
                 backoff = BACKOFF_START_S
                 continue
             # Sleep outside the slot so a device that is away does not block the others.
-            await asyncio.sleep(backoff * (0.5 + self._rng.random()))
-            backoff = min(backoff * 2, self.settings.reconnect_max_backoff_s)
+            if await self._rest(backoff * (0.5 + self._rng.random())):
+                backoff = BACKOFF_START_S  # a new radio: the old failures say nothing
+            else:
+                backoff = min(backoff * 2, self.settings.reconnect_max_backoff_s)
+
+    async def _rest(self, delay_s: float) -> bool:
+        """Sleep ``delay_s``, or less if the radio comes back meanwhile (then return True)."""
+        back = self._radio_back
+        try:
+            async with asyncio.timeout(delay_s):
+                await back.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _connect_once(self, managed: ManagedDevice) -> bool:
         """Connect and hold the link until it drops. False if the connect itself failed."""

@@ -5,7 +5,9 @@ A home hub should not need a person to claim each device before it connects: wit
 new device advertising the microcurrent service to the device manager. Ownership is a separate,
 later step (claiming through the API); connecting gives nobody control of a device.
 
-A failed scan (adapter busy, radio gone) is logged once and retried at the next interval.
+A failed scan (adapter busy) is logged once and retried at the next interval. While the radio
+transport is down no scan is tried (its loss is logged once, by the radio supervisor): the next
+scan waits until it is back.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ async def discovery_loop(devices: DeviceManager, settings: BleSettings) -> None:
     """Scan forever (until cancelled), managing every new device found."""
     failing = False
     while True:
+        await devices.wait_radio()
         try:
             found = await devices.scan(timeout_s=min(DISCOVERY_SCAN_S, settings.scan_timeout_s))
         except (BleError, BleakError, OSError, TimeoutError) as exc:
+            if not devices.radio_up:
+                continue  # the radio went down during the scan; wait for it instead
             if not failing:
-                log.warning("background scan failed (will retry): %s", exc)
+                log.warning("background scan failed (will retry): %s", exc or type(exc).__name__)
             failing = True
         else:
             if failing:

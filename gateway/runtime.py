@@ -5,7 +5,8 @@ the BLE side from ``settings.ble.mode``:
 
 * ``sim[:N]``: an in-process virtual radio with N simulated devices and a bumble central;
 * ``hci:<moniker>``: a bumble central on any bumble transport (``tcp-client:`` to ``mcgw sim``,
-  ``usb:0``, ``serial:...``);
+  ``usb:0``, ``serial:...``), kept open by a ``RadioSupervisor``: a lost transport is reopened
+  with backoff and the devices reconnect through the new adapter (``radio_state`` shows it);
 * ``bluez`` / ``auto``: bleak's stock backend (BlueZ over D-Bus on Linux).
 
 Every task is owned by ``Runtime.tasks`` and cancelled and awaited in ``stop()``. bumble is only
@@ -20,10 +21,13 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from ble.supervisor import RadioState
+from gateway.access import AccessChange, AccessPolicy
 from gateway.config import Settings
 from gateway.devices import DeviceManager
 from gateway.errors import GatewayError
 from gateway.events import EventBus
+from gateway.health import LoopMonitor
 from gateway.programs import Program, builtin_programs
 from gateway.sessions import SessionManager
 from gateway.tasks import TaskOwner
@@ -35,6 +39,10 @@ if TYPE_CHECKING:
     from ble.adapter import BumbleAdapter
     from ble.radio import VirtualRadio
     from ble.sim.peripheral import SimulatedDevice
+    from ble.supervisor import RadioSupervisor
+    from gateway.access_sync import AccessSync
+    from gateway.storage.journal import SessionJournal
+    from gateway.storage.reader import StorageReader
     from gateway.storage.writer import StorageWriter
 
 log = logging.getLogger(__name__)
@@ -65,11 +73,16 @@ class Runtime:
         self.use_storage = storage
         self.engine: Engine | None = None
         self.writer: StorageWriter | None = None
+        self.reader: StorageReader | None = None
+        self.journal: SessionJournal | None = None
+        self.access_sync: AccessSync | None = None
         self.tasks = TaskOwner("gateway")
         self.bus = EventBus()
         self.hub = TelemetryHub()
         self.radio: VirtualRadio | None = None
         self.adapter: BumbleAdapter | None = None
+        """The bumble central in use (sim and hci modes); replaced when a lost radio reopens."""
+        self.radio_supervisor: RadioSupervisor[BumbleAdapter] | None = None
         self.sim_devices: list[SimulatedDevice] = []
         self._stack = AsyncExitStack()
         self.devices = DeviceManager(
@@ -87,40 +100,103 @@ class Runtime:
             safety=settings.safety,
         )
         self.programs: dict[str, Program] = {p.slug: p for p in builtin_programs()}
+        self.access = AccessPolicy(
+            pepper=settings.token_pepper.get_secret_value(), session_owner=self._session_owner
+        )
+        """Who may see and control what (``gateway.access``); loaded from storage at start."""
+        self.access.add_listener(self._access_changed)
+        self.loop_monitor = LoopMonitor()
+        """Event-loop stalls (what the keepalive margin must survive), for /metrics."""
         self.started = False
+
+    def _session_owner(self, session_id: str) -> int | None:
+        session = self.sessions.sessions.get(session_id)
+        return None if session is None else int(session.owner)
+
+    def _access_changed(self, change: AccessChange) -> None:
+        # A device that changed hands starts a new history: its replay ring must never serve
+        # the previous owner's frames to the next one (sessions are filtered too, per frame).
+        for address in change.devices_changed:
+            self.hub.forget_history(address)
+
+    @property
+    def radio_state(self) -> RadioState | None:
+        """The radio transport's state, for readiness and /metrics; None if not supervised here.
+
+        A ``ble.supervisor.RadioState`` snapshot (frozen; read it again for news): ``status`` is
+        ``up``, ``down`` (lost, waiting to retry) or ``reopening`` (an attempt is under way), and
+        ``up`` is the boolean of it; ``detail`` is one line for a person; ``last_error`` says why
+        it went down or why the latest reopen failed; ``reopens`` counts recoveries since start
+        (a Prometheus counter); ``down_since`` is the UNIX time it went down (None while up);
+        ``failed_attempts`` counts failed reopens in the current outage. Never waits, no I/O.
+        ``hci:`` modes report the supervised transport; ``sim`` modes are always up (the
+        in-process radio cannot be lost); ``auto``/``bluez`` give None: BlueZ owns the adapter
+        there and bleak does not report its loss.
+        """
+        if self.radio_supervisor is not None:
+            return self.radio_supervisor.state
+        if self.radio is not None:
+            return RadioState("virtual")
+        return None
 
     async def open_ble(self) -> None:
         """Open the radio (and the simulated devices) without supervising any device yet."""
         mode = self.settings.ble.mode
-        if mode.startswith(("sim", "hci:")):
+        if mode.startswith("sim"):
             from ble.adapter import BumbleAdapter
-            from ble.bumble_client import BumbleClient
-            from ble.bumble_scanner import BumbleScanner
+            from ble.radio import VirtualRadio
+            from ble.sim.peripheral import SimulatedDevice
 
-            if mode.startswith("sim"):
-                from ble.radio import VirtualRadio
-                from ble.sim.peripheral import SimulatedDevice
+            self.radio = VirtualRadio()
+            self._stack.push_async_callback(self.radio.close)
+            for index in range(self.settings.ble.sim_devices):
+                device = SimulatedDevice(
+                    self.radio,
+                    name=f"MC-SIM-{index + 1}",
+                    address=sim_address(index),
+                    seed=index + 1,
+                )
+                await device.start()
+                self._stack.push_async_callback(device.stop)
+                self.sim_devices.append(device)
+            adapter = await BumbleAdapter.open("virtual", radio=self.radio)
+            self._stack.push_async_callback(adapter.close)
+            self._use_adapter(adapter)
+        elif mode.startswith("hci:"):
+            from ble.supervisor import RadioSupervisor
 
-                self.radio = VirtualRadio()
-                self._stack.push_async_callback(self.radio.close)
-                for index in range(self.settings.ble.sim_devices):
-                    device = SimulatedDevice(
-                        self.radio,
-                        name=f"MC-SIM-{index + 1}",
-                        address=sim_address(index),
-                        seed=index + 1,
-                    )
-                    await device.start()
-                    self._stack.push_async_callback(device.stop)
-                    self.sim_devices.append(device)
-                self.adapter = await BumbleAdapter.open("virtual", radio=self.radio)
-            else:
-                self.adapter = await BumbleAdapter.open(mode[4:])
-            self._stack.push_async_callback(self.adapter.close)
-            self.devices.client_backend = BumbleClient.bound_to(self.adapter)
-            self.devices.scanner_backend = BumbleScanner.bound_to(self.adapter)
+            supervisor = RadioSupervisor(
+                mode[4:], self._open_hci, on_down=self.devices.radio_lost, on_up=self._radio_back
+            )
+            adapter = await supervisor.open()
+            self._stack.push_async_callback(supervisor.close)
+            self.radio_supervisor = supervisor
+            self._use_adapter(adapter)
         else:
             self._check_bluez()
+
+    async def _open_hci(self) -> BumbleAdapter:
+        """Open the hci: transport; a reopen keeps the hub's address and bonds."""
+        from ble.adapter import BumbleAdapter
+
+        previous = self.adapter
+        return await BumbleAdapter.open(
+            self.settings.ble.mode[4:],
+            address=previous.address if previous is not None else None,
+            keystore=previous.keystore if previous is not None else None,
+        )
+
+    def _use_adapter(self, adapter: BumbleAdapter) -> None:
+        from ble.bumble_client import BumbleClient
+        from ble.bumble_scanner import BumbleScanner
+
+        self.adapter = adapter
+        self.devices.client_backend = BumbleClient.bound_to(adapter)
+        self.devices.scanner_backend = BumbleScanner.bound_to(adapter)
+
+    def _radio_back(self, adapter: BumbleAdapter) -> None:
+        self._use_adapter(adapter)
+        self.devices.radio_restored()
 
     def _check_bluez(self) -> None:
         import os
@@ -134,12 +210,17 @@ class Runtime:
             )
 
     async def _open_storage(self) -> None:
+        from gateway.access_sync import AccessSync
         from gateway.recorder import StorageRecorder
         from gateway.storage import repo, session_log
         from gateway.storage.engine import create_engine_from_settings, upgrade
+        from gateway.storage.journal import SessionJournal, applied_rid
+        from gateway.storage.reader import StorageReader
         from gateway.storage.writer import StorageWriter
 
-        engine = create_engine_from_settings(self.settings.db)
+        engine = create_engine_from_settings(
+            self.settings.db, application_name=f"mcgw hub {self.settings.hub_id}"
+        )
         self.engine = engine
         self._stack.callback(engine.dispose)
         await asyncio.to_thread(upgrade, engine)
@@ -148,6 +229,27 @@ class Runtime:
         self.writer = writer
         self._stack.push_async_callback(writer.close)
         hub_id = self.settings.hub_id
+        # Records a previous run journaled but the database never took go in first, in order.
+        journal = SessionJournal(
+            self.settings.db.journal_file(hub_id),
+            on_durable=writer.entries,
+            max_bytes=self.settings.db.journal_max_mb * 1024 * 1024,
+        )
+        writer.use_journal(hub_id=hub_id, on_applied=journal.applied)
+        mark = await writer.run(lambda db: applied_rid(session=db, hub_id=hub_id))
+        left = [entry for entry in journal.load() if entry.rid > mark]
+        if left:
+            mark, skipped = await writer.replay(left)
+            log.warning(
+                "applied %d session record(s) a previous run journaled while the database was "
+                "away (%d refused)",
+                len(left) - skipped,
+                skipped,
+            )
+        journal.start(applied_rid=mark)
+        self.journal = journal
+        # Closed before the writer (LIFO): what it writes last still reaches the writer.
+        self._stack.callback(journal.close)
         # A restart finds sessions that were running and ends them: the devices stopped on
         # their lease long ago (S4), so all that is left is to record it (S9).
         ended = await writer.run(
@@ -162,7 +264,12 @@ class Runtime:
         await writer.run(
             lambda db: repo.sync_builtin_programs(session=db, programs=self.programs.values())
         )
-        self.sessions.recorder = StorageRecorder(writer, hub_id=hub_id)
+        self.sessions.recorder = StorageRecorder(journal, writer, hub_id=hub_id)
+        reader = StorageReader(engine)
+        self.reader = reader
+        self._stack.callback(reader.close)
+        self.access_sync = AccessSync(self.access, reader=reader, writer=writer, hub_id=hub_id)
+        await self.access_sync.load()
 
     async def db(self, fn: Callable[..., _T], /, **kwargs: Any) -> _T:
         """Run ``fn(session=<db session>, **kwargs)`` on the storage thread and commit."""
@@ -170,12 +277,27 @@ class Runtime:
             raise GatewayError("storage is not open")
         return await self.writer.run(lambda db: fn(session=db, **kwargs))
 
+    async def settle_storage(self) -> None:
+        """Every session record and telemetry sample so far in the database (reads that follow
+        see them). StorageUnavailable or JournalUnavailable while storage is down."""
+        if self.journal is not None:
+            await asyncio.wrap_future(self.journal.sync())
+        if self.writer is not None:
+            await self.writer.flush()
+
+    async def access_changed(self) -> None:
+        """Call after an access-changing write through this hub: it applies before you answer."""
+        if self.access_sync is not None:
+            await self.access_sync.reload()
+
     async def start(self) -> None:
         """Open storage and the radio, find devices and start supervising them."""
         if self.use_storage:
             await self._open_storage()
         await self.open_ble()
         self._stack.push_async_callback(self.tasks.close)
+        if self.radio_supervisor is not None:
+            self.tasks.spawn(self.radio_supervisor.run(), name="radio")
         if self.sim_devices:
             await self._adopt_sim_devices()
         if self.settings.ble.auto_connect and not self.sim_devices:
@@ -184,6 +306,9 @@ class Runtime:
             self.tasks.spawn(discovery_loop(self.devices, self.settings.ble), name="discovery")
         if self.writer is not None and self.settings.db.telemetry_retention_days > 0:
             self.tasks.spawn(self._retention_loop(), name="retention")
+        if self.access_sync is not None:
+            self.tasks.spawn(self.access_sync.run(), name="access")
+        self.tasks.spawn(self.loop_monitor.run(), name="loop-monitor")
         self.started = True
 
     async def _retention_loop(self) -> None:

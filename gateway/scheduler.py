@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 SEGMENT_MS = 1000
 LOOKAHEAD_MS = 3000
 """Output kept queued ahead of the device's playback position (covers 500 ms stalls 6x)."""
-KEEPALIVE_FRACTION = 0.3
-"""Send a keepalive when nothing was written for this fraction of the device's lease."""
+KEEPALIVE_FRACTION = 0.2
+"""Send a keepalive when nothing was written for this fraction of the device's lease.
+
+The margin is what an event-loop stall may eat: with a 1 s lease, a stall of up to 0.8 s
+(minus one write's round trip) leaves the lease alive. 0.3 let a 0.7 s stall of a loaded hub
+expire it (safe, the device stops, but the session fails); docs/architecture.md ("Lease
+margin") gives the stalls the soak measured. The device's lease itself is never extended."""
 LATENESS_SAMPLES = 1000
 """Recent keepalive dispatch lateness figures kept per streamer (``Streamer.lateness_ms``)."""
 

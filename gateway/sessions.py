@@ -64,8 +64,14 @@ TERMINAL = frozenset(
 
 
 class SessionRecorder(Protocol):
-    """Where sessions are persisted. Every method must return at once (no I/O on the loop)."""
+    """Where sessions are persisted (S9).
 
+    ``opened`` returns once a new session's record is durable and raises (a GatewayError) if it
+    cannot be: a session that could go unrecorded never starts. Every other method must return
+    at once (no I/O on the loop: the stop path calls them).
+    """
+
+    async def opened(self, session: Session) -> None: ...
     def session_changed(self, session: Session) -> None: ...
     def session_event(self, session: Session, kind: str, detail: dict[str, Any]) -> None: ...
     def telemetry(self, session: Session, frame: TelemetryFrame) -> None: ...
@@ -73,6 +79,9 @@ class SessionRecorder(Protocol):
 
 class NullRecorder:
     """Records nothing (tests of the core without storage)."""
+
+    async def opened(self, session: Session) -> None:
+        pass
 
     def session_changed(self, session: Session) -> None:
         pass
@@ -114,6 +123,7 @@ class Session:
     last_cue_s: int = 0
     last_zone: p.Zone | None = None
     resume_after_link: bool = False
+    low_battery_told: bool = False
     stream_task: asyncio.Task[None] | None = None
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     """Pending deadlines by purpose ("cap", "contact", "link"): re-arming one replaces it."""
@@ -228,6 +238,12 @@ class SessionManager:
         if busy is not None:
             raise Conflict(f"device {managed.address} already runs session {busy.id}")
         link = managed.require_link()
+        battery = managed.battery_pct
+        if battery is not None and battery < self.safety.min_start_battery_pct:
+            raise DeviceUnavailable(
+                f"device {managed.address} has {battery} % battery; a session starts at "
+                f"{self.safety.min_start_battery_pct} % or more: charge it first"
+            )
         limits = link.limits
         assert limits is not None  # set by every successful connect
         caps = Caps(self.safety, device_hard_cap_ua=limits.hard_cap_ua, user_cap_ua=user_cap_ua)
@@ -267,7 +283,12 @@ class SessionManager:
         self._by_device[managed.address] = session
         if idempotency_key is not None:
             self._by_key[(owner, idempotency_key)] = session
-        self.recorder.session_changed(session)
+        try:
+            # S9: recorded durably before any output, or not started at all.
+            await self.recorder.opened(session)
+        except BaseException:
+            self._forget_unstarted(session)
+            raise
         if session.limited_by_cap:
             self._notice(
                 session, "limited_by_cap", {"cap_ua": user_cap_ua, "steps": list(limited_steps)}
@@ -290,6 +311,13 @@ class SessionManager:
             lambda: self._spawn_end(session, SessionState.STOPPED, "session length cap reached"),
         )
         return session
+
+    def _forget_unstarted(self, session: Session) -> None:
+        """Undo the bookkeeping of a session that never started (nothing was sent for it)."""
+        self.sessions.pop(session.id, None)
+        self._by_device.pop(session.address, None)
+        if session.idempotency_key is not None:
+            self._by_key.pop((session.owner, session.idempotency_key), None)
 
     def _authorize(self, session: Session, actor: str, is_admin: bool) -> None:
         if actor != session.owner and not is_admin:
@@ -450,6 +478,8 @@ class SessionManager:
                 return session.id, zone
         if sample.state is p.DeviceState.RUNNING:
             session.seen_running = True
+        if self._check_battery(session, sample):
+            return session.id, zone
         self._check_contact(session, sample)
         if session.state is SessionState.RUNNING and session.seen_running:
             if sample.state is p.DeviceState.IDLE:
@@ -457,6 +487,25 @@ class SessionManager:
             else:
                 self._cues(session, streamer.position_ms)
         return session.id, zone
+
+    def _check_battery(self, session: Session, sample: p.TelemetrySample) -> bool:
+        """Tell the person once when the battery runs low; end the session when it is empty
+        (the device can no longer deliver). True when the session is ending."""
+        if sample.battery_pct <= self.safety.empty_battery_pct:
+            self._spawn_end(
+                session,
+                SessionState.STOPPED,
+                f"battery empty ({sample.battery_pct} %): the device cannot deliver; charge it "
+                "and start again",
+            )
+            return True
+        low = bool(sample.faults & p.FaultFlags.LOW_BATTERY)
+        if low and not session.low_battery_told:
+            session.low_battery_told = True
+            self._notice(session, "low_battery", {"battery_pct": sample.battery_pct})
+        elif not low:
+            session.low_battery_told = False  # charged meanwhile: a new low is told again
+        return False
 
     def _device_went_idle(
         self, session: Session, streamer: Streamer, sample: p.TelemetrySample

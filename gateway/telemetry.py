@@ -423,6 +423,16 @@ class TelemetryHub:
         if state is not None:
             state.resync = True
 
+    def forget_history(self, device: str) -> None:
+        """Empty ``device``'s replay ring (it changed hands); numbering goes on unchanged.
+
+        A later ``from_seq`` into the emptied span replays nothing older than this call.
+        """
+        state = self._devices.get(device)
+        if state is not None:
+            state.ring.clear()
+            state.first_seq = state.last_seq + 1
+
     def subscribe(
         self,
         *,

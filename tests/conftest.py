@@ -14,7 +14,7 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 POSTGRES_URL = os.environ.get(
-    "MCGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
 

@@ -4,24 +4,30 @@ A device's view merges three sources: the device manager (devices the hub keeps 
 live state, battery, RSSI and contact), the last scans (discovered, not yet managed) and this
 hub's rows in the database (name, owner, bond state, last seen).
 
-Ownership: a claimed device belongs to one user. Unclaimed devices are visible to everyone (so
-they can be claimed); a device claimed by someone else is invisible (404, its existence is not
-leaked); admins see and control every device. Renaming, forgetting and starting a session need
-the device to be yours (or an admin's token): an unclaimed one answers 403 "claim it first".
+Who may see or control a device is decided by the hub's access policy (``gateway.access``):
+a claimed device belongs to one user; unclaimed devices are visible to everyone (so they can be
+claimed); a device claimed by someone else is invisible (404, its existence is not leaked);
+admins see and control every device. Renaming, forgetting and starting a session need the device
+to be yours (or an admin's token): an unclaimed one answers 403 "claim it first". An admin can
+hand a device to another user or release it (``PUT /devices/{address}/owner``). Every change of
+owner applies to open WebSocket subscriptions at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
 from sqlmodel import Session
 
-from api.auth import CurrentUser, Principal, RuntimeDep
+from api.auth import AdminUser, CurrentUser, Principal, RuntimeDep
 from api.errors import ApiProblem
-from api.schemas import DevicePublic, DeviceUpdate, ScanRequest
+from api.schemas import DevicePublic, DeviceUpdate, OwnerChange, ScanRequest
+from gateway.access import DeviceAccess
+from gateway.errors import NotFound
 from gateway.runtime import Runtime
 from gateway.storage import repo
 from gateway.storage.models import DeviceRecord
@@ -30,7 +36,7 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 
 AddressPath = Annotated[
     str,
-    Path(pattern="^[0-9A-Za-z][0-9A-Za-z:_-]{0,63}$", examples=["F0:00:00:00:00:01"]),
+    Path(pattern="^[0-9A-Za-z][0-9A-Za-z:_-]{0,63}$", examples=["C0:4D:43:00:00:00"]),
 ]
 
 
@@ -41,10 +47,6 @@ def _rows(*, session: Session, hub_id: str) -> dict[str, DeviceRecord]:
 async def load_rows(runtime: Runtime) -> dict[str, DeviceRecord]:
     rows: dict[str, DeviceRecord] = await runtime.db(_rows, hub_id=runtime.settings.hub_id)
     return rows
-
-
-def visible(user: Principal, row: DeviceRecord | None) -> bool:
-    return row is None or row.owner_id is None or user.may_control(row.owner_id)
 
 
 def describe(
@@ -70,7 +72,7 @@ def describe(
     if row is not None:
         name = row.name or name
         last_seen = row.last_seen
-    owner_id = row.owner_id if row is not None else None
+    owner_id = runtime.access.owner_of(address)
     return DevicePublic(
         address=address,
         name=name or address,
@@ -84,62 +86,72 @@ def describe(
         battery_pct=battery,
         contact_quality=contact,
         active_session_id=(
-            session.id if session is not None and user.may_control(int(session.owner)) else None
+            session.id
+            if session is not None and runtime.access.may_see_owned(user, int(session.owner))
+            else None
         ),
         last_seen=last_seen,
     )
 
 
-def _known_addresses(runtime: Runtime, rows: dict[str, DeviceRecord]) -> list[str]:
-    addresses = set(runtime.devices.devices) | set(rows)
-    addresses |= {a.upper() for a in runtime.devices.discovered}
-    return sorted(addresses)
+def _known_addresses(runtime: Runtime) -> set[str]:
+    addresses = set(runtime.devices.devices) | runtime.access.recorded_devices()
+    return addresses | {a.upper() for a in runtime.devices.discovered}
 
 
 @router.get("", summary="Devices you can see: claimed by you, unclaimed, and discovered")
 async def list_devices(user: CurrentUser, runtime: RuntimeDep) -> list[DevicePublic]:
+    """Every device this hub manages, has recorded or has heard in a scan that you may see."""
     rows = await load_rows(runtime)
     return [
         describe(runtime, user, address, rows.get(address))
-        for address in _known_addresses(runtime, rows)
-        if visible(user, rows.get(address))
+        for address in sorted(_known_addresses(runtime))
+        if runtime.access.may_see_device(user, address)
     ]
 
 
-async def find_device(
-    runtime: Runtime, user: Principal, address: str
-) -> tuple[str, DeviceRecord | None]:
-    """The normalised address and row of a device the user may see; 404 otherwise."""
+def find_device(runtime: Runtime, user: Principal, address: str) -> tuple[str, DeviceAccess]:
+    """The normalised address of a device the user may see, and what they may do; else 404.
+
+    Decided in memory (the access policy and the device manager): no storage round trip.
+    """
     address = address.upper()
-    rows = await load_rows(runtime)
-    row = rows.get(address)
-    if address not in _known_addresses(runtime, rows) or not visible(user, row):
+    access = runtime.access.device_access(user, address)
+    if access is DeviceAccess.HIDDEN or address not in _known_addresses(runtime):
         raise ApiProblem(404, f"no device {address} visible to you; scan first", kind="not-found")
-    return address, row
+    return address, access
 
 
-def require_control(user: Principal, address: str, row: DeviceRecord | None) -> None:
-    if row is None or row.owner_id is None:
+def require_control(address: str, access: DeviceAccess) -> None:
+    """403 ``claim-required`` unless the user controls the device (found by ``find_device``)."""
+    if access is not DeviceAccess.CONTROL:
         raise ApiProblem(
             403,
             f"device {address} is not claimed; claim it first "
             f"(POST /api/v1/devices/{address}/claim)",
             kind="claim-required",
         )
-    if not user.may_control(row.owner_id):  # pragma: no cover - invisible devices are 404
-        raise ApiProblem(404, f"no device {address} visible to you", kind="not-found")
+
+
+async def _row(runtime: Runtime, address: str) -> DeviceRecord | None:
+    rows = await load_rows(runtime)
+    return rows.get(address)
 
 
 @router.get("/{address}", summary="One device")
 async def get_device(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) -> DevicePublic:
-    address, row = await find_device(runtime, user, address)
-    return describe(runtime, user, address, row)
+    """Its state, battery, contact quality and signal, and your session on it, if any."""
+    address, _ = find_device(runtime, user, address)
+    return describe(runtime, user, address, await _row(runtime, address))
 
 
 @router.post("/scan", summary="Scan for devices nearby (takes timeout_s)")
 async def scan(
     request: Request, user: CurrentUser, runtime: RuntimeDep, body: ScanRequest | None = None
 ) -> list[DevicePublic]:
+    """Listens for ``timeout_s`` seconds and answers the devices heard that you may see.
+    One scan at a time per hub: a second request waits for the first to finish. 503
+    ``scan-failed`` if the radio cannot scan."""
     lock: asyncio.Lock = request.app.state.scan_lock
     timeout_s = (body or ScanRequest()).timeout_s
     async with lock:  # one radio: concurrent scans would fail; the second waits its turn
@@ -151,7 +163,7 @@ async def scan(
     return [
         describe(runtime, user, d.address.upper(), rows.get(d.address.upper()))
         for d in found
-        if visible(user, rows.get(d.address.upper()))
+        if runtime.access.may_see_device(user, d.address)
     ]
 
 
@@ -176,7 +188,8 @@ def _claim(
     responses={409: {"description": "Another user owns it (admins see this)"}},
 )
 async def claim(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) -> DevicePublic:
-    address, row = await find_device(runtime, user, address)
+    """Yours from now on: nobody else sees it (admins excepted) and the hub keeps it connected."""
+    address, _ = find_device(runtime, user, address)
     managed = runtime.devices.devices.get(address)
     if managed is None:
         managed = runtime.devices.manage(runtime.devices.seen(address))
@@ -188,7 +201,54 @@ async def claim(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) ->
         bonded=managed.state == "bonded",
         user_id=user.user_id,
     )
+    await runtime.access_changed()
     return describe(runtime, user, address, row)
+
+
+def _set_owner(*, session: Session, hub_id: str, address: str, user_id: int | None) -> None:
+    if user_id is None:
+        repo.release_device(session=session, hub_id=hub_id, address=address)
+    else:
+        repo.claim_device(
+            session=session, hub_id=hub_id, address=address, user_id=user_id, force=True
+        )
+
+
+@router.put(
+    "/{address}/owner",
+    summary="Admin: hand a device to another user, or release it (user_id null)",
+    responses={409: {"description": "A session runs on it; stop it first"}},
+)
+async def set_owner(
+    address: AddressPath, body: OwnerChange, admin: AdminUser, runtime: RuntimeDep
+) -> DevicePublic:
+    """The previous owner loses sight of it at once, open WebSocket subscriptions included."""
+    address, _ = find_device(runtime, admin, address)
+    if address not in runtime.access.recorded_devices():
+        raise ApiProblem(
+            409, f"device {address} was never claimed; its owner claims it", kind="conflict"
+        )
+    _no_session_on(runtime, address)
+    if body.user_id is not None and runtime.access.user(body.user_id) is None:
+        raise ApiProblem(
+            422,
+            f"there is no user {body.user_id}",
+            kind="validation",
+            errors=[("user_id", "no such user")],
+        )
+    await runtime.db(
+        _set_owner, hub_id=runtime.settings.hub_id, address=address, user_id=body.user_id
+    )
+    await runtime.access_changed()
+    return describe(runtime, admin, address, await _row(runtime, address))
+
+
+def _no_session_on(runtime: Runtime, address: str) -> None:
+    active = runtime.sessions.active_on(address)
+    if active is not None:
+        raise ApiProblem(
+            409, f"session {active.id} runs on {address}; stop it first", kind="conflict"
+        )
 
 
 def _rename(*, session: Session, hub_id: str, address: str, name: str) -> DeviceRecord:
@@ -199,8 +259,9 @@ def _rename(*, session: Session, hub_id: str, address: str, name: str) -> Device
 async def rename(
     address: AddressPath, body: DeviceUpdate, user: CurrentUser, runtime: RuntimeDep
 ) -> DevicePublic:
-    address, row = await find_device(runtime, user, address)
-    require_control(user, address, row)
+    """The name you see in lists (other users never see it)."""
+    address, access = find_device(runtime, user, address)
+    require_control(address, access)
     row = await runtime.db(_rename, hub_id=runtime.settings.hub_id, address=address, name=body.name)
     managed = runtime.devices.devices.get(address)
     if managed is not None:
@@ -220,14 +281,12 @@ def _forget(*, session: Session, hub_id: str, address: str) -> None:
     responses={409: {"description": "A session runs on it; stop it first"}},
 )
 async def forget(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) -> Response:
-    address, row = await find_device(runtime, user, address)
-    require_control(user, address, row)
-    active = runtime.sessions.active_on(address)
-    if active is not None:
-        raise ApiProblem(
-            409, f"session {active.id} runs on {address}; stop it first", kind="conflict"
-        )
-    if address in runtime.devices.devices:
-        await runtime.devices.forget(address)
+    """It disconnects and is no longer yours; it shows up again when a scan hears it."""
+    address, access = find_device(runtime, user, address)
+    require_control(address, access)
+    _no_session_on(runtime, address)
     await runtime.db(_forget, hub_id=runtime.settings.hub_id, address=address)
+    await runtime.access_changed()
+    with contextlib.suppress(NotFound):
+        await runtime.devices.forget(address)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

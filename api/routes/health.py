@@ -1,7 +1,15 @@
-"""Health (liveness) and readiness. No authentication: load balancers and `make run` poll them."""
+"""Health (liveness) and readiness. No authentication: load balancers and `make run` poll them.
+
+Readiness tells the truth and answers fast: every check reads state the parts keep themselves
+(``gateway.health.checks``: the radio supervisor, the storage writer, the session journal),
+plus one database read on the storage reader (never queued behind writes) bounded by
+``READY_READ_TIMEOUT_S``. A locked, read-only or gone database makes it 503 within about a
+second, naming the failing checks in ``errors``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import PackageNotFoundError, version
 
 import sqlalchemy as sa
@@ -9,10 +17,14 @@ from fastapi import APIRouter, Request
 from sqlmodel import Session
 
 from api.errors import ApiProblem
-from api.schemas import HealthPublic, ReadyPublic
+from api.schemas import CheckPublic, HealthPublic, ReadyPublic
+from gateway.errors import GatewayError
+from gateway.health import checks
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/health", tags=["health"])
+
+READY_READ_TIMEOUT_S = 1.0
 
 
 def api_version() -> str:
@@ -24,6 +36,7 @@ def api_version() -> str:
 
 @router.get("", summary="Liveness: the process answers")
 async def health(request: Request) -> HealthPublic:
+    """Answers while the process runs, even before the gateway is ready; no token needed."""
     return HealthPublic(hub_id=request.app.state.settings.hub_id, version=api_version())
 
 
@@ -33,13 +46,39 @@ def _ping(*, session: Session) -> int:
 
 @router.get(
     "/ready",
-    summary="Readiness: the gateway runs and its database answers",
-    responses={503: {"description": "Not ready (starting, stopping or storage down)"}},
+    summary="Readiness: the gateway, its radio and its storage work",
+    responses={503: {"description": "Not ready: starting or stopping, or a part is down"}},
 )
 async def ready(request: Request) -> ReadyPublic:
+    """200 with every check when the gateway runs, its radio is up, the database answers and
+    takes writes and the session journal can be written; else 503 ``not-ready`` naming each
+    failing check and why in ``errors``. Answers within about a second whatever storage does."""
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.started:
         raise ApiProblem(503, "the gateway is not running yet", kind="not-ready")
-    # Any failure here is the storage being down: StorageUnavailable maps to 503.
-    await runtime.db(_ping)
-    return ReadyPublic(ready=True, checks={"runtime": "ok", "storage": "ok"})
+    results = {
+        check.name: CheckPublic(ok=check.ok, detail=check.detail) for check in checks(runtime)
+    }
+    if runtime.reader is not None:
+        results["database"] = await _database(runtime)
+    failing = [(name, check.detail) for name, check in results.items() if not check.ok]
+    if failing:
+        raise ApiProblem(
+            503,
+            "not ready: " + "; ".join(f"{name}: {why}" for name, why in failing),
+            kind="not-ready",
+            errors=failing,
+        )
+    return ReadyPublic(ready=True, checks=results)
+
+
+async def _database(runtime: Runtime) -> CheckPublic:
+    assert runtime.reader is not None
+    try:
+        async with asyncio.timeout(READY_READ_TIMEOUT_S):
+            await runtime.reader.run(_ping)
+    except TimeoutError:
+        return CheckPublic(ok=False, detail=f"no answer within {READY_READ_TIMEOUT_S:g} s")
+    except GatewayError as exc:
+        return CheckPublic(ok=False, detail=str(exc))
+    return CheckPublic(ok=True, detail="answers")

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from sqlmodel import Session
 
-from api.auth import CurrentUser, Principal, RuntimeDep, clear_token_cache
+from api.auth import CurrentUser, Principal, RuntimeDep, principal_of
 from api.errors import ApiProblem
 from api.schemas import (
     CapUpdate,
@@ -21,6 +21,7 @@ from api.schemas import (
     StatsPublic,
     WeekPublic,
 )
+from api.strict import time_zone_names
 from gateway.storage import history, repo
 
 router = APIRouter(prefix="/me", tags=["me"])
@@ -53,11 +54,12 @@ def me_public(user: Principal) -> MePublic:
 
 @router.get("", summary="Who am I: profile, consent state and personal cap")
 async def get_me(user: CurrentUser) -> MePublic:
+    """Includes the current contraindication notice, to show before a first session (S7)."""
     return me_public(user)
 
 
 def _accept(*, session: Session, user_id: int, version: str, token_id: int | None) -> Principal:
-    return Principal.of(
+    return principal_of(
         repo.accept_consent(session=session, user_id=user_id, version=version), token_id
     )
 
@@ -67,9 +69,8 @@ def _accept(*, session: Session, user_id: int, version: str, token_id: int | Non
     summary="Accept the contraindication notice (needed before a first session)",
     responses={409: {"description": "The notice changed; show the current one again"}},
 )
-async def accept_consent(
-    body: ConsentAccept, user: CurrentUser, runtime: RuntimeDep, request: Request
-) -> MePublic:
+async def accept_consent(body: ConsentAccept, user: CurrentUser, runtime: RuntimeDep) -> MePublic:
+    """Records when and which version of the notice you accepted (S7)."""
     if body.version != CONSENT_VERSION:
         raise ApiProblem(
             409,
@@ -79,26 +80,38 @@ async def accept_consent(
     updated = await runtime.db(
         _accept, user_id=user.user_id, version=body.version, token_id=user.token_id
     )
-    clear_token_cache(request)
+    await runtime.access_changed()
+    return me_public(updated)
+
+
+def _withdraw(*, session: Session, user_id: int, token_id: int | None) -> Principal:
+    return principal_of(repo.withdraw_consent(session=session, user_id=user_id), token_id)
+
+
+@router.delete("/consent", summary="Withdraw your consent: no new session until you accept again")
+async def withdraw_consent(user: CurrentUser, runtime: RuntimeDep) -> MePublic:
+    """A session already running is not stopped by this (stop it if you want it to end)."""
+    updated = await runtime.db(_withdraw, user_id=user.user_id, token_id=user.token_id)
+    await runtime.access_changed()
     return me_public(updated)
 
 
 def _set_cap(
     *, session: Session, user_id: int, cap_ua: int | None, token_id: int | None
 ) -> Principal:
-    return Principal.of(
+    return principal_of(
         repo.set_user_cap(session=session, user_id=user_id, cap_ua=cap_ua), token_id
     )
 
 
 @router.put("/cap", summary="Set or clear your personal amplitude cap (µA)")
-async def set_cap(
-    body: CapUpdate, user: CurrentUser, runtime: RuntimeDep, request: Request
-) -> MePublic:
+async def set_cap(body: CapUpdate, user: CurrentUser, runtime: RuntimeDep) -> MePublic:
+    """Programs above it play lowered to it (``limited_by_cap`` on the session); the hub and
+    zone caps still apply."""
     updated = await runtime.db(
         _set_cap, user_id=user.user_id, cap_ua=body.cap_ua, token_id=user.token_id
     )
-    clear_token_cache(request)
+    await runtime.access_changed()
     return me_public(updated)
 
 
@@ -128,10 +141,17 @@ async def get_stats(
     user: CurrentUser,
     runtime: RuntimeDep,
     tz: Annotated[
-        str, Query(max_length=64, description="IANA time zone for days and weeks")
+        str,
+        Query(
+            max_length=64,
+            description="IANA time zone for days and weeks",
+            json_schema_extra=time_zone_names,
+        ),
     ] = "UTC",
     weeks: Annotated[int, Query(ge=1, le=104, description="How many weeks back")] = 12,
 ) -> StatsPublic:
+    """Days and ISO weeks are counted in ``tz``; a streak counts days with a completed
+    session."""
     try:
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:

@@ -1,10 +1,11 @@
-"""Programs: the built-in library plus each user's own, validated against every cap.
+"""Programs: the built-in library plus each user's own, validated against the hub's caps.
 
 A custom program is checked twice before it is stored: its shape by the schema (ranges, unknown
-fields: 422 with ``steps[2].frequency_hz``-style paths) and its safety by
-``gateway.programs.validate_program`` against the hub, zone and the user's personal cap (S1) and
-the session-length cap (S10): 422 ``invalid-program`` with one entry per step and field. It is
-checked again against the device's limits when a session starts.
+fields, strict types: 422 with ``steps[2].frequency_hz``-style paths) and its safety by
+``gateway.programs.validate_program`` against the hub and zone caps (S1) and the session-length
+cap (S10): 422 ``invalid-program`` with one entry per step and field. It is checked again
+against the device's limits when a session starts. A personal cap does not refuse a program: a
+session plays it with the steps above the cap lowered to it (``limited_by_cap``).
 
 Slugs are one namespace per database (built-ins included). Another user's program is invisible
 (404); admins see and edit every custom program. Built-ins cannot be changed (409).
@@ -64,13 +65,14 @@ async def resolve_program(
         program, owner_id = await runtime.db(_one, slug=slug)
     except NotFound:
         owner_id, program = -1, None
-    if program is None or program.builtin or not user.may_control(owner_id):
+    if program is None or program.builtin or not runtime.access.may_see_owned(user, owner_id):
         raise ApiProblem(404, f"no program {slug!r} visible to you", kind="not-found")
     return program, owner_id
 
 
 @router.get("", summary="Built-in programs and your own")
 async def list_programs(user: CurrentUser, runtime: RuntimeDep) -> list[ProgramPublic]:
+    """The built-in library first, then your own programs (an admin sees everyone's)."""
     custom = await runtime.db(_custom, owner_id=None if user.is_admin else user.user_id)
     builtins = [_public(p, None, user) for p in runtime.programs.values()]
     return builtins + [
@@ -80,6 +82,7 @@ async def list_programs(user: CurrentUser, runtime: RuntimeDep) -> list[ProgramP
 
 @router.get("/{slug}", summary="One program")
 async def get_program(slug: SlugPath, user: CurrentUser, runtime: RuntimeDep) -> ProgramPublic:
+    """A built-in program or one of yours, with its steps and total duration."""
     program, owner_id = await resolve_program(runtime, user, slug)
     return _public(program, owner_id, user)
 
@@ -101,11 +104,14 @@ def _create(*, session: Session, program: Program, owner_id: int) -> ProgramReco
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a custom program (validated against every cap)",
-    responses={409: {"description": "The slug is taken"}},
+    responses={409: {"description": "The slug is taken (by a built-in or another program)"}},
 )
 async def create_program(
     body: ProgramCreate, user: CurrentUser, runtime: RuntimeDep
 ) -> ProgramPublic:
+    """Yours only. Refused with 422 ``invalid-program`` when a step breaks the hub or zone caps
+    (S1) or the program is longer than the session-length cap (S10), one error per step and
+    field; a personal cap does not refuse it (sessions play it lowered to your cap)."""
     if body.slug in runtime.programs:
         raise ApiProblem(
             409, f"{body.slug!r} is a built-in program; pick another slug", kind="conflict"
@@ -119,10 +125,16 @@ def _update(*, session: Session, program: Program, owner_id: int | None) -> Prog
     return repo.update_program(session=session, program=program, owner_id=owner_id)
 
 
-@router.put("/{slug}", summary="Replace your custom program's name, description and steps")
+@router.put(
+    "/{slug}",
+    summary="Replace your custom program's name, description and steps",
+    responses={409: {"description": "A built-in program cannot be changed; copy it"}},
+)
 async def update_program(
     slug: SlugPath, body: ProgramUpdate, user: CurrentUser, runtime: RuntimeDep
 ) -> ProgramPublic:
+    """Validated like a new program (422 ``invalid-program``). Sessions already started with
+    it keep the steps they started with."""
     if slug in runtime.programs:
         raise ApiProblem(
             409, f"{slug!r} is built in and cannot be changed; copy it", kind="conflict"
@@ -142,8 +154,10 @@ def _delete(*, session: Session, slug: str, owner_id: int | None) -> None:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete your custom program (sessions that used it keep their history)",
+    responses={409: {"description": "A built-in program cannot be deleted"}},
 )
 async def delete_program(slug: SlugPath, user: CurrentUser, runtime: RuntimeDep) -> Response:
+    """Its slug is free again afterwards; the sessions that played it still name it."""
     if slug in runtime.programs:
         raise ApiProblem(409, f"{slug!r} is built in and cannot be deleted", kind="conflict")
     await resolve_program(runtime, user, slug)

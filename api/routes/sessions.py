@@ -1,9 +1,11 @@
 """Sessions: start (idempotent), list and read history, pause, resume, stop, change intensity,
 and the recorded telemetry as JSON or CSV.
 
-Ownership: a session is visible only to its owner and to admins; for anyone else it does not
-exist (404 on every route, so ids are not confirmed to strangers). Owner and admins control it
-(S8). Consent (S7) is checked before a start: 403 ``consent-required``.
+Ownership (decided by the access policy, ``gateway.access``): a session is visible only to its
+owner and to admins; for anyone else it does not exist (404 on every route, so ids are not
+confirmed to strangers). Owner and admins control it (S8). Consent (S7) is checked before a
+start: 403 ``consent-required``. ``find_session`` is the one place that looks a session up for
+a caller (live, else stored, else 404), for REST and the WebSocket alike.
 
 Idempotency: ``POST /sessions`` with an ``Idempotency-Key`` header starts at most one session
 per (user, key). The first request answers 201; a retry, even one sent while the first is still
@@ -17,6 +19,7 @@ current; an ended or older one from the database.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -42,15 +45,21 @@ from api.schemas import (
     TelemetryPublic,
     TelemetryRowPublic,
 )
+from api.strict import QueryDateTime
 from gateway.errors import NotFound
 from gateway.runtime import Runtime
 from gateway.sessions import Session as LiveSession
 from gateway.storage import history
+from gateway.storage.engine import StorageUnavailable
 from gateway.storage.history import MAX_PAGE
 from gateway.storage.history import SessionDetail as StoredDetail
 from gateway.storage.models import SessionRecord, SessionState
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
+log = logging.getLogger(__name__)
+
+KEY_LOOKUP_TIMEOUT_S = 1.0
+"""How long a start waits for storage to say whether its Idempotency-Key was used before."""
 
 SessionIdPath = Annotated[str, Path(min_length=1, max_length=36, pattern="^[0-9a-fA-F-]+$")]
 IdempotencyKey = Annotated[
@@ -85,6 +94,7 @@ def from_live(session: LiveSession) -> SessionPublic:
         position_s=session.position_s,
         delivered_s=figures["output_s"],
         dose_uas_by_zone=figures["charge_uas_by_zone"],
+        limited_by_cap=session.limited_by_cap,
         live=session.active,
     )
 
@@ -105,15 +115,31 @@ def from_record(record: SessionRecord) -> SessionPublic:
         position_s=None,
         delivered_s=record.delivered_s,
         dose_uas_by_zone=record.dose_uas_by_zone,
+        limited_by_cap=record.limited_by_cap,
         live=False,
     )
 
 
 def visible_live(runtime: Runtime, user: Principal, session_id: str) -> LiveSession | None:
+    """The session from memory if this hub holds it and the user may see it (no storage)."""
     session = runtime.sessions.sessions.get(session_id)
-    if session is not None and user.may_control(int(session.owner)):
+    if session is not None and runtime.access.may_see_owned(user, int(session.owner)):
         return session
     return None
+
+
+async def find_session(
+    runtime: Runtime, user: Principal, session_id: str
+) -> tuple[LiveSession | None, StoredDetail | None]:
+    """A session the user may see: from memory when this hub holds it (then storage is not
+    asked), else from storage; 404 when neither has one visible to the user."""
+    live = visible_live(runtime, user, session_id)
+    if live is not None:
+        return live, None
+    stored: StoredDetail | None = await runtime.db(_detail, session_id=session_id)
+    if stored is None or not runtime.access.may_see_owned(user, stored.session.owner_id):
+        raise _not_found(session_id)
+    return None, stored
 
 
 def _detail(*, session: DbSession, session_id: str) -> StoredDetail | None:
@@ -163,7 +189,20 @@ async def _replay(
     live = _existing(runtime, user, key)
     if live is not None:
         return from_live(live)
-    record = await runtime.db(session_by_idempotency_key, owner_id=user.user_id, key=key)
+    if runtime.reader is None:
+        return None
+    try:
+        record = await runtime.reader.run(
+            session_by_idempotency_key,
+            timeout_s=KEY_LOOKUP_TIMEOUT_S,
+            owner_id=user.user_id,
+            key=key,
+        )
+    except StorageUnavailable as exc:
+        # A session must still start while storage is away (its record is journaled); only a
+        # key used before the hub's last restart goes unrecognised meanwhile (docs/api.md).
+        log.warning("Idempotency-Key checked against this run's sessions only: %s", exc)
+        return None
     return None if record is None else from_record(record)
 
 
@@ -185,6 +224,10 @@ async def start_session(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> SessionPublic:
+    """Starts ``program`` on your ``device`` at ``level``; output ramps up from zero (S2).
+    Needs accepted consent (403 ``consent-required``, S7) and a device you control (403
+    ``claim-required``); one session per device (409, S8). With an ``Idempotency-Key`` a
+    retry answers 200 with the session the first request started."""
     inflight: Inflight = request.app.state.inflight_starts
     if idempotency_key is not None:
         replayed = await _replay(runtime, inflight, user, idempotency_key)
@@ -197,8 +240,8 @@ async def start_session(
             "accept the contraindication notice before a first session (POST /api/v1/me/consent)",
             kind="consent-required",
         )
-    address, row = await find_device(runtime, user, body.device)
-    require_control(user, address, row)
+    address, access = find_device(runtime, user, body.device)
+    require_control(address, access)
     program, _ = await resolve_program(runtime, user, body.program)
     future: asyncio.Future[str] | None = None
     if idempotency_key is not None:
@@ -271,15 +314,24 @@ async def list_sessions(
     runtime: RuntimeDep,
     state: Annotated[list[StateName] | None, Query(description="Repeat to match several")] = None,
     device: Annotated[Address | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="created_at >= since")] = None,
-    until: Annotated[datetime | None, Query(description="created_at < until")] = None,
+    since: Annotated[
+        QueryDateTime | None,
+        Query(description="created_at >= since (ISO 8601; no zone: UTC)"),
+    ] = None,
+    until: Annotated[
+        QueryDateTime | None,
+        Query(description="created_at < until (ISO 8601; no zone: UTC)"),
+    ] = None,
     owner_id: Annotated[
         int | None, Query(ge=1, le=MAX_DB_ID, description="Admins only: another user's")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_ID)] = 0,
 ) -> SessionPage:
-    if owner_id is not None and owner_id != user.user_id and not user.is_admin:
+    """Filters combine (AND); ``state`` may repeat. Page with ``limit`` and ``offset``:
+    ``next_offset`` is null on the last page. Admins see everyone's, or one user's with
+    ``owner_id``."""
+    if owner_id is not None and not runtime.access.may_see_owned(user, owner_id):
         raise ApiProblem(403, "only admins list other users' sessions", kind="forbidden")
     owner = owner_id if user.is_admin else user.user_id
     page = await runtime.db(
@@ -316,13 +368,15 @@ def _aware(value: datetime | None) -> datetime | None:
 async def get_session(
     session_id: SessionIdPath, user: CurrentUser, runtime: RuntimeDep
 ) -> SessionDetail:
-    live = visible_live(runtime, user, session_id)
-    stored: StoredDetail | None = await runtime.db(_detail, session_id=session_id)
-    if stored is not None and not user.may_control(stored.session.owner_id):
-        stored = None
-    if live is None and stored is None:
-        raise _not_found(session_id)
-    base = from_live(live) if live is not None else from_record(stored.session)  # type: ignore[union-attr]
+    """A live session as it is now, an ended one as recorded, with every event so far."""
+    live, stored = await find_session(runtime, user, session_id)
+    if live is not None:
+        # Its events so far are in storage (written in order); a live view needs the state.
+        stored = await runtime.db(_detail, session_id=session_id)
+        base = from_live(live)
+    else:
+        assert stored is not None
+        base = from_record(stored.session)
     events = [
         SessionEventPublic(ts=e.ts, kind=e.kind, detail=e.detail)
         for e in (stored.events if stored is not None else [])
@@ -332,12 +386,10 @@ async def get_session(
 
 async def control_target(runtime: Runtime, user: Principal, session_id: str) -> LiveSession:
     """The live session the user may control; 404 if invisible, 409 if it is only history."""
-    live = visible_live(runtime, user, session_id)
+    live, stored = await find_session(runtime, user, session_id)
     if live is not None:
         return live
-    stored: StoredDetail | None = await runtime.db(_detail, session_id=session_id)
-    if stored is None or not user.may_control(stored.session.owner_id):
-        raise _not_found(session_id)
+    assert stored is not None
     raise ApiProblem(
         409,
         f"session {session_id} is {stored.session.state} and not held by this hub",
@@ -351,12 +403,13 @@ async def control_target(runtime: Runtime, user: Principal, session_id: str) -> 
 async def stop_visible(
     runtime: Runtime, user: Principal, session_id: str, metrics: ApiMetrics
 ) -> SessionPublic:
-    """Stop a session the user may control (REST and WebSocket); an ended one is returned as is."""
-    live = visible_live(runtime, user, session_id)
+    """Stop a session the user may control (REST and WebSocket); an ended one is returned as is.
+
+    A session this hub holds is stopped from memory alone: storage is never waited for (S3).
+    """
+    live, stored = await find_session(runtime, user, session_id)
     if live is None:
-        stored: StoredDetail | None = await runtime.db(_detail, session_id=session_id)
-        if stored is None or not user.may_control(stored.session.owner_id):
-            raise _not_found(session_id)
+        assert stored is not None
         return from_record(stored.session)  # ended already: stopping again changes nothing
     began = time.perf_counter()
     session = await runtime.sessions.stop(
@@ -373,31 +426,51 @@ async def stop_visible(
 async def stop_session(
     session_id: SessionIdPath, request: Request, user: CurrentUser, runtime: RuntimeDep
 ) -> SessionPublic:
+    """Output stops at once, whatever the session was doing (S3), and storage is never waited
+    for. Stopping an ended session answers it unchanged."""
     return await stop_visible(runtime, user, session_id, request.app.state.metrics)
 
 
-@router.post("/{session_id}/pause", summary="Pause a running session")
+@router.post(
+    "/{session_id}/pause",
+    summary="Pause a running session",
+    responses={409: {"description": "The session is not running, or the device did not pause"}},
+)
 async def pause_session(
     session_id: SessionIdPath, user: CurrentUser, runtime: RuntimeDep
 ) -> SessionPublic:
+    """Output stops and the program position is kept; pausing a paused session is a no-op."""
     target = await control_target(runtime, user, session_id)
     session = await runtime.sessions.pause(target.id, actor=user.owner, is_admin=user.is_admin)
     return from_live(session)
 
 
-@router.post("/{session_id}/resume", summary="Resume a paused session (ramps up again)")
+@router.post(
+    "/{session_id}/resume",
+    summary="Resume a paused session (ramps up again)",
+    responses={
+        409: {"description": "The session has ended or waits for its device, or no skin contact"}
+    },
+)
 async def resume_session(
     session_id: SessionIdPath, user: CurrentUser, runtime: RuntimeDep
 ) -> SessionPublic:
+    """Output ramps up from zero again (S2); refused without skin contact (S5). Resuming a
+    running session is a no-op."""
     target = await control_target(runtime, user, session_id)
     session = await runtime.sessions.resume(target.id, actor=user.owner, is_admin=user.is_admin)
     return from_live(session)
 
 
-@router.put("/{session_id}/level", summary="Change the intensity level (increases ramp up)")
+@router.put(
+    "/{session_id}/level",
+    summary="Change the intensity level (increases ramp up)",
+    responses={409: {"description": "The session has ended, or the device did not change"}},
+)
 async def set_level(
     session_id: SessionIdPath, body: LevelChange, user: CurrentUser, runtime: RuntimeDep
 ) -> SessionPublic:
+    """An increase ramps up (S2); a decrease applies at once. Caps still apply (S1)."""
     target = await control_target(runtime, user, session_id)
     session = await runtime.sessions.set_level(
         target.id, body.level, actor=user.owner, is_admin=user.is_admin
@@ -436,7 +509,19 @@ def _csv(*, session: DbSession, session_id: str, every_ms: int | None) -> str:
     "/{session_id}/telemetry",
     response_model=TelemetryPublic,
     summary="Recorded telemetry, every sample or averaged per every_ms, as JSON or CSV",
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {
+            "content": {
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": "t_ms,time_utc,n,frame,state,segment_id,current_mean_ua,"
+                    "current_peak_ua,impedance_ohm,contact_quality,battery_pct,temperature_c,"
+                    "faults\n1796025601000,2026-11-30T08:00:01.000Z,50,1200,running,0,178.4,"
+                    "181,5210.0,92.0,81,31.5,\n",
+                }
+            }
+        }
+    },
 )
 async def telemetry(
     session_id: SessionIdPath,
@@ -446,12 +531,11 @@ async def telemetry(
     every_ms: Annotated[int | None, Query(ge=10, le=3_600_000)] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
-    live = visible_live(runtime, user, session_id)
-    if live is None:
-        stored: StoredDetail | None = await runtime.db(_detail, session_id=session_id)
-        if stored is None or not user.may_control(stored.session.owner_id):
-            raise _not_found(session_id)
-    elif runtime.writer is not None:
+    """Every stored sample, or one row per ``every_ms`` window (means, peaks, minimum battery,
+    every fault seen). CSV with ``format=csv`` or ``Accept: text/csv``. A live session's last
+    samples are flushed first, so the answer is complete up to now."""
+    live, _ = await find_session(runtime, user, session_id)
+    if live is not None and runtime.writer is not None:
         await runtime.writer.flush()  # the last window of a live session is still buffered
     if format == "csv" or (accept is not None and "text/csv" in accept):
         text: str = await runtime.db(_csv, session_id=session_id, every_ms=every_ms)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from sqlmodel import Session
 
-from api.auth import AdminUser, CurrentUser, RuntimeDep, clear_token_cache
+from api.auth import AdminUser, CurrentUser, RuntimeDep
 from api.errors import ApiProblem
 from api.schemas import MAX_DB_ID, TokenCreate, TokenCreated, TokenPublic
 from gateway.storage import repo
@@ -41,8 +41,9 @@ async def list_tokens(
     runtime: RuntimeDep,
     user_id: Annotated[int | None, Query(ge=1, le=MAX_DB_ID)] = None,
 ) -> list[TokenPublic]:
+    """Names, creation, last use and revocation times; never the tokens themselves."""
     target = user.user_id if user_id is None else user_id
-    if target != user.user_id and not user.is_admin:
+    if not runtime.access.may_see_owned(user, target):
         raise ApiProblem(404, "no such user visible to you", kind="not-found")
     tokens: list[TokenPublic] = await runtime.db(_list, user_id=target)
     return tokens
@@ -67,6 +68,8 @@ def _create(*, session: Session, body: TokenCreate, pepper: str) -> TokenCreated
     summary="Admin: create a token for a user or for a new (script) user",
 )
 async def create_token(body: TokenCreate, _admin: AdminUser, runtime: RuntimeDep) -> TokenCreated:
+    """Give exactly one of ``user_id`` (an existing user) and ``new_user_name`` (a new user,
+    an admin with ``is_admin``). The token is in this response only."""
     if (body.user_id is None) == (body.new_user_name is None):
         raise ApiProblem(
             422,
@@ -84,6 +87,7 @@ async def create_token(body: TokenCreate, _admin: AdminUser, runtime: RuntimeDep
     created: TokenCreated = await runtime.db(
         _create, body=body, pepper=runtime.settings.token_pepper.get_secret_value()
     )
+    await runtime.access_changed()
     return created
 
 
@@ -101,8 +105,8 @@ async def revoke_token(
     token_id: Annotated[int, Path(ge=1, le=MAX_DB_ID)],
     user: CurrentUser,
     runtime: RuntimeDep,
-    request: Request,
 ) -> Response:
+    """The token stops working at once, on open WebSocket connections too (closed with 4401)."""
     await runtime.db(_revoke, token_id=token_id, user_id=None if user.is_admin else user.user_id)
-    clear_token_cache(request)
+    await runtime.access_changed()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -81,6 +81,7 @@ class Transmitter:
         self._unstalled.set()
         self._stall_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._indications: set[asyncio.Task[None]] = set()
         self.connection: Connection | None = None
         self.latency_s = 0.0
         self.garble_left = 0
@@ -120,10 +121,17 @@ class Transmitter:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
         self._unstalled.set()
+        self._cancel_indications()
 
     def drop_pending(self) -> None:
         """The link is gone: whatever is queued belongs to it and must not reach the next."""
         self._epoch += 1
+        self._cancel_indications()
+
+    def _cancel_indications(self) -> None:
+        # Safe once the link is gone: no confirmation can arrive for it any more.
+        for task in list(self._indications):
+            task.cancel()
 
     # -- the sending task ----------------------------------------------------------------------
 
@@ -150,8 +158,7 @@ class Transmitter:
         profile = self._profile
         if frame.kind is Outbound.RESPONSE:
             self.counters.indications += 1
-            async with asyncio.timeout(INDICATION_TIMEOUT_S):
-                await self._device.indicate_subscriber(connection, profile.response, frame.payload)
+            await self._indicate(connection, frame.payload)
             return
         self.counters.notifications += 1
         if frame.kind is Outbound.BATTERY:
@@ -165,6 +172,34 @@ class Transmitter:
             payload = self._garble(payload)
         target = profile.telemetry if frame.kind is Outbound.TELEMETRY else profile.status
         await self._device.notify_subscriber(connection, target, payload)
+
+    async def _indicate(self, connection: Connection, payload: bytes) -> None:
+        """Indicate, waiting at most INDICATION_TIMEOUT_S for the confirmation.
+
+        The indication itself runs on to its confirmation in its own task: cancelling it midway
+        would leave a late confirmation (from a central that was paused a few seconds) to be
+        set on a cancelled future inside bumble's packet handler, an InvalidStateError logged
+        with a traceback. It is cancelled only once its link is gone.
+        """
+        task = asyncio.ensure_future(
+            self._device.indicate_subscriber(connection, self._profile.response, payload)
+        )
+        self._indications.add(task)
+        task.add_done_callback(self._indication_done)
+        try:
+            async with asyncio.timeout(INDICATION_TIMEOUT_S):
+                await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                # Cancelled by drop_pending, not this task's owner: the sending task goes on.
+                raise ConnectionError("the link dropped before the confirmation") from None
+            raise
+
+    def _indication_done(self, task: asyncio.Task[None]) -> None:
+        self._indications.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.debug("indication failed: %s", exc)
 
     def _garble(self, data: bytes) -> bytes:
         # Both corruptions are guaranteed decode failures: every v1 device frame has an exact

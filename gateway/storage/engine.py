@@ -2,12 +2,15 @@
 
 ``create_engine_from_settings`` returns a SQLAlchemy engine for either backend:
 
-* SQLite (the default, ``sqlite:///./data/mcgw.db``): the parent directory is created; every
-  connection runs in WAL mode with ``synchronous=NORMAL`` (a commit survives a process crash;
-  a power cut may lose the last few), ``foreign_keys=ON`` and a busy timeout, so the API's
-  readers never wait for the storage writer.
+* SQLite (by default a file in the per-user data directory, see
+  ``gateway.config.default_database_url``): the parent directory is created; every connection
+  runs in WAL mode with ``synchronous=NORMAL`` (a commit survives a process crash; a power cut
+  may lose the last few), ``foreign_keys=ON`` and a busy timeout (``db.lock_timeout_s``), so
+  the API's readers never wait for the storage writer.
 * PostgreSQL through psycopg 3 (``postgresql+psycopg://user@host/db``): a small pool with
-  ``pool_pre_ping`` so a restarted server costs one failed ping, not a failed request.
+  ``pool_pre_ping`` so a restarted server costs one failed ping, not a failed request, a
+  ``lock_timeout`` of ``db.lock_timeout_s`` so a locked table fails a write (which is retried)
+  rather than hanging it, and an ``application_name`` naming the hub.
 
 ``upgrade`` applies the Alembic revisions in ``migrations/`` (what ``mcgw db upgrade`` and
 start-up call). It is idempotent, and on PostgreSQL takes an advisory lock so hubs starting
@@ -21,6 +24,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +37,9 @@ from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
-SQLITE_BUSY_TIMEOUT_MS = 5000
-"""How long a SQLite connection waits for another writer's lock before failing."""
 PG_POOL_SIZE = 5
 PG_MAX_OVERFLOW = 5
+PG_CONNECT_TIMEOUT_S = 5
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_KEY = 0x6D6367770001
 """PostgreSQL advisory lock held while migrating ("mcgw" + 1)."""
@@ -46,33 +49,63 @@ class StorageUnavailable(GatewayError):
     """The database could not be reached or refused a write; the text says which and why."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
+def _sqlite_pragmas(lock_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={lock_timeout_ms}")
+        finally:
+            cursor.close()
+
+    return on_connect
 
 
-def create_engine_from_settings(db: DatabaseSettings) -> Engine:
-    """An engine for ``db.url``: SQLite (file, WAL) or PostgreSQL (psycopg 3, pre-ping)."""
+def _pg_session(lock_timeout_ms: int) -> Callable[[Any, Any], None]:
+    # A locked table makes a write fail after this and be retried, never hang for ever.
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET lock_timeout = {lock_timeout_ms}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
+
+    return on_connect
+
+
+def create_engine_from_settings(db: DatabaseSettings, *, application_name: str = "mcgw") -> Engine:
+    """An engine for ``db.url``: SQLite (file, WAL) or PostgreSQL (psycopg 3, pre-ping).
+
+    ``application_name`` names the connections on PostgreSQL (``pg_stat_activity``), so an
+    operator (or a test) can tell a hub's connections from everyone else's.
+    """
     url = make_url(db.url)
+    lock_timeout_ms = round(db.lock_timeout_s * 1000)
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", _sqlite_pragmas(lock_timeout_ms))
         return engine
     if url.get_backend_name() == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        return sa.create_engine(
-            url, pool_pre_ping=True, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_MAX_OVERFLOW,
+            connect_args={
+                "application_name": application_name[:63],
+                "connect_timeout": PG_CONNECT_TIMEOUT_S,
+            },
         )
+        sa.event.listen(engine, "connect", _pg_session(lock_timeout_ms))
+        return engine
     raise StorageUnavailable(
         f"unsupported database url {url.render_as_string(hide_password=True)!r}: "
         "use sqlite:///path/to/mcgw.db or postgresql+psycopg://user@host/db"

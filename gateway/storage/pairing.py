@@ -6,23 +6,20 @@ which calls ``redeem_pairing_code`` and then creates a token for the returned us
 
 * Only a keyed hash of a code is stored (HMAC-SHA256 with the hub's token pepper, like tokens).
   A 6-digit code has little entropy, so the hash alone is not what protects it: the short
-  lifetime, single use and the attempts counter are.
+  lifetime, single use and the API's per-client lockout of wrong guesses are
+  (``api.ratelimit.PairingGuard``). A wrong guess never harms anyone else's code: it is not
+  counted against live codes (an attacker could otherwise burn a victim's code by guessing).
 * A code is valid for ``ttl_s`` (default 5 minutes) and can be redeemed once.
-* Attempts counter: a wrong guess cannot be tied to the code it was aimed at, so every failed
-  redemption counts against EVERY live code; a code that has seen ``MAX_FAILED_ATTEMPTS`` failed
-  guesses is burnt (unusable), and the person runs ``mcgw pair`` again. With 10**6 codes and at
-  most that many guesses per code, guessing succeeds with a chance of about 1 in 100,000 per
-  code, whatever the rate limit in front of it.
 * A code either names an existing user (pair another phone of the same person) or carries the
   name (and admin flag) of the user to create when it is redeemed.
+* A refused redemption says why: the code is unknown, expired or already used.
 
-Functions take keyword-only arguments and a SQLModel ``Session``, flush and never commit. A
-failed redemption must still be committed (the counter is the point), so ``redeem_pairing_code``
-returns None rather than raising.
+Functions take keyword-only arguments and a SQLModel ``Session``, flush and never commit.
 """
 
 from __future__ import annotations
 
+import enum
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,14 +27,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from gateway.access import hash_token
 from gateway.errors import NotFound
 from gateway.storage.models import User, UTCDateTime, utcnow
-from gateway.storage.repo import create_user, get_user, hash_token
+from gateway.storage.repo import create_user, get_user
 
 CODE_DIGITS = 6
 DEFAULT_TTL_S = 300
-MAX_FAILED_ATTEMPTS = 10
-"""Failed redemptions (against any code) a live code survives before it is burnt."""
 
 
 class PairingCode(SQLModel, table=True):
@@ -55,8 +51,6 @@ class PairingCode(SQLModel, table=True):
     used_at: datetime | None = Field(
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
-    attempts: int = 0
-    """Failed redemptions seen while this code was live."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +62,16 @@ class IssuedCode:
     expires_at: datetime
 
 
+class Refusal(enum.StrEnum):
+    """Why a code was not accepted."""
+
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    USED = "used"
+
+
 def _live(now: datetime) -> list[sa.ColumnElement[bool]]:
-    return [
-        col(PairingCode.used_at).is_(None),
-        col(PairingCode.expires_at) > now,
-        col(PairingCode.attempts) < MAX_FAILED_ATTEMPTS,
-    ]
+    return [col(PairingCode.used_at).is_(None), col(PairingCode.expires_at) > now]
 
 
 def create_pairing_code(
@@ -119,31 +117,29 @@ def create_pairing_code(
 
 def redeem_pairing_code(
     *, session: Session, code: str, pepper: str, now: datetime | None = None
-) -> User | None:
-    """The user a live code pairs with (created now if the code says so), or None.
+) -> User | Refusal:
+    """The user a live code pairs with (created now if the code says so), or why not.
 
-    Marks the code used. A wrong, expired, used or burnt code returns None and counts one failed
-    attempt against every live code; commit the session either way.
+    Marks the code used. Nothing is written for a refused code.
     """
     now = now or utcnow()
+    code_hash = hash_token(code, pepper=pepper)
     row = session.exec(
-        select(PairingCode).where(
-            PairingCode.code_hash == hash_token(code, pepper=pepper), *_live(now)
-        )
+        select(PairingCode).where(PairingCode.code_hash == code_hash, *_live(now))
     ).first()
     if row is None:
-        session.execute(
-            sa.update(PairingCode).where(*_live(now)).values(attempts=PairingCode.attempts + 1)
-        )
-        session.flush()
-        return None
+        # Dead codes may share a value with each other (only live ones are unique): any will do.
+        dead = session.exec(select(PairingCode).where(PairingCode.code_hash == code_hash)).first()
+        if dead is None:
+            return Refusal.UNKNOWN
+        return Refusal.USED if dead.used_at is not None else Refusal.EXPIRED
     row.used_at = now
     session.add(row)
     if row.user_id is not None:
         try:
             user = get_user(session=session, user_id=row.user_id)
         except NotFound:
-            return None
+            return Refusal.UNKNOWN
     else:
         user = create_user(session=session, name=row.user_name, is_admin=row.is_admin, now=now)
     session.flush()
@@ -151,15 +147,11 @@ def redeem_pairing_code(
 
 
 def prune_pairing_codes(*, session: Session, now: datetime | None = None) -> int:
-    """Delete codes that can no longer be used (expired, used or burnt); returns how many."""
+    """Delete codes that can no longer be used (expired or used); returns how many."""
     now = now or utcnow()
     result = session.execute(
         sa.delete(PairingCode).where(
-            sa.or_(
-                col(PairingCode.used_at).is_not(None),
-                col(PairingCode.expires_at) <= now,
-                col(PairingCode.attempts) >= MAX_FAILED_ATTEMPTS,
-            )
+            sa.or_(col(PairingCode.used_at).is_not(None), col(PairingCode.expires_at) <= now)
         )
     )
     session.flush()

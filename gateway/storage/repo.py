@@ -10,6 +10,10 @@ shared by every hub on one database.
 
 Tokens: the plaintext token is returned once by ``create_token`` and never stored; the table
 keeps ``hash_token(token, pepper=...)``, an HMAC-SHA256 keyed with the hub's token pepper.
+Tokens are checked against the hub's in-memory access snapshot (``gateway.access``), not here.
+
+Every write that changes who may see or control something bumps the access epoch
+(``gateway.storage.access``) in the same transaction, so every hub on the database reloads.
 
 Sessions and their events live in ``gateway.storage.session_log``; history reads in
 ``gateway.storage.history``. Authorization (who may do what) is the caller's job.
@@ -17,22 +21,20 @@ Sessions and their events live in ``gateway.storage.session_log``; history reads
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, or_, select
 
+from gateway.access import hash_token
 from gateway.errors import Conflict, NotFound
 from gateway.programs import Program
+from gateway.storage.access import bump_access_epoch
 from gateway.storage.models import ApiToken, DeviceRecord, ProgramRecord, User, utcnow
 
 TOKEN_PREFIX = "mcgw_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-"""``last_used_at`` is rewritten at most this often per token (no write on every request)."""
 
 
 # --- users and consent ---------------------------------------------------------------------------
@@ -49,6 +51,7 @@ def create_user(
     user = User(name=name, is_admin=is_admin, cap_ua=cap_ua, created_at=now or utcnow())
     session.add(user)
     session.flush()
+    bump_access_epoch(session=session)
     return user
 
 
@@ -71,6 +74,17 @@ def set_user_cap(*, session: Session, user_id: int, cap_ua: int | None) -> User:
     user.cap_ua = cap_ua
     session.add(user)
     session.flush()
+    bump_access_epoch(session=session)
+    return user
+
+
+def set_user_admin(*, session: Session, user_id: int, is_admin: bool) -> User:
+    """Grant or take admin rights."""
+    user = get_user(session=session, user_id=user_id)
+    user.is_admin = is_admin
+    session.add(user)
+    session.flush()
+    bump_access_epoch(session=session)
     return user
 
 
@@ -83,6 +97,18 @@ def accept_consent(
     user.consent_version = version
     session.add(user)
     session.flush()
+    bump_access_epoch(session=session)
+    return user
+
+
+def withdraw_consent(*, session: Session, user_id: int) -> User:
+    """Forget the user's acceptance of the notice: no new session until they accept again."""
+    user = get_user(session=session, user_id=user_id)
+    user.consent_accepted_at = None
+    user.consent_version = None
+    session.add(user)
+    session.flush()
+    bump_access_epoch(session=session)
     return user
 
 
@@ -90,14 +116,10 @@ def delete_user(*, session: Session, user_id: int) -> None:
     """Delete a user with their tokens, programs and session history."""
     session.delete(get_user(session=session, user_id=user_id))
     session.flush()
+    bump_access_epoch(session=session)
 
 
 # --- tokens --------------------------------------------------------------------------------------
-
-
-def hash_token(token: str, *, pepper: str) -> str:
-    """The stored form of a token: hex HMAC-SHA256 of the token keyed with the pepper."""
-    return hmac.new(pepper.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
 def create_token(
@@ -114,27 +136,8 @@ def create_token(
     )
     session.add(row)
     session.flush()
+    bump_access_epoch(session=session)
     return row, token
-
-
-def authenticate_token(
-    *, session: Session, token: str, pepper: str, now: datetime | None = None
-) -> tuple[User, ApiToken] | None:
-    """The user and token row for a live (unrevoked) token, or None. Notes when it was used."""
-    row = session.exec(
-        select(ApiToken).where(
-            ApiToken.token_hash == hash_token(token, pepper=pepper),
-            col(ApiToken.revoked_at).is_(None),
-        )
-    ).first()
-    if row is None:
-        return None
-    now = now or utcnow()
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        row.last_used_at = now
-        session.add(row)
-        session.flush()
-    return get_user(session=session, user_id=row.user_id), row
 
 
 def list_tokens(*, session: Session, user_id: int) -> list[ApiToken]:
@@ -156,6 +159,7 @@ def revoke_token(
         row.revoked_at = now or utcnow()
         session.add(row)
         session.flush()
+        bump_access_epoch(session=session)
     return row
 
 
@@ -223,9 +227,22 @@ def claim_device(
     device = get_device(session=session, hub_id=hub_id, address=address)
     if device.owner_id not in (None, user_id) and not force:
         raise Conflict(f"device {address} belongs to another user; an admin can reassign it")
-    device.owner_id = user_id
-    session.add(device)
-    session.flush()
+    if device.owner_id != user_id:
+        device.owner_id = user_id
+        session.add(device)
+        session.flush()
+        bump_access_epoch(session=session)
+    return device
+
+
+def release_device(*, session: Session, hub_id: str, address: str) -> DeviceRecord:
+    """Make the device unclaimed (an admin taking it from its owner); its row stays."""
+    device = get_device(session=session, hub_id=hub_id, address=address)
+    if device.owner_id is not None:
+        device.owner_id = None
+        session.add(device)
+        session.flush()
+        bump_access_epoch(session=session)
     return device
 
 
@@ -233,6 +250,7 @@ def forget_device(*, session: Session, hub_id: str, address: str) -> None:
     """Remove this hub's row for the device (its session history is kept)."""
     session.delete(get_device(session=session, hub_id=hub_id, address=address))
     session.flush()
+    bump_access_epoch(session=session)
 
 
 # --- programs ------------------------------------------------------------------------------------

@@ -7,17 +7,22 @@ PostgreSQL round trip:
   in-memory buffer under a short lock and returns; it never awaits and never touches the
   database. The worker flushes the buffer at most once per ``flush_s``, as one
   ``INSERT ... executemany`` of one packed row per session in ONE transaction.
-* Session rows and events (small, and safety-relevant: S9) are queued as jobs, functions of a
-  SQLModel ``Session`` (usually ``gateway.storage.session_log`` calls), and run at once, in
-  order, each in its own transaction. ``await run(job)`` returns the job's result after its
-  commit; ``submit(job)`` is the fire-and-forget form for synchronous callers. Queued jobs run
-  before each telemetry flush, so a session row always exists before its telemetry.
+* Session records (rows, state changes, events, dose: S9) arrive as journal entries
+  (``gateway.storage.journal``), already durable on local disk. ``entries()`` queues them; the
+  worker applies them in order, a batch per transaction, and when the database fails it keeps
+  them and retries with capped backoff until it answers (``RECORD_RETRY_MAX_S``): nothing
+  required is ever dropped. Telemetry is flushed only once every entry before it is applied,
+  so a session row always exists before its telemetry.
+* Other writes (the API's: a claim, a token) are jobs, functions of a SQLModel ``Session``,
+  run in order, each in its own transaction: ``await run(job)`` returns the job's result after
+  its commit, or raises StorageUnavailable for the caller to report; ``submit(job)`` is the
+  fire-and-forget form, for figures only (a token's ``last_used_at``).
 * ``await close()`` runs every queued job, flushes every buffered sample, then stops the thread.
 
-Durability: what ``run`` returned is committed. A crash (SIGKILL, power loss with SQLite's
-``synchronous=NORMAL`` aside) loses at most the telemetry appended since the last flush began
-(one ``flush_s`` window plus the flush in flight) and jobs ``submit``-ted in the last few
-milliseconds; docs/storage.md explains the recovery. A failing database keeps the buffer and
+Durability: what ``run`` returned is committed; session records are in the journal before they
+reach this module. A crash (SIGKILL, power loss with SQLite's ``synchronous=NORMAL`` aside)
+loses at most the telemetry appended since the last flush began (one ``flush_s`` window plus the
+flush in flight); docs/storage.md explains the recovery. A failing database keeps the buffer and
 retries each window; past ``max_buffered_samples`` new samples are dropped and counted.
 
 This module decides nothing about sessions; it only makes writes cheap and ordered.
@@ -29,6 +34,7 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +48,7 @@ from sqlmodel import Session
 from ble.protocol import TelemetrySample
 from gateway.errors import GatewayError
 from gateway.storage.engine import StorageUnavailable
+from gateway.storage.journal import Entry, apply_entries
 from gateway.storage.models import TELEMETRY_TABLE
 from gateway.storage.samples import DEVICE_TIME_MOD, LAYOUT_RAW, pack_sample
 
@@ -55,6 +62,9 @@ DEFAULT_MAX_BUFFERED_SAMPLES = 250_000
 MAX_CONTINUOUS_GAP_MS = 60_000
 """A device-time jump larger than this (or backwards) starts a new batch with a new anchor."""
 CLOSE_TIMEOUT_S = 30.0
+RECORD_RETRY_START_S = 0.2
+RECORD_RETRY_MAX_S = 5.0
+"""Longest wait between two attempts to apply session records while the database fails."""
 
 
 @dataclass(slots=True)
@@ -77,6 +87,13 @@ class WriterStats:
     failed_flushes: int
     jobs_done: int
     jobs_failed: int
+    records_pending: int
+    """Journal entries waiting for the database (nonzero while it is down)."""
+    records_applied: int
+    records_skipped: int
+    """Journal entries the rules refused (a bug; each is logged)."""
+    failing_since: float | None
+    """Monotonic time the database started refusing writes, None while it takes them."""
 
 
 class _Stop:
@@ -85,6 +102,8 @@ class _Stop:
 
 _STOP = _Stop()
 _FLUSH = object()
+_ENTRIES = object()
+"""A wake-up: journal entries wait in ``_entry_queue``."""
 
 
 class StorageWriter:
@@ -107,17 +126,24 @@ class StorageWriter:
         self._lock = threading.Lock()
         self._buffer: dict[str, list[_Chunk]] = {}
         self._buffered = 0
-        self._jobs: queue.SimpleQueue[tuple[Any, concurrent.futures.Future[Any] | None]] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        # Journal entries travel apart from jobs, so a flush can take every one queued before
+        # it, whatever else is queued (see _flush_telemetry).
+        self._entry_queue: queue.SimpleQueue[list[Entry]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._closing = False
         self._next_seq: dict[str, int] = {}
-        self._failing = False
         self._dropping = False
         self._written_samples = self._written_batches = self._dropped = 0
         self._failed_flushes = self._jobs_done = self._jobs_failed = 0
+        self._hub_id: str | None = None
+        self._on_applied: Callable[[int], None] = lambda _rid: None
+        self._records: list[Entry] = []
+        self._records_applied = self._records_skipped = 0
+        self._record_retry_at = 0.0
+        self._record_backoff = RECORD_RETRY_START_S
+        self._failing_since: float | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -200,6 +226,28 @@ class StorageWriter:
             chunk.last_device_ms = last.device_time_ms
             self._buffered += count
 
+    def use_journal(self, *, hub_id: str, on_applied: Callable[[int], None]) -> None:
+        """Apply session records for ``hub_id``; ``on_applied(rid)`` after each batch commits."""
+        self._hub_id = hub_id
+        self._on_applied = on_applied
+
+    def entries(self, entries: list[Entry]) -> None:
+        """Queue durable journal entries for the database (any thread; never blocks)."""
+        if self._hub_id is None:
+            raise RuntimeError("use_journal() first: records need a hub id")
+        self._entry_queue.put(entries)
+        self._jobs.put((_ENTRIES, None))  # wakes the worker
+
+    async def replay(self, entries: list[Entry]) -> tuple[int, int]:
+        """Apply what a previous run's journal holds beyond the mark (start-up); (mark, skipped)."""
+        hub_id = self._hub_id
+        if hub_id is None:
+            raise RuntimeError("use_journal() first: records need a hub id")
+        result: tuple[int, int] = await self.run(
+            lambda session: apply_entries(session=session, hub_id=hub_id, entries=entries)
+        )
+        return result
+
     async def run(self, job: Callable[[Session], _T]) -> _T:
         """Run ``job(session)`` on the worker, commit, and return its result.
 
@@ -240,6 +288,10 @@ class StorageWriter:
             failed_flushes=self._failed_flushes,
             jobs_done=self._jobs_done,
             jobs_failed=self._jobs_failed,
+            records_pending=len(self._records),
+            records_applied=self._records_applied,
+            records_skipped=self._records_skipped,
+            failing_since=self._failing_since,
         )
 
     # --- the worker thread ----------------------------------------------------------------------
@@ -248,28 +300,81 @@ class StorageWriter:
         next_flush = time.monotonic() + self._flush_s
         try:
             while True:
-                timeout = next_flush - time.monotonic()
-                if timeout <= 0:
+                if self._records and time.monotonic() >= self._record_retry_at:
+                    self._apply_records()
+                deadline = next_flush
+                if self._records:
+                    deadline = min(deadline, self._record_retry_at)
+                timeout = deadline - time.monotonic()
+                if time.monotonic() >= next_flush:
                     self._drain_jobs()
                     self._timed_flush()
                     next_flush = time.monotonic() + self._flush_s
                     continue
                 try:
-                    job, future = self._jobs.get(timeout=timeout)
+                    job, future = self._jobs.get(timeout=max(timeout, 0.0))
                 except queue.Empty:
                     continue
                 if job is _STOP:
                     self._drain_jobs()
-                    self._timed_flush()
+                    self._timed_flush(retry_records=True)  # one last try for the records
                     return
                 self._execute(job, future)
         finally:
             self._abandon()
             self._stopped.set_result(None)
 
-    def _timed_flush(self) -> None:
+    def _apply_records(self) -> None:
+        """Apply every waiting journal entry in one transaction, or back off and keep them."""
+        hub_id = self._hub_id
+        assert hub_id is not None
+        records = self._records
         try:
-            self._flush_telemetry()
+            with Session(self._engine, expire_on_commit=False) as session:
+                mark, skipped = apply_entries(session=session, hub_id=hub_id, entries=records)
+                session.commit()
+        except sa.exc.SQLAlchemyError as exc:
+            self._note_failure("session records", exc)
+            self._record_retry_at = time.monotonic() + self._record_backoff * (
+                0.5 + random.random()  # noqa: S311 - jitter, not cryptography
+            )
+            self._record_backoff = min(self._record_backoff * 2, RECORD_RETRY_MAX_S)
+            return
+        self._records = []
+        self._records_applied += len(records) - skipped
+        self._records_skipped += skipped
+        self._record_backoff = RECORD_RETRY_START_S
+        self._note_success()
+        self._on_applied(mark)
+
+    def _note_failure(self, what: str, exc: BaseException) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.error(
+                "the database refuses writes (first seen writing %s); session records are "
+                "kept in the journal and retried: %s",
+                what,
+                exc,
+            )
+
+    def _note_success(self) -> None:
+        if self._failing_since is not None:
+            log.info(
+                "the database takes writes again after %.1f s",
+                time.monotonic() - self._failing_since,
+            )
+            self._failing_since = None
+
+    def _collect_entries(self) -> None:
+        while True:
+            try:
+                self._records.extend(self._entry_queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def _timed_flush(self, *, retry_records: bool = False) -> None:
+        try:
+            self._flush_telemetry(retry_records=retry_records)
         except Exception:  # a bug must not kill the one thread every write depends on
             log.exception("telemetry flush failed unexpectedly; the worker carries on")
 
@@ -277,11 +382,18 @@ class StorageWriter:
         """On exit: fail jobs that raced in after close, and say what telemetry is lost."""
         while True:
             try:
-                _, future = self._jobs.get_nowait()
+                job, future = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if future is not None and future.set_running_or_notify_cancel():
+            if job is not _ENTRIES and future is not None and future.set_running_or_notify_cancel():
                 future.set_exception(StorageUnavailable("the storage writer closed first"))
+        self._collect_entries()
+        if self._records:
+            log.warning(
+                "%d session records wait in the journal for the database; the next start "
+                "applies them",
+                len(self._records),
+            )
         if self._buffered:
             log.error("storage writer stopped with %d telemetry samples unwritten", self._buffered)
 
@@ -297,13 +409,18 @@ class StorageWriter:
                 return
             self._execute(job, future)
 
-    def _execute(self, job: Any, future: concurrent.futures.Future[Any] | None) -> None:
+    def _execute(self, job: Any, future: Any) -> None:
+        if job is _ENTRIES:
+            self._collect_entries()
+            if self._records and time.monotonic() >= self._record_retry_at:
+                self._apply_records()
+            return
         if future is not None and not future.set_running_or_notify_cancel():
             return
         try:
             result: Any = None
             if job is _FLUSH:
-                self._flush_telemetry(raise_errors=True)
+                self._flush_now()
             else:
                 with Session(self._engine, expire_on_commit=False) as session:
                     result = job(session)
@@ -403,8 +520,28 @@ class StorageWriter:
             del buffer[session_id]
         return next_seq
 
-    def _flush_telemetry(self, *, raise_errors: bool = False) -> None:
+    def _flush_now(self) -> None:
+        self._flush_telemetry(raise_errors=True, retry_records=True)
+
+    def _flush_telemetry(self, *, raise_errors: bool = False, retry_records: bool = False) -> None:
+        """Write the buffered telemetry, after every session record it may depend on.
+
+        The buffer is taken *first*, then the entries queued so far are applied: a session's
+        telemetry starts only once its create entry is queued, so every sample taken here has
+        its session's row written before it (or the flush waits, buffer intact). With
+        ``retry_records`` (someone waits for this flush) records are tried whatever the backoff.
+        """
         buffer = self._take_buffer()
+        self._collect_entries()
+        if self._records and (retry_records or time.monotonic() >= self._record_retry_at):
+            self._apply_records()
+        if self._records:
+            self._restore_buffer(buffer)  # session rows first: telemetry waits for them
+            if raise_errors:
+                raise StorageUnavailable(
+                    f"{len(self._records)} session records are waiting for the database"
+                )
+            return
         if not buffer:
             return
         try:
@@ -418,16 +555,10 @@ class StorageWriter:
             self._failed_flushes += 1
             self._next_seq = {}
             self._restore_buffer(buffer)
-            if not self._failing:
-                self._failing = True
-                log.error(  # noqa: TRY400 - one line per failure streak; the cause is in it
-                    "telemetry flush failed, will retry every %.1f s: %s", self._flush_s, exc
-                )
+            self._note_failure("telemetry", exc)
             if raise_errors:
                 raise
             return
         # Keep batch numbers only of sessions still streaming, so the map stays small.
         self._next_seq = written
-        if self._failing:
-            self._failing = False
-            log.info("telemetry flushes work again")
+        self._note_success()

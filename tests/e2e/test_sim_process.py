@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from bleak import BleakScanner
@@ -25,73 +21,22 @@ from ble.bumble_client import BumbleClient
 from ble.bumble_scanner import BumbleScanner
 from ble.link import DeviceLink
 from ble.sim import control
+from tests.e2e.served import Sim, SimFactory
 
-STARTUP_TIMEOUT_S = 30.0
 DEVICES = 3
 
 
-@dataclass
-class SimProcess:
-    process: subprocess.Popen[str]
-    hci_port: int
-    control_port: int
-    addresses: list[str]
-
-
-def _read_banner(process: subprocess.Popen[str]) -> SimProcess:
-    assert process.stdout is not None
-    addresses: list[str] = []
-    hci_port = control_port = 0
-    for line in process.stdout:
-        if match := re.match(r"\s+([0-9A-F:]{17})\s", line):
-            addresses.append(match.group(1))
-        elif match := re.search(r"tcp-client:127\.0\.0\.1:(\d+)", line):
-            if line.startswith("HCI"):
-                hci_port = int(match.group(1))
-        elif match := re.search(r"control:\s+http://127\.0\.0\.1:(\d+)/", line):
-            control_port = int(match.group(1))
-        if line.startswith("gateway:"):
-            break
-    assert hci_port, "mcgw sim did not print its HCI port"
-    assert control_port, "mcgw sim did not print its control port"
-    return SimProcess(process, hci_port, control_port, addresses)
-
-
 @pytest.fixture
-def sim_process() -> Iterator[SimProcess]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from gateway.cli import main; main()",
-            "sim",
-            "--devices",
-            str(DEVICES),
-            "--hci-port",
-            "0",
-            "--control-port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+def sim_process(tmp_path: Path) -> Iterator[Sim]:
+    sims = SimFactory(tmp_path)
     try:
-        yield _read_banner(process)
+        yield sims.start_blocking(devices=DEVICES)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        sims.stop_all()
 
 
 @pytest.fixture
-async def remote_adapter(sim_process: SimProcess) -> AsyncIterator[BumbleAdapter]:
+async def remote_adapter(sim_process: Sim) -> AsyncIterator[BumbleAdapter]:
     adapter = await BumbleAdapter.open(f"tcp-client:127.0.0.1:{sim_process.hci_port}")
     try:
         yield adapter
@@ -100,7 +45,7 @@ async def remote_adapter(sim_process: SimProcess) -> AsyncIterator[BumbleAdapter
 
 
 async def test_second_process_finds_bonds_and_streams_from_every_device(
-    sim_process: SimProcess, remote_adapter: BumbleAdapter
+    sim_process: Sim, remote_adapter: BumbleAdapter
 ) -> None:
     assert len(sim_process.addresses) == DEVICES
     found = await BleakScanner.discover(

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 
 import pytest
+import sqlalchemy as sa
 
 from ble import protocol as p
 from gateway.config import BleSettings, Settings
@@ -17,6 +19,7 @@ from gateway.errors import GatewayError
 from gateway.runtime import BluetoothUnavailable, Runtime
 from gateway.sessions import SessionState
 from gateway.storage import repo, session_log
+from gateway.storage.journal import JournalUnavailable
 from gateway.telemetry import Dropped, TelemetryFrame, TelemetryItem
 from tests.gateway.conftest import (
     Hub,
@@ -37,7 +40,7 @@ async def test_a_sim_hub_starts_connected_and_stops_every_task(start_hub: StartH
     assert all(sim.is_connected for sim in runtime.sim_devices)
     assert {m.state for m in runtime.devices.devices.values()} == {"bonded"}
     assert set(runtime.programs) >= {"quick-lift", "full-face", "eye-refresh"}
-    assert len(runtime.tasks) == 3  # one supervisor per device, nothing else idle
+    assert len(runtime.tasks) == 4  # one supervisor per device and the loop monitor
     with pytest.raises(GatewayError, match="storage is not open"):
         await runtime.db(repo.list_users)
 
@@ -77,10 +80,13 @@ async def test_a_restart_ends_a_session_left_running_as_interrupted(start_hub: S
     await wait_position(session, 0.5)
     writer = runtime.writer
     assert writer is not None
-    await writer.flush()
+    await runtime.settle_storage()
     record = await runtime.db(session_log.get_session, session_id=session.id)
     assert record.state == "running"
-    # The process dies: nothing more reaches the database (no clean end is recorded).
+    # The process dies: nothing more reaches the journal or the database (no clean end is
+    # recorded; a clean shutdown would have journaled "gateway shutting down").
+    assert runtime.journal is not None
+    runtime.journal.close()
     await writer.close()
     await runtime.stop()
 
@@ -139,3 +145,79 @@ async def test_bluez_without_dbus_fails_fast_with_advice() -> None:
     with pytest.raises(BluetoothUnavailable, match="--ble sim:2"):
         await runtime.start()
     await runtime.stop()
+
+
+# --- S9 under storage faults: a session that could go unrecorded never starts ---------------------
+
+
+def _sessions_table_away(runtime: Runtime) -> None:
+    assert runtime.engine is not None
+    with runtime.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE sessions RENAME TO sessions_away"))
+
+
+def _sessions_table_back(runtime: Runtime) -> None:
+    assert runtime.engine is not None
+    with runtime.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE sessions_away RENAME TO sessions"))
+
+
+async def test_no_session_starts_that_the_journal_cannot_record_and_stop_needs_neither(
+    start_hub: StartHub,
+) -> None:
+    hub = await start_hub(2, storage=True)
+    runtime = hub.runtime
+    journal = runtime.journal
+    assert journal is not None
+    user = await runtime.db(repo.create_user, name="ann")
+    owner = str(user.id)
+    running = await hub.start(0, program(step("cheeks", 300, 30)), owner=owner)
+    await wait_output(hub.sim(0))
+
+    # The journal's disk refuses writes (an immutable file: even root cannot write it).
+    subprocess.run(["chattr", "+i", str(journal.path)], check=True)
+    try:
+        with pytest.raises(JournalUnavailable, match="none starts"):
+            await hub.start(1, program(step("cheeks", 300, 30)), owner=owner)
+        assert hub.firmware(1).output_ua == 0
+        assert not hub.spies[1].of(p.Start)
+        assert runtime.sessions.active_on(hub.address(1)) is None
+        # With the database also gone, a stop still turns the output off at once (S3).
+        _sessions_table_away(runtime)
+        stopped = await runtime.sessions.stop(running.id, actor=owner)
+        assert stopped.state is SessionState.STOPPED
+        assert hub.firmware(0).output_ua == 0
+    finally:
+        subprocess.run(["chattr", "-i", str(journal.path)], check=True)
+    _sessions_table_back(runtime)
+    await wait_until(lambda: journal.failing is None and journal.backlog == 0)
+    record = await runtime.db(session_log.get_session, session_id=running.id)
+    assert (record.state, record.end_reason) == ("stopped", f"stopped by {owner}")
+
+
+async def test_a_full_journal_refuses_new_sessions_until_the_database_takes_it(
+    start_hub: StartHub,
+) -> None:
+    hub = await start_hub(2, storage=True)
+    runtime = hub.runtime
+    journal = runtime.journal
+    assert journal is not None
+    user = await runtime.db(repo.create_user, name="ann")
+    owner = str(user.id)
+    journal.max_bytes = 1  # "full" as soon as one entry waits for the database
+    _sessions_table_away(runtime)
+    try:
+        first = await hub.start(0, program(step("cheeks", 300, 30)), owner=owner)
+        await asyncio.wrap_future(journal.sync())
+        with pytest.raises(JournalUnavailable, match="journal is full"):
+            await hub.start(1, program(step("cheeks", 300, 30)), owner=owner)
+        assert hub.firmware(1).output_ua == 0
+        await runtime.sessions.stop(first.id, actor=owner)
+    finally:
+        _sessions_table_back(runtime)
+    await runtime.settle_storage()
+    record = await runtime.db(session_log.get_session, session_id=first.id)
+    assert record.state == "stopped"
+    await wait_until(lambda: not journal.full)  # the database told the journal it has it all
+    second = await hub.start(1, program(step("cheeks", 300, 30)), owner=owner)
+    await runtime.sessions.stop(second.id, actor=owner)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ble import protocol as p
-from gateway.errors import Conflict, Forbidden, InvalidProgram, NotFound
+from gateway.errors import Conflict, DeviceUnavailable, Forbidden, InvalidProgram, NotFound
 from gateway.sessions import SessionState
 from gateway.storage import history, repo
 from gateway.telemetry import APPLY_MORE_GEL
@@ -71,7 +71,7 @@ async def test_full_programs_on_seven_devices_complete_with_their_dose_recorded(
     await asyncio.gather(*(wait_done(session) for session in sessions))
 
     assert runtime.writer is not None
-    await runtime.writer.flush()
+    await runtime.settle_storage()
     for index, (session, level) in enumerate(zip(sessions, levels, strict=True)):
         pct = level * 20
         assert (session.state, session.reason) == (SessionState.COMPLETED, "program complete")
@@ -533,7 +533,7 @@ async def test_a_personal_cap_limits_the_session_says_so_and_the_record_keeps_it
     assert hub.firmware(1).max_output_ua == 300
 
     assert runtime.writer is not None
-    await runtime.writer.flush()
+    await runtime.settle_storage()
     for session in sessions:
         detail = await runtime.db(history.get_session_detail, session_id=session.id)
         assert detail.session.limited_by_cap is session.limited_by_cap
@@ -560,7 +560,7 @@ async def test_stored_events_follow_a_session_with_pauses_and_a_fault(
     hub.sim(0).inject_hardware_fault()
     await wait_done(session)
     assert runtime.writer is not None
-    await runtime.writer.flush()
+    await runtime.settle_storage()
 
     detail = await runtime.db(history.get_session_detail, session_id=session.id)
     record = detail.session
@@ -578,3 +578,32 @@ async def test_stored_events_follow_a_session_with_pauses_and_a_fault(
         ("failed", "hardware fault reported by the device"),
     ]
     assert [e.detail for e in detail.events if e.kind == "intensity"] == [{"from": 5, "to": 3}]
+
+
+# --- battery --------------------------------------------------------------------------------------
+
+
+async def test_a_low_battery_is_told_once_and_an_empty_one_ends_the_session(hub: Hub) -> None:
+    sim = hub.sim(0)
+    sim.set_battery(10)
+    await wait_until(lambda: hub.runtime.devices.get(hub.address(0)).battery_pct == 10)
+    with pytest.raises(DeviceUnavailable, match="10 % battery"):
+        await hub.start(0, program(step("cheeks", 300, 60)))
+    assert hub.firmware(0).output_ua == 0
+    assert not hub.spies[0].of(p.Start)
+
+    sim.set_battery(30)
+    await wait_until(lambda: hub.runtime.devices.get(hub.address(0)).battery_pct == 30)
+    session = await hub.start(0, program(step("cheeks", 300, 60)))
+    await wait_output(sim)
+    sim.set_battery(8)  # below the device's own low-battery line (10 %)
+    await wait_until(lambda: bool(hub.events.notices(session, "low_battery")))
+    await asyncio.sleep(0.3)  # more low samples arrive: still one notice
+    assert [n.detail for n in hub.events.notices(session, "low_battery")] == [{"battery_pct": 8}]
+    assert session.state is SessionState.RUNNING
+
+    sim.set_battery(1)
+    await wait_done(session)
+    assert session.state is SessionState.STOPPED
+    assert session.reason.startswith("battery empty (1 %)")
+    assert hub.firmware(0).output_ua == 0

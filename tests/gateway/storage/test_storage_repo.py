@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from gateway.errors import Conflict, NotFound
 from gateway.programs import Program, builtin_programs
 from gateway.storage import repo
+from gateway.storage.access import load_access_rows, read_access_epoch, touch_tokens
 from gateway.storage.models import ApiToken, ProgramRecord
 from gateway.storage.writer import StorageWriter
 
@@ -51,32 +52,23 @@ async def test_tokens_store_only_a_keyed_hash(writer: StorageWriter, engine: Eng
     assert token not in stored[0]
     assert repo.hash_token(token, pepper="other") != stored[0]
 
-    t0 = datetime.now(UTC)
-    found = await writer.run(
-        lambda s: repo.authenticate_token(session=s, token=token, pepper=PEPPER, now=t0)
-    )
-    assert found is not None
-    assert found[0].id == user.id
-    assert found[1].last_used_at == t0
-    soon = await writer.run(
-        lambda s: repo.authenticate_token(
-            session=s, token=token, pepper=PEPPER, now=t0 + timedelta(seconds=5)
-        )
-    )
-    assert soon is not None
-    assert soon[1].last_used_at == t0
-    assert (
-        await writer.run(lambda s: repo.authenticate_token(session=s, token=token, pepper="wrong"))
-        is None
-    )
+    live = await writer.run(lambda s: load_access_rows(session=s, hub_id=HUB))
+    assert [(t.id, t.user_id, t.token_hash) for t in live.tokens] == [(row.id, user.id, stored[0])]
+    epoch = live.epoch
 
     with pytest.raises(NotFound):  # only the owner's tokens
         await writer.run(lambda s: repo.revoke_token(session=s, token_id=row.id, user_id=999))
     await writer.run(lambda s: repo.revoke_token(session=s, token_id=row.id, user_id=user.id))
-    assert (
-        await writer.run(lambda s: repo.authenticate_token(session=s, token=token, pepper=PEPPER))
-        is None
-    )
+    after = await writer.run(lambda s: load_access_rows(session=s, hub_id=HUB))
+    assert after.tokens == ()
+    assert after.epoch > epoch  # every hub on the database reloads
+    again = await writer.run(lambda s: repo.revoke_token(session=s, token_id=row.id))
+    assert again.revoked_at is not None
+    assert (await writer.run(lambda s: read_access_epoch(session=s))) == after.epoch
+
+    t0 = datetime.now(UTC)
+    await writer.run(lambda s: touch_tokens(session=s, used={row.id: t0}))
+    assert (await writer.run(lambda s: read_access_epoch(session=s))) == after.epoch
     tokens = await writer.run(lambda s: repo.list_tokens(session=s, user_id=user.id))
     assert [t.name for t in tokens] == ["phone"]
     assert tokens[0].revoked_at is not None

@@ -1,0 +1,227 @@
+"""Keeps one radio transport open: reopens it with capped backoff and jitter when it is lost.
+
+``RadioSupervisor`` opens an adapter on an HCI transport (``tcp-client:`` to ``mcgw sim``,
+``usb:0``, ``serial:...``) and listens for the adapter to report the transport lost (closed by
+the far end, an I/O error, or a controller that stopped answering HCI commands; see
+``BumbleAdapter.on_lost``). It then marks the radio down, tells its owner, closes the dead
+adapter and opens a new one, waiting ``REOPEN_BACKOFF_START_S`` (doubling per failed attempt
+up to ``REOPEN_BACKOFF_MAX_S``, each wait scattered by ``REOPEN_JITTER``) between attempts,
+until the transport is back; then it hands the new adapter to its owner.
+
+Its ``state`` is a ``RadioState`` snapshot for readiness checks and metrics. It logs one
+WARNING when the radio goes down and one INFO when it is back; failed attempts in between only
+update ``state.last_error`` (and log at DEBUG).
+
+It deliberately does not: reconnect devices (the gateway's device manager does, through the
+new adapter), persist anything, or supervise the in-process virtual radio, which cannot be
+lost. It imports no bumble, so its types are cheap to use anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
+
+from ble.errors import RadioError
+
+__all__ = [
+    "REOPEN_BACKOFF_MAX_S",
+    "REOPEN_BACKOFF_START_S",
+    "REOPEN_JITTER",
+    "RadioState",
+    "RadioStatus",
+    "RadioSupervisor",
+    "SupervisedAdapter",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Wait before the first attempt to reopen a lost transport.
+REOPEN_BACKOFF_START_S = 0.2
+#: The wait doubles per failed attempt up to this cap (a restarted sim or a replugged dongle
+#: is picked up within about this long).
+REOPEN_BACKOFF_MAX_S = 5.0
+#: Each wait is scattered by up to this fraction either way, so hubs that lost a shared
+#: resource do not all retry in step.
+REOPEN_JITTER = 0.5
+
+
+class RadioStatus(StrEnum):
+    """Where a supervised radio transport is."""
+
+    UP = "up"
+    """Open and working."""
+    DOWN = "down"
+    """Lost; waiting before the next attempt to reopen it."""
+    REOPENING = "reopening"
+    """An attempt to reopen it is under way."""
+
+
+@dataclass(frozen=True, slots=True)
+class RadioState:
+    """A snapshot of one radio transport, for readiness checks and metrics."""
+
+    moniker: str
+    """The bumble transport, e.g. ``tcp-client:127.0.0.1:9100`` or ``usb:0``."""
+    status: RadioStatus = RadioStatus.UP
+    last_error: str | None = None
+    """Why it went down, then why the latest attempt to reopen it failed; kept after recovery."""
+    reopens: int = 0
+    """Times it was reopened after a loss since the gateway started (a counter)."""
+    down_since: float | None = None
+    """UNIX time (seconds) it went down; None while up."""
+    failed_attempts: int = 0
+    """Attempts to reopen that failed during the current outage (0 while up)."""
+
+    @property
+    def up(self) -> bool:
+        return self.status is RadioStatus.UP
+
+    @property
+    def detail(self) -> str:
+        """One line for a person: what state it is in and why."""
+        if self.status is RadioStatus.UP:
+            return f"{self.moniker} up" + (f" (reopened {self.reopens}x)" if self.reopens else "")
+        text = f"{self.moniker} {self.status.value}: {self.last_error or 'lost'}"
+        if self.failed_attempts:
+            text += f"; {self.failed_attempts} attempt(s) to reopen it failed so far"
+        return text
+
+
+class SupervisedAdapter(Protocol):
+    """What the supervisor needs of an adapter (``ble.adapter.BumbleAdapter`` has it)."""
+
+    def on_lost(self, listener: Callable[[str], None]) -> Callable[[], None]: ...
+
+    async def close(self) -> None: ...
+
+
+_A = TypeVar("_A", bound=SupervisedAdapter)
+
+
+class RadioSupervisor(Generic[_A]):
+    """Opens an adapter with ``opener`` and keeps one open. ``open()`` once, then ``run()``.
+
+    ``on_down()`` is called as soon as the transport is lost (before its links are reported
+    down); ``on_up(adapter)`` with each reopened adapter. Both are plain callbacks and must not
+    raise (an exception is logged and ignored).
+    """
+
+    def __init__(
+        self,
+        moniker: str,
+        opener: Callable[[], Awaitable[_A]],
+        *,
+        on_down: Callable[[], None],
+        on_up: Callable[[_A], None],
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.moniker = moniker
+        self._opener = opener
+        self._on_down = on_down
+        self._on_up = on_up
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._adapter: _A | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._lost = asyncio.Event()
+        self._closed = False
+        self.state = RadioState(moniker)
+
+    @property
+    def adapter(self) -> _A:
+        """The current adapter (dead while the radio is down; replaced when it is back)."""
+        if self._adapter is None:
+            raise RadioError(f"the radio {self.moniker} is not open; call open() first")
+        return self._adapter
+
+    async def open(self) -> _A:
+        """Open the first adapter. Raises ``RadioError`` (the caller decides whether to start)."""
+        adapter = await self._opener()
+        self._adopt(adapter)
+        logger.info("radio %s up", self.moniker)
+        return adapter
+
+    async def run(self) -> None:
+        """Reopen the transport whenever it is lost, until cancelled."""
+        while True:
+            await self._lost.wait()
+            self._lost.clear()
+            adapter = await self._reopen()
+            self._adopt(adapter)
+            outage = self._clock() - (self.state.down_since or self._clock())
+            self.state = replace(
+                self.state,
+                status=RadioStatus.UP,
+                reopens=self.state.reopens + 1,
+                down_since=None,
+                failed_attempts=0,
+            )
+            logger.info("radio %s back after %.1f s; devices on it reconnect", self.moniker, outage)
+            try:
+                self._on_up(adapter)
+            except Exception:
+                logger.exception("the radio-up handler for %s failed", self.moniker)
+
+    async def _reopen(self) -> _A:
+        old, self._adapter = self._adapter, None
+        if old is not None:
+            try:
+                await old.close()
+            except Exception:  # a supervisor that stops here would never reopen anything
+                logger.exception("closing the lost adapter on %s failed", self.moniker)
+        backoff = REOPEN_BACKOFF_START_S
+        while True:
+            jitter = 1 + self._rng.uniform(-REOPEN_JITTER, REOPEN_JITTER)
+            await asyncio.sleep(backoff * jitter)
+            self.state = replace(self.state, status=RadioStatus.REOPENING)
+            try:
+                return await self._opener()
+            except RadioError as exc:  # the expected failure: the far end is not back yet
+                self._attempt_failed(str(exc))
+                logger.debug("reopening radio %s failed: %s", self.moniker, exc)
+            except Exception as exc:  # a bug, but the radio must still come back
+                self._attempt_failed(f"{type(exc).__name__}: {exc}")
+                logger.exception("reopening radio %s failed unexpectedly", self.moniker)
+            backoff = min(backoff * 2, REOPEN_BACKOFF_MAX_S)
+
+    def _attempt_failed(self, error: str) -> None:
+        self.state = replace(
+            self.state,
+            status=RadioStatus.DOWN,
+            last_error=error,
+            failed_attempts=self.state.failed_attempts + 1,
+        )
+
+    def _adopt(self, adapter: _A) -> None:
+        self._adapter = adapter
+        self._unsubscribe = adapter.on_lost(self._transport_lost)
+
+    def _transport_lost(self, reason: str) -> None:
+        if self._closed or self.state.status is not RadioStatus.UP:
+            return
+        self.state = replace(
+            self.state, status=RadioStatus.DOWN, last_error=reason, down_since=self._clock()
+        )
+        logger.warning("radio %s lost: %s; reopening it", self.moniker, reason)
+        try:
+            self._on_down()
+        except Exception:
+            logger.exception("the radio-down handler for %s failed", self.moniker)
+        self._lost.set()
+
+    async def close(self) -> None:
+        """Close the current adapter; call after cancelling ``run()``."""
+        self._closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        adapter, self._adapter = self._adapter, None
+        if adapter is not None:
+            await adapter.close()

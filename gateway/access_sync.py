@@ -1,0 +1,151 @@
+"""Keeps the hub's :class:`~gateway.access.AccessPolicy` in step with storage.
+
+* :meth:`AccessSync.load` reads the first snapshot at start (the API answers nobody before it);
+* :meth:`AccessSync.run` polls the access epoch every ``poll_s`` (one tiny read on the storage
+  reader, never behind the writer) and reloads the snapshot when another process changed
+  access: ``mcgw token revoke`` or another hub on the same database reaches this hub's open
+  connections within ``poll_s`` plus one read;
+* :meth:`AccessSync.reload` is called by the API right after its own access-changing write
+  commits, so such a change takes effect before the response is sent;
+* :meth:`AccessSync.refresh` lets an unknown token wait for at most one coalesced epoch check
+  (a token made by ``mcgw token create`` a moment ago works at once);
+* tokens in use are noted in memory and their ``last_used_at`` written every
+  ``TOUCH_EVERY_S`` in the background (a figure for people: it never delays a request).
+
+When storage is down the policy keeps its last snapshot: known tokens keep working (a stop is
+never refused for storage's sake) and the loop logs the outage once and the recovery once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from datetime import UTC, datetime
+
+from sqlmodel import Session
+
+from gateway.access import AccessPolicy, Principal, snapshot_of
+from gateway.errors import GatewayError
+from gateway.storage.access import AccessRows, load_access_rows, read_access_epoch, touch_tokens
+from gateway.storage.reader import StorageReader
+from gateway.storage.writer import StorageWriter
+
+log = logging.getLogger(__name__)
+
+ACCESS_POLL_S = 0.5
+"""How often the access epoch is read: a change made elsewhere applies within this (plus a read)."""
+TOUCH_EVERY_S = 60.0
+"""How often ``last_used_at`` of used tokens is written (its resolution)."""
+
+
+class AccessSync:
+    """Loads, polls and reloads the access snapshot; see the module docstring."""
+
+    def __init__(
+        self,
+        policy: AccessPolicy,
+        *,
+        reader: StorageReader,
+        writer: StorageWriter,
+        hub_id: str,
+        poll_s: float = ACCESS_POLL_S,
+    ) -> None:
+        self.policy = policy
+        self._reader = reader
+        self._writer = writer
+        self._hub_id = hub_id
+        self._poll_s = poll_s
+        self._lock = asyncio.Lock()
+        self._checked_at = 0.0
+        self._failing = False
+        self._used: dict[int, datetime] = {}
+        self._touched: dict[int, float] = {}
+
+    async def load(self) -> None:
+        """Read the whole snapshot now (StorageUnavailable if storage does not answer)."""
+        async with self._lock:
+            await self._load()
+
+    async def _load(self) -> None:
+        rows: AccessRows = await self._reader.run(load_access_rows, hub_id=self._hub_id)
+        self.policy.replace(
+            snapshot_of(
+                epoch=rows.epoch,
+                users=(
+                    Principal(
+                        user_id=u.id,
+                        name=u.name,
+                        is_admin=u.is_admin,
+                        consent_accepted_at=u.consent_accepted_at,
+                        consent_version=u.consent_version,
+                        cap_ua=u.cap_ua,
+                    )
+                    for u in rows.users
+                ),
+                tokens=((t.token_hash, t.id, t.user_id) for t in rows.tokens),
+                owners=rows.owners,
+            )
+        )
+        self._checked_at = time.monotonic()
+
+    async def reload(self) -> None:
+        """After this hub changed access: apply it now. A failure leaves it to the poll."""
+        try:
+            await self.load()
+        except GatewayError as exc:
+            log.warning("could not reload access after a change (the poll will): %s", exc)
+
+    async def refresh(self, max_age_s: float = 0.1) -> None:
+        """Reload if the epoch moved, unless it was checked within ``max_age_s``.
+
+        Concurrent callers share one check, so a flood of unknown tokens costs one small read
+        per ``max_age_s``, never one per request.
+        """
+        async with self._lock:
+            if time.monotonic() - self._checked_at < max_age_s:
+                return
+            epoch = await self._reader.run(read_access_epoch)
+            self._checked_at = time.monotonic()
+            if epoch != self.policy.epoch:
+                await self._load()
+
+    def used(self, principal: Principal) -> None:
+        """Note that a token was used now (memory only; written later)."""
+        token_id = principal.token_id
+        if token_id is None:
+            return
+        now = time.monotonic()
+        if now - self._touched.get(token_id, -TOUCH_EVERY_S) >= TOUCH_EVERY_S:
+            self._touched[token_id] = now
+            self._used[token_id] = datetime.now(UTC)
+
+    async def run(self) -> None:
+        """Poll the epoch forever; write ``last_used_at`` now and then."""
+        next_touch = time.monotonic() + TOUCH_EVERY_S
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                await self.refresh(max_age_s=self._poll_s / 2)
+            except GatewayError as exc:
+                if not self._failing:
+                    self._failing = True
+                    log.warning(
+                        "cannot read access changes from storage (keeping the last known "
+                        "users and tokens): %s",
+                        exc,
+                    )
+            else:
+                if self._failing:
+                    self._failing = False
+                    log.info("access changes are read from storage again")
+            if self._used and time.monotonic() >= next_touch:
+                next_touch = time.monotonic() + TOUCH_EVERY_S
+                used, self._used = self._used, {}
+                # A figure, not a record: fire-and-forget on the writer is enough.
+                self._writer.submit(functools.partial(_touch, used=used))
+
+
+def _touch(session: Session, *, used: dict[int, datetime]) -> None:
+    touch_tokens(session=session, used=used)

@@ -1,0 +1,412 @@
+"""The session journal: every record S9 requires, durable on local disk before the database has it.
+
+A session's records (its creation, every state change with its reason, its events, its running
+and final dose) must not be lost because the database is locked, read-only, slow or gone for a
+while. So they are not database jobs that can fail and be dropped: each is an :class:`Entry`,
+appended by :class:`SessionJournal` to a local append-only file (one JSON object per line,
+``fsync``-ed in groups on a thread of its own), and only then applied to the database by the
+storage writer, in order, each batch in one transaction that also advances this hub's
+``journal_marks.applied_rid``. A batch that fails is retried until the database answers; an
+entry applied twice is impossible (the mark moves in the same transaction), and a hub that
+restarts applies what its journal holds beyond the mark before anything else
+(``StorageWriter.replay``). Once every entry is applied the file is emptied.
+
+What the journal does not hold: telemetry samples (the writer buffers those in memory, bounded,
+and counts what it drops), and anything but session records (API writes such as a claim fail
+with 503 while storage is down and the caller retries).
+
+Worst case (docs/storage.md): entries made in the last group window before a crash of the
+process (a few milliseconds), and nothing at all of a session that could not be journaled,
+because ``SessionManager.start`` waits for its first entry to be durable before any output.
+When the journal holds ``max_bytes`` of entries the database has not taken, new sessions are
+refused (running ones keep recording).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, Session, SQLModel
+
+from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.storage import session_log
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+"""Unapplied entries the journal holds before new sessions are refused (months of records)."""
+GROUP_WINDOW_S = 0.002
+"""How long the journal thread waits for more entries to share one fsync."""
+RETRY_MAX_S = 5.0
+"""Longest wait between two attempts to write the journal file after a disk error."""
+COMPACT_BYTES = 256 * 1024
+"""Empty the file once everything is applied and it has grown past this."""
+
+
+class JournalUnavailable(GatewayError):
+    """A record could not be made durable (the disk refuses, or the journal is full)."""
+
+
+class JournalMark(SQLModel, table=True):
+    """Per hub: the last journal entry applied to this database (moves with each batch)."""
+
+    __tablename__ = "journal_marks"
+
+    hub_id: str = Field(primary_key=True, max_length=64)
+    applied_rid: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One session record. ``op`` is a ``session_log`` write; ``at`` when it happened."""
+
+    rid: int
+    op: str
+    at: datetime
+    args: Mapping[str, Any]
+
+    def to_line(self) -> bytes:
+        data = {"rid": self.rid, "op": self.op, "at": self.at.isoformat(), "args": self.args}
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Entry:
+        data = json.loads(line)
+        return cls(
+            rid=int(data["rid"]),
+            op=str(data["op"]),
+            at=datetime.fromisoformat(data["at"]),
+            args=dict(data["args"]),
+        )
+
+
+# --- applying entries to the database -------------------------------------------------------------
+
+
+def _create(session: Session, hub_id: str, at: datetime, args: Mapping[str, Any]) -> None:
+    session_log.create_session(session=session, hub_id=hub_id, now=at, **args)
+
+
+def _state(session: Session, hub_id: str, at: datetime, args: Mapping[str, Any]) -> None:
+    record = session_log.get_session(session=session, session_id=args["session_id"])
+    if record.state != args["state"]:
+        session_log.update_session_state(
+            session=session,
+            hub_id=hub_id,
+            session_id=args["session_id"],
+            state=args["state"],
+            reason=args["reason"],
+            now=at,
+        )
+    if record.intensity != args["level"]:
+        record.intensity = args["level"]
+        session.add(record)
+
+
+def _event(session: Session, hub_id: str, at: datetime, args: Mapping[str, Any]) -> None:
+    session_log.add_session_event(session=session, hub_id=hub_id, ts=at, **args)
+
+
+def _progress(session: Session, hub_id: str, _at: datetime, args: Mapping[str, Any]) -> None:
+    session_log.record_progress(session=session, hub_id=hub_id, **args)
+
+
+def _finish(session: Session, hub_id: str, at: datetime, args: Mapping[str, Any]) -> None:
+    session_log.finish_session(session=session, hub_id=hub_id, now=at, **args)
+
+
+APPLY: dict[str, Callable[[Session, str, datetime, Mapping[str, Any]], None]] = {
+    "create": _create,
+    "state": _state,
+    "event": _event,
+    "progress": _progress,
+    "finish": _finish,
+}
+
+
+def applied_rid(*, session: Session, hub_id: str) -> int:
+    mark = session.get(JournalMark, hub_id)
+    return 0 if mark is None else mark.applied_rid
+
+
+def apply_entries(*, session: Session, hub_id: str, entries: Iterable[Entry]) -> tuple[int, int]:
+    """Apply entries beyond this hub's mark, in order, and move the mark; (mark, skipped).
+
+    An entry the rules refuse (an event of a session that does not exist, a state change of an
+    ended session: never expected, but a bug must not wedge the journal) is skipped, logged and
+    counted, inside its own savepoint so the rest of the batch still applies. A database error
+    propagates: the caller rolls back and retries the whole batch later.
+    """
+    mark = session.get(JournalMark, hub_id)
+    if mark is None:
+        mark = JournalMark(hub_id=hub_id, applied_rid=0)
+    skipped = 0
+    for entry in entries:
+        if entry.rid <= mark.applied_rid:
+            continue
+        try:
+            with session.begin_nested():
+                APPLY[entry.op](session, hub_id, entry.at, entry.args)
+        except (NotFound, Conflict, ValueError, KeyError, TypeError) as exc:
+            skipped += 1
+            log.error(  # noqa: TRY400 - the entry and the reason say it all
+                "journal entry %d (%s) could not be applied and is skipped: %s",
+                entry.rid,
+                entry.op,
+                exc,
+            )
+        mark.applied_rid = entry.rid
+    session.add(mark)
+    session.flush()
+    return mark.applied_rid, skipped
+
+
+# --- the file -------------------------------------------------------------------------------------
+
+
+class _Item:
+    __slots__ = ("entry", "future")
+
+    def __init__(self, entry: Entry, future: concurrent.futures.Future[Entry]) -> None:
+        self.entry = entry
+        self.future = future
+
+
+_STOP = object()
+
+
+class SessionJournal:
+    """The append-only file and the thread that writes it; see the module docstring.
+
+    ``on_durable(entries)`` is called on the journal thread with each group once it is on disk
+    (the storage writer queues them for the database). ``applied(rid)`` tells the journal the
+    database has everything up to ``rid``, so the file can be emptied.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_durable: Callable[[list[Entry]], None],
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.path = path
+        self._on_durable = on_durable
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_rid = 1
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._file: Any = None
+        self._size = 0
+        self._last_written = 0
+        self._applied = 0
+        self._failing: str | None = None
+        self.written = 0
+        """Entries made durable since start."""
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def load(self) -> list[Entry]:
+        """The entries a previous run left in the file (before ``start``), in order.
+
+        A torn last line (the process died mid-write) is dropped with a warning: its entry was
+        never acknowledged as durable.
+        """
+        entries: list[Entry] = []
+        if self.path.exists():
+            with self.path.open("rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    try:
+                        entries.append(Entry.from_line(line))
+                    except (ValueError, KeyError, TypeError):
+                        log.warning(
+                            "journal %s: line %d is incomplete or damaged and is ignored",
+                            self.path,
+                            number,
+                        )
+        if entries:
+            self._next_rid = entries[-1].rid + 1
+        return entries
+
+    def start(self, *, applied_rid: int = 0) -> None:
+        """Open the file for appending and start the thread (``applied_rid``: the database's)."""
+        self._next_rid = max(self._next_rid, applied_rid + 1)
+        self._applied = self._last_written = self._next_rid - 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("ab")
+        self._size = self._file.tell()
+        self._thread = threading.Thread(target=self._work, name="mcgw-journal", daemon=True)
+        self._thread.start()
+
+    # --- the API of the event loop --------------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        """The file holds ``max_bytes`` the database has not taken: refuse new sessions."""
+        return self._size >= self.max_bytes and self._applied < self._last_written
+
+    @property
+    def backlog(self) -> int:
+        """Entries made but not yet applied to the database (an estimate, for health)."""
+        return self._next_rid - 1 - self._applied
+
+    @property
+    def failing(self) -> str | None:
+        """Why the file cannot be written right now, or None."""
+        return self._failing
+
+    def append(self, op: str, args: Mapping[str, Any]) -> concurrent.futures.Future[Entry]:
+        """Queue one entry; the future is resolved once it is on disk. Never blocks."""
+        if op not in APPLY:
+            raise ValueError(f"unknown journal operation {op!r}")
+        future: concurrent.futures.Future[Entry] = concurrent.futures.Future()
+        with self._lock:
+            entry = Entry(self._next_rid, op, self._clock(), dict(args))
+            self._next_rid += 1
+            self._queue.put(_Item(entry, future))
+        return future
+
+    def sync(self) -> concurrent.futures.Future[None]:
+        """Resolved once every entry appended before it is on disk and handed to the writer."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._queue.put(("sync", future))
+        return future
+
+    def applied(self, rid: int) -> None:
+        """The database has every entry up to ``rid`` (called from the writer thread)."""
+        self._queue.put(("applied", rid))
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, then stop the thread and close the file."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        if self._file is not None:
+            self._file.close()
+        self._thread = None
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        waiting: list[_Item] = []
+        retry_s = 0.1
+        while True:
+            timeout = retry_s if waiting else None
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                first = None
+            batch = [] if first is None else [first]
+            if first is not None:
+                deadline = time.monotonic() + GROUP_WINDOW_S
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        batch.append(self._queue.get(timeout=left))
+                    except queue.Empty:
+                        break
+            stop = False
+            syncs: list[concurrent.futures.Future[None]] = []
+            for item in batch:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, tuple) and item[0] == "sync":
+                    syncs.append(item[1])
+                elif isinstance(item, tuple):
+                    self._applied = max(self._applied, item[1])
+                else:
+                    waiting.append(item)
+            if waiting:
+                if self._write(waiting):
+                    waiting = []
+                    retry_s = 0.1
+                else:
+                    retry_s = min(retry_s * 2, RETRY_MAX_S)
+            for sync in syncs:
+                if sync.done():
+                    continue
+                if waiting:
+                    sync.set_exception(
+                        JournalUnavailable(f"the journal {self.path} cannot be written now")
+                    )
+                else:
+                    sync.set_result(None)
+            self._compact()
+            if stop:
+                for item in waiting:
+                    if not item.future.done():
+                        item.future.set_exception(
+                            JournalUnavailable(f"the journal {self.path} could not be written")
+                        )
+                return
+
+    def _write(self, items: list[_Item]) -> bool:
+        data = b"".join(item.entry.to_line() for item in items)
+        try:
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            # Nothing half-written may stay: a torn line would hide the ones after it on replay.
+            self._rewind()
+            if self._failing is None:
+                log.error(  # noqa: TRY400 - one line per failure streak; the cause is in it
+                    "cannot write the session journal %s (retrying; new sessions are refused "
+                    "meanwhile): %s",
+                    self.path,
+                    exc,
+                )
+            self._failing = str(exc)
+            return False
+        self._size += len(data)
+        self._last_written = items[-1].entry.rid
+        self.written += len(items)
+        if self._failing is not None:
+            log.info("the session journal %s is writable again", self.path)
+            self._failing = None
+        entries = [item.entry for item in items]
+        try:
+            # Handed on before anyone hears "durable": a session's telemetry (which starts once
+            # its create entry is durable) is then always queued behind that entry.
+            self._on_durable(entries)
+        except Exception:
+            log.exception("handing journal entries to the storage writer failed")
+        for item in items:
+            if not item.future.done():  # a caller that gave up waiting cancelled it
+                item.future.set_result(item.entry)
+        return True
+
+    def _rewind(self) -> None:
+        try:
+            self._file.truncate(self._size)
+            self._file.seek(self._size)
+        except OSError:
+            log.debug("could not rewind the journal after a failed write", exc_info=True)
+
+    def _compact(self) -> None:
+        if self._size < COMPACT_BYTES or self._applied < self._last_written:
+            return
+        try:
+            self._file.truncate(0)
+            self._file.seek(0)
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            log.warning("could not empty the applied session journal %s: %s", self.path, exc)
+            return
+        self._size = 0

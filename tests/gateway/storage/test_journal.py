@@ -1,0 +1,225 @@
+"""The session journal and the writer's handling of its entries (S9 under storage faults).
+
+The database "fails" by losing its sessions table (renamed away and back), which refuses every
+session write on SQLite and PostgreSQL alike, at once and for as long as the test wants. The
+fault suite (tests/e2e/test_faults.py) does the same to a real `mcgw serve` with locks,
+read-only files and killed connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ble.protocol import TelemetrySample
+from gateway.storage import history
+from gateway.storage.journal import Entry, SessionJournal, applied_rid
+from gateway.storage.writer import StorageWriter
+
+HUB = "hub-test"
+SampleFactory = Callable[..., list[TelemetrySample]]
+
+
+@contextlib.contextmanager
+def outage(engine: Engine) -> Iterator[None]:
+    """Every session write fails until the block ends (the table is not there)."""
+    with engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE sessions RENAME TO sessions_away"))
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE sessions_away RENAME TO sessions"))
+
+
+@contextlib.asynccontextmanager
+async def journaled(
+    engine: Engine, path: Path
+) -> AsyncIterator[tuple[SessionJournal, StorageWriter]]:
+    """A writer and a journal wired as the runtime wires them (replaying what the file holds)."""
+    writer = StorageWriter(engine, flush_s=0.1)
+    await writer.start()
+    journal = SessionJournal(path, on_durable=writer.entries)
+    writer.use_journal(hub_id=HUB, on_applied=journal.applied)
+    mark = await writer.run(lambda s: applied_rid(session=s, hub_id=HUB))
+    left = [e for e in journal.load() if e.rid > mark]
+    if left:
+        mark, _ = await writer.replay(left)
+    journal.start(applied_rid=mark)
+    try:
+        yield journal, writer
+    finally:
+        journal.close()
+        await writer.close()
+
+
+async def settled(journal: SessionJournal, writer: StorageWriter) -> None:
+    await asyncio.wrap_future(journal.sync())
+    await writer.flush()
+
+
+def record(journal: SessionJournal, session_id: str, owner: int) -> None:
+    """A whole session's records: created, running, a cue, paused, stopped with its dose."""
+    journal.append(
+        "create",
+        {
+            "session_id": session_id,
+            "owner_id": owner,
+            "device_address": "AA:01",
+            "program_slug": "quick-lift",
+            "intensity": 2,
+            "planned_s": 300,
+        },
+    )
+    journal.append(
+        "state", {"session_id": session_id, "state": "running", "reason": "started", "level": 2}
+    )
+    journal.append("event", {"session_id": session_id, "kind": "move", "detail": {"step": 0}})
+    journal.append(
+        "state", {"session_id": session_id, "state": "paused", "reason": "contact lost", "level": 3}
+    )
+    journal.append(
+        "finish",
+        {
+            "session_id": session_id,
+            "state": "stopped",
+            "reason": "stopped by user 1",
+            "delivered_s": 12.5,
+            "dose_uas_by_zone": {"forehead": 1800.0},
+        },
+    )
+
+
+async def stored(writer: StorageWriter, session_id: str) -> history.SessionDetail:
+    detail: history.SessionDetail = await writer.run(
+        lambda s: history.get_session_detail(session=s, session_id=session_id)
+    )
+    return detail
+
+
+def test_entries_round_trip_and_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = SessionJournal(path, on_durable=lambda _entries: None)
+    journal.start()
+    written = [
+        journal.append("event", {"session_id": "s", "kind": "k", "detail": {"n": n}})
+        for n in range(3)
+    ]
+    entries = [future.result(timeout=5) for future in written]
+    journal.close()
+    assert [e.rid for e in entries] == [1, 2, 3]
+    with path.open("ab") as handle:
+        handle.write(b'{"rid": 4, "op": "ev')  # the process died mid-line
+    again = SessionJournal(path, on_durable=lambda _entries: None)
+    loaded = again.load()
+    assert loaded == entries
+    assert Entry.from_line(entries[0].to_line()) == entries[0]
+    again.start()
+    assert again.append("event", {"session_id": "s", "kind": "k", "detail": {}}).result(5).rid == 4
+    again.close()
+    with pytest.raises(ValueError, match="unknown journal operation"):
+        again.append("drop_table", {})
+
+
+async def test_records_wait_out_an_outage_and_apply_in_order_exactly_once(
+    engine: Engine, tmp_path: Path, user_id: int
+) -> None:
+    async with journaled(engine, tmp_path / "j.jsonl") as (journal, writer):
+        with outage(engine):
+            record(journal, "s-outage", user_id)
+            await asyncio.wrap_future(journal.sync())
+            while writer.stats.failing_since is None:
+                await asyncio.sleep(0.02)
+            assert writer.stats.records_pending == 5
+        await settled(journal, writer)
+        assert writer.stats.records_pending == 0
+        assert writer.stats.failing_since is None
+        detail = await stored(writer, "s-outage")
+        assert (detail.session.state, detail.session.end_reason) == ("stopped", "stopped by user 1")
+        assert detail.session.dose_uas_by_zone == {"forehead": 1800.0}
+        assert detail.session.intensity == 3
+        kinds = [(e.kind, e.detail.get("state")) for e in detail.events]
+        assert kinds == [
+            ("created", None),
+            ("state", "running"),
+            ("move", None),
+            ("state", "paused"),
+            ("state", "stopped"),
+        ]
+        # Applying the same entries again (a crash between commit and compaction) changes nothing.
+        mark, skipped = await writer.replay(journal.load())
+        assert (mark, skipped) == (5, 0)
+        assert len((await stored(writer, "s-outage")).events) == 5
+
+
+async def test_telemetry_waits_for_its_session_row_instead_of_being_dropped(
+    engine: Engine, tmp_path: Path, user_id: int, sample_factory: SampleFactory
+) -> None:
+    async with journaled(engine, tmp_path / "j.jsonl") as (journal, writer):
+        with outage(engine):
+            record(journal, "s-tele", user_id)
+            writer.append_telemetry("s-tele", sample_factory(120))
+            await asyncio.wrap_future(journal.sync())
+            await asyncio.sleep(0.3)  # several flush windows go by during the outage
+            assert writer.stats.buffered_samples == 120
+        await settled(journal, writer)
+        rows = await writer.run(
+            lambda s: history.telemetry_rows(session=s, session_id="s-tele", every_ms=None)
+        )
+        assert len(rows) == 120
+        assert writer.stats.dropped_samples == 0
+
+
+async def test_a_crash_during_an_outage_loses_no_journaled_record(
+    engine: Engine, tmp_path: Path, user_id: int
+) -> None:
+    path = tmp_path / "j.jsonl"
+    with outage(engine):
+        async with journaled(engine, path) as (journal, _writer):
+            record(journal, "s-crash", user_id)
+            await asyncio.wrap_future(journal.sync())
+        # The process is gone; the database never took a record (its last try failed too).
+    async with journaled(engine, path) as (journal, writer):
+        detail = await stored(writer, "s-crash")
+        assert detail.session.state == "stopped"
+        assert detail.session.end_reason == "stopped by user 1"
+        assert await writer.run(lambda s: applied_rid(session=s, hub_id=HUB)) == 5
+        # New records continue the numbering; nothing is applied twice.
+        journal.append("event", {"session_id": "s-crash", "kind": "note", "detail": {}})
+        await settled(journal, writer)
+        assert [e.kind for e in (await stored(writer, "s-crash")).events][-1] == "note"
+        assert await writer.run(lambda s: applied_rid(session=s, hub_id=HUB)) == 6
+
+
+async def test_a_record_the_rules_refuse_is_skipped_not_wedging_the_rest(
+    engine: Engine, tmp_path: Path, user_id: int
+) -> None:
+    async with journaled(engine, tmp_path / "j.jsonl") as (journal, writer):
+        journal.append("event", {"session_id": "never-created", "kind": "move", "detail": {}})
+        record(journal, "s-after", user_id)
+        await settled(journal, writer)
+        assert writer.stats.records_skipped == 1
+        assert (await stored(writer, "s-after")).session.state == "stopped"
+
+
+async def test_the_file_is_emptied_once_the_database_has_everything(
+    engine: Engine, tmp_path: Path, user_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.storage.journal.COMPACT_BYTES", 1)
+    path = tmp_path / "j.jsonl"
+    async with journaled(engine, path) as (journal, writer):
+        record(journal, "s-compact", user_id)
+        await settled(journal, writer)
+        for _ in range(100):
+            if path.stat().st_size == 0:
+                break
+            await asyncio.wrap_future(journal.sync())
+            await asyncio.sleep(0.02)
+        assert path.stat().st_size == 0
+        assert (await stored(writer, "s-compact")).session.state == "stopped"
