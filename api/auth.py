@@ -20,28 +20,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from api.errors import ApiProblem, unauthorized
-from gateway.access import Principal
+from gateway.access import Principal, principal_of
 from gateway.errors import GatewayError
 from gateway.runtime import Runtime
-from gateway.storage.models import User
 
 __all__ = ["AdminUser", "CurrentUser", "Principal", "RuntimeDep", "authenticate", "principal_of"]
 
 MAX_TOKEN_LENGTH = 256
-
-
-def principal_of(user: User, token_id: int | None = None) -> Principal:
-    """A principal from a user row just written (the answer to the write that changed it)."""
-    assert user.id is not None
-    return Principal(
-        user_id=user.id,
-        name=user.name,
-        is_admin=user.is_admin,
-        consent_accepted_at=user.consent_accepted_at,
-        consent_version=user.consent_version,
-        cap_ua=user.cap_ua,
-        token_id=token_id,
-    )
 
 
 def get_runtime(connection: HTTPConnection) -> Runtime:

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket
 
+from api.errors import problem_for, unauthorized
 from api.metrics import ApiMetrics
 from gateway.access import AccessChange, AccessPolicy, Principal
 from gateway.events import (
@@ -169,18 +170,8 @@ class Connection:
                 )
 
     async def _revoked(self) -> None:
-        await self.send(
-            {
-                "type": "error",
-                "id": None,
-                "problem": {
-                    "type": "urn:mcgw:problem:unauthorized",
-                    "title": "Unauthorized",
-                    "status": 401,
-                    "detail": "this connection's token was revoked; pair again",
-                },
-            }
-        )
+        revoked = unauthorized("this connection's token was revoked; pair again")
+        await self.send(error_message(None, revoked))
         await self._close_quietly(CLOSE_UNAUTHENTICATED, "token revoked")
         self.abort()
 
@@ -338,6 +329,12 @@ class Connection:
                 await self.send(event_message(event, sub.id))
         except Exception:
             log.debug("event pump %s ended", sub.id, exc_info=True)
+
+
+def error_message(request_id: str | None, exc: BaseException) -> dict[str, Any]:
+    """The ``error`` message answering a request (or none: ``request_id`` None)."""
+    problem, _ = problem_for(exc)
+    return {"type": "error", "id": request_id, "problem": problem.model_dump(exclude_none=True)}
 
 
 def event_message(event: Event, subscription: str) -> dict[str, Any]:

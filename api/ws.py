@@ -34,6 +34,7 @@ from api.live import (
     MAX_SUBSCRIPTIONS,
     Connection,
     LiveSubscription,
+    error_message,
     event_filter,
 )
 from api.metrics import ApiMetrics
@@ -80,15 +81,6 @@ def _handshake_token(websocket: WebSocket) -> tuple[str | None, str | None]:
     return None, chosen
 
 
-def _error(request_id: str | None, exc: BaseException) -> dict[str, Any]:
-    problem, _ = problem_for(exc)
-    return {
-        "type": "error",
-        "id": request_id,
-        "problem": problem.model_dump(exclude_none=True),
-    }
-
-
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     app = websocket.app
@@ -129,8 +121,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 async def _authenticate(
-    connection: Connection, runtime: Runtime, token: str | None, max_bytes: int
+    connection: Connection, runtime: Runtime, token: str | None, api: ApiSettings
 ) -> Principal | None:
+    """The connection's user, after the per-token limit (4429) and before ``hello``."""
+    max_bytes = api.max_body_bytes
     request_id: str | None = None
     try:
         if token is None:
@@ -157,8 +151,20 @@ async def _authenticate(
                 kind="unauthorized",
             )
         )
-        await connection.send(_error(request_id, problem))
+        await connection.send(error_message(request_id, problem))
         await connection.close(CLOSE_UNAUTHENTICATED, "authentication failed")
+        return None
+    limit = api.ws_max_per_token
+    connections: set[Connection] = connection.websocket.app.state.connections
+    if sum(1 for c in connections if c.token_id == principal.token_id) >= limit:
+        problem = ApiProblem(
+            429,
+            f"this token already has {limit} WebSocket connections open; close one (one "
+            "connection can watch several devices)",
+            kind="too-many-connections",
+        )
+        await connection.send(error_message(request_id, problem))
+        await connection.close(CLOSE_TOO_MANY, "too many connections for this token")
         return None
     if request_id is not None:
         await connection.send({"type": "ack", "id": request_id})
@@ -199,27 +205,11 @@ async def _receive(connection: Connection, max_bytes: int) -> Any | None:
     return orjson.loads(data)
 
 
-def _over_limit(connection: Connection, connections: set[Connection], limit: int) -> bool:
-    same = sum(1 for c in connections if c.token_id == connection.token_id)
-    return same > limit
-
-
 async def _serve(
     connection: Connection, runtime: Runtime, token: str | None, api: ApiSettings
 ) -> None:
     max_bytes = api.max_body_bytes
-    if await _authenticate(connection, runtime, token, max_bytes) is None:
-        return
-    connections: set[Connection] = connection.websocket.app.state.connections
-    if _over_limit(connection, connections, api.ws_max_per_token):
-        problem = ApiProblem(
-            429,
-            f"this token already has {api.ws_max_per_token} WebSocket connections open; "
-            "close one (one connection can watch several devices)",
-            kind="too-many-connections",
-        )
-        await connection.send(_error(None, problem))
-        await connection.close(CLOSE_TOO_MANY, "too many connections for this token")
+    if await _authenticate(connection, runtime, token, api) is None:
         return
     connection.start_heartbeat()
     while True:
@@ -234,7 +224,7 @@ async def _serve(
             user = connection.user
             if user is None:  # revoked between two messages: the close is on its way
                 await connection.send(
-                    _error(request_id, unauthorized("this connection's token was revoked"))
+                    error_message(request_id, unauthorized("this connection's token was revoked"))
                 )
                 await connection.close(CLOSE_UNAUTHENTICATED, "token revoked")
                 return
@@ -242,7 +232,7 @@ async def _serve(
             request_id = message.id
             reply = await _dispatch(connection, runtime, user, message)
         except orjson.JSONDecodeError as exc:
-            reply = _error(None, ApiProblem(400, f"not JSON: {exc}", kind="bad-message"))
+            reply = error_message(None, ApiProblem(400, f"not JSON: {exc}", kind="bad-message"))
         except ValidationError as exc:
             problem = ApiProblem(
                 422,
@@ -250,13 +240,13 @@ async def _serve(
                 kind="validation",
                 errors=validation_errors(_without_tag(exc.errors(), raw)),
             )
-            reply = _error(request_id, problem)
+            reply = error_message(request_id, problem)
         except (WebSocketDisconnect, asyncio.CancelledError):
             raise
         except Exception as exc:  # every other failure is answered, and the connection lives on
             if not isinstance(exc, ApiProblem) and problem_for(exc)[0].status >= 500:
                 log.exception("WebSocket command failed")
-            reply = _error(request_id, exc)
+            reply = error_message(request_id, exc)
         if reply is not None:
             await connection.send(reply)
 

@@ -50,7 +50,9 @@ import websockets
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from floors import cpu_seconds, memory_mib  # noqa: E402
+from floors import cpu_seconds, memory_mib
+
+from ble.sim.process import read_banner
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "soak"
@@ -58,6 +60,8 @@ HUB_CAP_UA = 400
 LEASE_GRACE_S = 2.0
 """Output seen this long on a device the hub runs no session on is unsafe (lease is 1 s)."""
 WARMUP_S = 60.0
+GATEWAY_STALL_S = 0.7
+"""The event-loop freeze that expired a lease at a keepalive of 0.3 x lease (issue 11)."""
 PROGRAMS = ("quick-lift", "forehead-smooth", "neck-tone", "jawline-contour", "eye-refresh")
 
 
@@ -97,6 +101,11 @@ class Soak:
     def ending(self) -> bool:
         return time.monotonic() - self.started >= self.minutes * 60
 
+    async def nap(self, seconds: float) -> None:
+        """Sleep, but not past the end of the soak."""
+        left = self.minutes * 60 - (time.monotonic() - self.started)
+        await asyncio.sleep(max(0.0, min(seconds, left)))
+
 
 # --- processes ------------------------------------------------------------------------------------
 
@@ -123,6 +132,8 @@ class Processes:
     admin_token: str
     db_path: Path
     gateway_log: Path
+    small_disk: bool
+    """The database has a small filesystem of its own (the disk-full fault is possible)."""
 
     @property
     def base_url(self) -> str:
@@ -139,28 +150,19 @@ def start_sim(workdir: Path, devices: int) -> tuple[subprocess.Popen[str], int, 
         env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
     )
     assert sim.stdout is not None
-    addresses: list[str] = []
-    hci = control = 0
-    for line in sim.stdout:
-        if match := re.match(r"\s+([0-9A-F:]{17})\s", line):
-            addresses.append(match.group(1))
-        elif line.startswith("HCI") and (match := re.search(r"127\.0\.0\.1:(\d+)", line)):
-            hci = int(match.group(1))
-        elif match := re.search(r"control:\s+http://127\.0\.0\.1:(\d+)/", line):
-            control = int(match.group(1))
-        if line.startswith("gateway:"):
-            break
-    if not hci:
-        raise RuntimeError("mcgw sim did not start; see sim.log")
-    return sim, hci, control, addresses
+    banner = read_banner(sim.stdout)
+    return sim, banner.hci_port, banner.control_port, list(banner.addresses)
 
 
-def start_gateway(workdir: Path, hci_port: int) -> tuple[subprocess.Popen[str], int, str, Path]:
+def start_gateway(
+    workdir: Path, hci_port: int, db_path: Path
+) -> tuple[subprocess.Popen[str], int, str, Path]:
     port = free_port()
     log_path = workdir / "gateway.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCGW_")}
     env.update(
-        MCGW_DB__URL=f"sqlite:///{workdir / 'hub.db'}",
+        MCGW_DB__URL=f"sqlite:///{db_path}",
+        MCGW_DB__JOURNAL_PATH=str(workdir / "hub.journal"),
         MCGW_DB__LOCK_TIMEOUT_S="1",
         MCGW_MDNS="false",
         MCGW_HUB_ID="soak",
@@ -213,7 +215,9 @@ async def control(port: int, method: str, path: str, body: dict[str, Any] | None
 
 
 async def make_phone(admin: httpx.AsyncClient, name: str) -> httpx.AsyncClient:
-    made = (await admin.post("/api/v1/tokens", json={"name": "phone", "new_user_name": name})).json()
+    made = (
+        await admin.post("/api/v1/tokens", json={"name": "phone", "new_user_name": name})
+    ).json()
     phone = httpx.AsyncClient(
         base_url=admin.base_url, headers={"Authorization": f"Bearer {made['token']}"}, timeout=30
     )
@@ -221,7 +225,9 @@ async def make_phone(admin: httpx.AsyncClient, name: str) -> httpx.AsyncClient:
     return phone
 
 
-async def sessions_loop(soak: Soak, phone: httpx.AsyncClient, device: str, rng: random.Random) -> None:
+async def sessions_loop(
+    soak: Soak, phone: httpx.AsyncClient, device: str, rng: random.Random
+) -> None:
     while not soak.ending:
         body = {"device": device, "program": rng.choice(PROGRAMS), "level": rng.randint(1, 3)}
         try:
@@ -256,17 +262,20 @@ async def sessions_loop(soak: Soak, phone: httpx.AsyncClient, device: str, rng: 
         await asyncio.sleep(rng.uniform(0.5, 3))
 
 
+async def watch(url: str, token: str, devices: list[str], **options: Any) -> Any:
+    """A WebSocket authenticated with ``token``, subscribed to ``devices`` at 10 Hz."""
+    ws = await websockets.connect(url, compression=None, **options)
+    await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+    for n, device in enumerate(devices):
+        subscribe = {"type": "subscribe", "id": str(n), "device": device, "rate_hz": 10}
+        await ws.send(orjson.dumps(subscribe).decode())
+    return ws
+
+
 async def watcher(soak: Soak, url: str, token: str, devices: list[str]) -> None:
     while not soak.ending:
         try:
-            async with websockets.connect(url, compression=None) as ws:
-                await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
-                for n, device in enumerate(devices):
-                    await ws.send(
-                        orjson.dumps(
-                            {"type": "subscribe", "id": str(n), "device": device, "rate_hz": 10}
-                        ).decode()
-                    )
+            async with await watch(url, token, devices) as ws:
                 while not soak.ending:
                     try:
                         raw = await asyncio.wait_for(ws.recv(), 5)
@@ -317,8 +326,16 @@ async def safety_watch(soak: Soak, procs: Processes, admin: httpx.AsyncClient) -
 
 
 async def faults(soak: Soak, procs: Processes, rng: random.Random) -> None:
-    kinds = ["db_locked", "db_read_only", "sim_frozen", "gateway_stall", "contact", "radio_stall", "drop_link"]
-    await asyncio.sleep(WARMUP_S / 2)
+    kinds = [
+        "db_locked",
+        *(["db_disk_full"] if procs.small_disk else []),
+        "sim_frozen",
+        "gateway_stall",
+        "contact",
+        "radio_stall",
+        "drop_link",
+    ]
+    await soak.nap(WARMUP_S / 2)
     while not soak.ending:
         kind = rng.choice(kinds)
         device = rng.choice(procs.addresses)
@@ -331,13 +348,13 @@ async def faults(soak: Soak, procs: Processes, rng: random.Random) -> None:
                 await asyncio.sleep(hold)
                 holder.execute("ROLLBACK")
                 holder.close()
-            elif kind == "db_read_only":
-                files = [str(p) for p in (procs.db_path, Path(f"{procs.db_path}-wal"), Path(f"{procs.db_path}-shm")) if p.exists()]
-                subprocess.run(["chattr", "+i", *files], check=True)
+            elif kind == "db_disk_full":
+                filler = procs.db_path.with_name("filler")
+                await asyncio.to_thread(_fill, filler)
                 try:
                     await asyncio.sleep(hold)
                 finally:
-                    subprocess.run(["chattr", "-i", *files], check=True)
+                    filler.unlink()
             elif kind == "sim_frozen":
                 procs.sim.send_signal(signal.SIGSTOP)
                 try:
@@ -347,20 +364,58 @@ async def faults(soak: Soak, procs: Processes, rng: random.Random) -> None:
             elif kind == "gateway_stall":
                 os.killpg(procs.gateway.pid, signal.SIGSTOP)
                 try:
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(GATEWAY_STALL_S)
                 finally:
                     os.killpg(procs.gateway.pid, signal.SIGCONT)
             elif kind == "contact":
-                await control(procs.control_port, "POST", f"/devices/{device}/set_on_skin", {"on_skin": False})
+                await control(
+                    procs.control_port, "POST", f"/devices/{device}/set_on_skin", {"on_skin": False}
+                )
                 await asyncio.sleep(rng.uniform(1, 14))
-                await control(procs.control_port, "POST", f"/devices/{device}/set_on_skin", {"on_skin": True})
+                await control(
+                    procs.control_port, "POST", f"/devices/{device}/set_on_skin", {"on_skin": True}
+                )
             elif kind == "radio_stall":
-                await control(procs.control_port, "POST", f"/devices/{device}/stall", {"ms": round(rng.uniform(100, 1500))})
+                await control(
+                    procs.control_port,
+                    "POST",
+                    f"/devices/{device}/stall",
+                    {"ms": round(rng.uniform(100, 1500))},
+                )
             elif kind == "drop_link":
                 await control(procs.control_port, "POST", f"/devices/{device}/drop_link", {})
         except (OSError, httpx.HTTPError, sqlite3.Error) as exc:
             soak.errors.append(f"{soak.t()} injecting {kind}: {exc!r}")
-        await asyncio.sleep(rng.uniform(20, 60))
+        await soak.nap(rng.uniform(20, 60))
+
+
+def _small_disk(mount: Path) -> bool:
+    """A 64 MiB tmpfs for the database (needs root); False if it cannot be mounted."""
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def release_small_disk(mount: Path) -> None:
+    """Unmount the database's tmpfs (the processes using it have ended)."""
+    for _ in range(20):
+        if subprocess.run(["umount", str(mount)], capture_output=True, check=False).returncode == 0:
+            return
+        time.sleep(0.25)
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to ``path`` until its filesystem is full."""
+    chunk = b"\0" * (1 << 20)
+    with path.open("wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(chunk)
+            handle.flush()
 
 
 # --- sampling and the report ----------------------------------------------------------------------
@@ -400,6 +455,7 @@ async def sampler(soak: Soak, procs: Processes, every_s: float) -> None:
 async def check_records(soak: Soak, admin: httpx.AsyncClient) -> dict[str, Any]:
     lost, open_ = [], []
     states: dict[str, int] = {}
+    reasons: dict[str, int] = {}
     for session_id in soak.session_ids:
         got = await admin.get(f"/api/v1/sessions/{session_id}")
         if got.status_code != 200:
@@ -407,9 +463,11 @@ async def check_records(soak: Soak, admin: httpx.AsyncClient) -> dict[str, Any]:
             continue
         body = got.json()
         states[body["state"]] = states.get(body["state"], 0) + 1
+        reason = re.sub(r"\d+", "N", f"{body['state']}: {body['reason']}")[:90]
+        reasons[reason] = reasons.get(reason, 0) + 1
         if body["state"] in ("pending", "running", "paused") or not body["reason"]:
             open_.append(session_id)
-    return {"lost": lost, "open": open_, "states": states}
+    return {"lost": lost, "open": open_, "states": states, "reasons": reasons}
 
 
 def plot(soak: Soak, path: Path) -> None:
@@ -446,11 +504,14 @@ def report(soak: Soak, records: dict[str, Any], growth: float, max_growth: float
         f"- faults injected: {len(soak.faults)} "
         f"({', '.join(f'{k} {n}' for k, n in sorted(_count(k for _, k in soak.faults).items()))})",
         f"- lost records: {len(records['lost'])}; sessions left open: {len(records['open'])}",
+        "- end reasons: "
+        + "; ".join(f"{why} ×{n}" for why, n in sorted(records["reasons"].items())),
         f"- unsafe output: {len(soak.unsafe)}",
         f"- client-side errors: {len(soak.errors)}",
         f"- frames received by watchers: {soak.frames}; gaps {soak.gaps}; dropped {soak.dropped}",
         f"- RSS growth after warm-up: {growth:+.1f} MiB (bound {max_growth:g})",
-        f"- longest event-loop stall: {max((s.loop_lag_max_s for s in soak.samples), default=0):.3f} s",
+        "- longest event-loop stall: "
+        f"{max((s.loop_lag_max_s for s in soak.samples), default=0):.3f} s",
         "",
         "| min | RSS MiB | CPU % | sessions | records waiting | loop lag max s | frames |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -481,14 +542,26 @@ def _count(items: Any) -> dict[str, int]:
 async def soak_async(args: argparse.Namespace) -> int:
     soak = Soak(args.minutes, args.devices, args.watchers, args.seed)
     rng = random.Random(args.seed)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out or RESULTS / stamp)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mcgw-soak-") as tmp:
+    out: Path = args.out
+    with tempfile.TemporaryDirectory(prefix="mcgw-soak-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
+        small_disk = _small_disk(workdir / "dbfs")
+        db_path = workdir / "dbfs" / "hub.db" if small_disk else workdir / "hub.db"
         sim, hci, control_port, addresses = start_sim(workdir, args.devices)
-        gateway, port, token, log = start_gateway(workdir, hci)
-        procs = Processes(workdir, sim, hci, control_port, sorted(addresses), gateway, port, token, workdir / "hub.db", log)
+        gateway, port, token, log = start_gateway(workdir, hci, db_path)
+        procs = Processes(
+            workdir,
+            sim,
+            hci,
+            control_port,
+            sorted(addresses),
+            gateway,
+            port,
+            token,
+            db_path,
+            log,
+            small_disk,
+        )
         try:
             async with httpx.AsyncClient(
                 base_url=procs.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
@@ -508,7 +581,10 @@ async def soak_async(args: argparse.Namespace) -> int:
                 ws_url = procs.base_url.replace("http", "ws") + "/api/v1/ws"
                 print(f"soak: {args.minutes:g} min, output in {out}", flush=True)
                 tasks = [
-                    *(sessions_loop(soak, ph, d, random.Random(rng.random())) for ph, d in zip(phones, procs.addresses, strict=True)),
+                    *(
+                        sessions_loop(soak, ph, d, random.Random(rng.random()))
+                        for ph, d in zip(phones, procs.addresses, strict=True)
+                    ),
                     *(watcher(soak, ws_url, token, procs.addresses) for _ in range(args.watchers)),
                     safety_watch(soak, procs, admin),
                     faults(soak, procs, random.Random(rng.random())),
@@ -531,6 +607,8 @@ async def soak_async(args: argparse.Namespace) -> int:
             for name in ("gateway.log", "sim.log"):
                 if (workdir / name).exists():
                     (out / name).write_text((workdir / name).read_text())
+            if small_disk:
+                release_small_disk(workdir / "dbfs")
     after_warmup = [s for s in soak.samples if s.t_s >= WARMUP_S]
     growth = after_warmup[-1].rss_mib - after_warmup[0].rss_mib if len(after_warmup) > 1 else 0.0
     text = report(soak, records, growth, args.max_growth_mib)
@@ -538,7 +616,7 @@ async def soak_async(args: argparse.Namespace) -> int:
     (out / "soak.json").write_text(
         json.dumps(
             {
-                "args": vars(args),
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                 "samples": [asdict(s) for s in soak.samples],
                 "faults": soak.faults,
                 "records": records,
@@ -559,11 +637,12 @@ async def soak_async(args: argparse.Namespace) -> int:
 
 async def progress(soak: Soak) -> None:
     while not soak.ending:
-        await asyncio.sleep(60)
+        await soak.nap(60)
         last = soak.samples[-1] if soak.samples else None
         print(
-            f"  {soak.t() / 60:.0f} min: {len(soak.session_ids)} sessions, {len(soak.faults)} faults, "
-            f"RSS {last.rss_mib if last else '?'} MiB, unsafe {len(soak.unsafe)}",
+            f"  {soak.t() / 60:.0f} min: {len(soak.session_ids)} sessions, "
+            f"{len(soak.faults)} faults, RSS {last.rss_mib if last else '?'} MiB, "
+            f"unsafe {len(soak.unsafe)}",
             flush=True,
         )
 
@@ -576,8 +655,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sample-s", type=float, default=5.0)
     parser.add_argument("--max-growth-mib", type=float, default=20.0)
-    parser.add_argument("--out", help="directory for the report (default bench/results/soak/<stamp>)")
+    parser.add_argument(
+        "--out", type=Path, help="directory for the report (default bench/results/soak/<stamp>)"
+    )
     args = parser.parse_args(argv)
+    args.out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")
+    args.out.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio.run(soak_async(args)))
 
 

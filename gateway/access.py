@@ -31,8 +31,9 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 
 from gateway.events import DeviceStateChanged, Event, SessionNotice, SessionStateChanged
 
@@ -55,6 +56,37 @@ class Principal:
     def owner(self) -> str:
         """The owner string the session manager uses for this user."""
         return str(self.user_id)
+
+
+class UserFields(Protocol):
+    """What a principal is made of (a stored user row has it)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def is_admin(self) -> bool: ...
+    @property
+    def consent_accepted_at(self) -> datetime | None: ...
+    @property
+    def consent_version(self) -> str | None: ...
+    @property
+    def cap_ua(self) -> int | None: ...
+
+
+def principal_of(user: UserFields, token_id: int | None = None) -> Principal:
+    """The principal of a user row (and the token it came with, if any)."""
+    assert user.id is not None
+    return Principal(
+        user_id=user.id,
+        name=user.name,
+        is_admin=user.is_admin,
+        consent_accepted_at=user.consent_accepted_at,
+        consent_version=user.consent_version,
+        cap_ua=user.cap_ua,
+        token_id=token_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +174,7 @@ class AccessPolicy:
         )
         self._snapshot = snapshot
         self._principals = {
-            token_id: _with_token(snapshot.users[user_id], token_id)
+            token_id: replace(snapshot.users[user_id], token_id=token_id)
             for token_id, user_id in snapshot.tokens.values()
             if user_id in snapshot.users
         }
@@ -246,16 +278,4 @@ def snapshot_of(
         users={user.user_id: user for user in users},
         tokens={token_hash: (token_id, user_id) for token_hash, token_id, user_id in tokens},
         owners={address.upper(): owner for address, owner in owners.items()},
-    )
-
-
-def _with_token(user: Principal, token_id: int) -> Principal:
-    return Principal(
-        user_id=user.user_id,
-        name=user.name,
-        is_admin=user.is_admin,
-        consent_accepted_at=user.consent_accepted_at,
-        consent_version=user.consent_version,
-        cap_ua=user.cap_ua,
-        token_id=token_id,
     )

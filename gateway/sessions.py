@@ -515,7 +515,10 @@ class SessionManager:
             # Checked first: a lease that expired after the last segment was sent is not a
             # completed program.
             self._spawn_end(
-                session, SessionState.FAILED, "device lease expired: the hub went silent"
+                session,
+                SessionState.FAILED,
+                "device lease expired: no command reached it in time "
+                "(the hub or the radio stalled)",
             )
         elif streamer.all_sent():
             streamer.device_idle()

@@ -6,15 +6,19 @@ devices look like ordinary BLE peripherals. The control endpoint (``ble.sim.cont
 their scenarios from outside. The process runs until it is interrupted (SIGINT/SIGTERM) and then
 shuts everything down in order.
 
-This module only assembles parts that live elsewhere; it adds no behaviour of its own.
+This module only assembles parts that live elsewhere; it adds no behaviour of its own, apart
+from its banner: the lines it prints at start, which ``read_banner`` reads back in a parent
+process (tests, benchmarks) to learn the ports and addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from ble.hci_server import HciTcpServer
 from ble.radio import VirtualRadio
@@ -25,6 +29,41 @@ from ble.sim.peripheral import SimulatedDevice
 def sim_device_address(index: int) -> str:
     """Address of the index-th device of a ``mcgw sim`` process (a random static address)."""
     return f"C0:4D:43:01:{index // 256:02X}:{index % 256:02X}"
+
+
+@dataclass(frozen=True, slots=True)
+class Banner:
+    """What a ``mcgw sim`` process announced: where to reach it and its devices."""
+
+    hci_port: int
+    control_port: int
+    addresses: tuple[str, ...]
+
+
+_ADDRESS = re.compile(r"\s+([0-9A-F:]{17})\s")
+_HCI = re.compile(r"^HCI over TCP: tcp-client:[^:]+:(\d+)")
+_CONTROL = re.compile(r"^control:\s+http://[^:]+:(\d+)/")
+
+
+def read_banner(lines: Iterable[str]) -> Banner:
+    """Read a ``mcgw sim`` process's banner from its output, up to the ``gateway:`` line.
+
+    Raises ValueError when the output ends first (the process failed to start).
+    """
+    addresses: list[str] = []
+    hci_port = control_port = 0
+    for line in lines:
+        if match := _ADDRESS.match(line):
+            addresses.append(match.group(1))
+        elif match := _HCI.match(line):
+            hci_port = int(match.group(1))
+        elif match := _CONTROL.match(line):
+            control_port = int(match.group(1))
+        if line.startswith("gateway:"):
+            if not hci_port or not control_port:
+                break
+            return Banner(hci_port, control_port, tuple(addresses))
+    raise ValueError("mcgw sim ended before announcing its ports; see its log")
 
 
 async def run_sim_process(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ble.sim.process import read_banner as sim_banner
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -244,17 +245,8 @@ class SimFactory:
 def read_banner(process: subprocess.Popen[str], log: Path) -> Sim:
     """The ports and addresses `mcgw sim` prints at start."""
     assert process.stdout is not None
-    addresses: list[str] = []
-    hci_port = control_port = 0
-    for line in process.stdout:
-        if match := re.match(r"\s+([0-9A-F:]{17})\s", line):
-            addresses.append(match.group(1))
-        elif line.startswith("HCI") and (match := re.search(r"127\.0\.0\.1:(\d+)", line)):
-            hci_port = int(match.group(1))
-        elif match := re.search(r"control:\s+http://127\.0\.0\.1:(\d+)/", line):
-            control_port = int(match.group(1))
-        if line.startswith("gateway:"):
-            break
-    assert hci_port, f"mcgw sim did not start: {log.read_text()}"
-    assert control_port, f"mcgw sim printed no control port: {log.read_text()}"
-    return Sim(process, hci_port, control_port, addresses, log)
+    try:
+        banner = sim_banner(process.stdout)
+    except ValueError:
+        raise AssertionError(f"mcgw sim did not start: {log.read_text()}") from None
+    return Sim(process, banner.hci_port, banner.control_port, list(banner.addresses), log)

@@ -21,6 +21,7 @@ from gateway.sessions import SessionState
 from gateway.storage import repo, session_log
 from gateway.storage.journal import JournalUnavailable
 from gateway.telemetry import Dropped, TelemetryFrame, TelemetryItem
+from tests.conftest import IN_CI
 from tests.gateway.conftest import (
     Hub,
     StartHub,
@@ -175,7 +176,12 @@ async def test_no_session_starts_that_the_journal_cannot_record_and_stop_needs_n
     await wait_output(hub.sim(0))
 
     # The journal's disk refuses writes (an immutable file: even root cannot write it).
-    subprocess.run(["chattr", "+i", str(journal.path)], check=True)
+    made = subprocess.run(["chattr", "+i", str(journal.path)], capture_output=True, check=False)
+    if made.returncode != 0:
+        message = f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
     try:
         with pytest.raises(JournalUnavailable, match="none starts"):
             await hub.start(1, program(step("cheeks", 300, 30)), owner=owner)
