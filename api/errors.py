@@ -15,6 +15,7 @@ gateway DeviceUnavailable     409     urn:mcgw:problem:device-unavailable
 gateway SafetyViolation       409     urn:mcgw:problem:safety-violation
 gateway Forbidden             403     urn:mcgw:problem:forbidden
 storage StorageUnavailable    503     urn:mcgw:problem:storage-unavailable
+storage JournalUnavailable    503     urn:mcgw:problem:storage-unavailable
 other GatewayError            500     urn:mcgw:problem:gateway-error
 ApiProblem                    any     as given (auth, consent, rate limit, body size)
 HTTPException (404, 405, ..)  any     about:blank
@@ -58,6 +59,7 @@ from gateway.errors import (
 )
 from gateway.logs import request_id
 from gateway.storage.engine import StorageUnavailable
+from gateway.storage.journal import JournalUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,7 @@ _GATEWAY_MAP: tuple[tuple[type[GatewayError], int, str], ...] = (
     (Conflict, 409, "conflict"),
     (Forbidden, 403, "forbidden"),
     (StorageUnavailable, 503, "storage-unavailable"),
+    (JournalUnavailable, 503, "storage-unavailable"),
 )
 
 

@@ -5,8 +5,12 @@ custom-program validation with per-field errors.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+
+import pytest
 
 from tests.api.hub import Hub
+from tests.conftest import IN_CI
 
 START = {"program": "quick-lift", "level": 1}
 
@@ -213,3 +217,28 @@ async def test_custom_programs_are_validated_per_step_and_field(hub: Hub) -> Non
     assert "quick-lift" in listed
     assert (await phone.delete("/api/v1/programs/gentle")).status_code == 204
     assert (await phone.get("/api/v1/programs/gentle")).status_code == 404
+
+
+async def test_a_start_the_hub_cannot_record_is_refused_with_503_and_sends_nothing(
+    hub: Hub,
+) -> None:
+    _, token = await hub.user("ada")
+    device = await hub.claimed_device(token)
+    journal = hub.runtime.journal
+    assert journal is not None
+    made = subprocess.run(["chattr", "+i", str(journal.path)], capture_output=True, check=False)
+    if made.returncode != 0:
+        message = f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        refused = await hub.client(token).post("/api/v1/sessions", json={"device": device, **START})
+    finally:
+        subprocess.run(["chattr", "-i", str(journal.path)], check=True)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["type"] == "urn:mcgw:problem:storage-unavailable"
+    assert "none starts" in refused.json()["detail"]
+    firmware = hub.runtime.sim_devices[0].firmware
+    assert (firmware.output_ua, firmware.max_output_ua) == (0, 0)
+    assert hub.runtime.sessions.active_on(device) is None
