@@ -79,7 +79,9 @@ class Entry:
 
     def to_line(self) -> bytes:
         data = {"rid": self.rid, "op": self.op, "at": self.at.isoformat(), "args": self.args}
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        # default=str: a value JSON cannot hold is kept as text, never a lost record.
+        line = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+        return line.encode() + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> Entry:
@@ -333,7 +335,12 @@ class SessionJournal:
                 else:
                     waiting.append(item)
             if waiting:
-                if self._write(waiting):
+                try:
+                    written = self._write(waiting)
+                except Exception:  # a bug must not end the thread every record depends on
+                    log.exception("writing the session journal failed unexpectedly; retrying")
+                    written = False
+                if written:
                     waiting = []
                     retry_s = 0.1
                 else:

@@ -333,7 +333,9 @@ class StorageWriter:
             with Session(self._engine, expire_on_commit=False) as session:
                 mark, skipped = apply_entries(session=session, hub_id=hub_id, entries=records)
                 session.commit()
-        except sa.exc.SQLAlchemyError as exc:
+        except Exception as exc:  # the database, or a bug: keep the records, try again later
+            if not isinstance(exc, sa.exc.SQLAlchemyError):
+                log.exception("applying session records failed unexpectedly; retrying")
             self._note_failure("session records", exc)
             self._record_retry_at = time.monotonic() + self._record_backoff * (
                 0.5 + random.random()  # noqa: S311 - jitter, not cryptography
