@@ -19,8 +19,9 @@ every session the API started must be stored with an end state and a reason (a *
 otherwise), none left running. It writes ``bench/results/soak/<stamp>/`` (``report.md`` with the
 table, ``soak.png`` with RSS and CPU over time and the faults marked, ``soak.json``) and exits
 non-zero on any lost record, any unsafe output (output on a device with no session for longer
-than the lease allows, or above the hub cap), or RSS growing past ``--max-growth-mib`` from the
-first sample after warm-up to the last.
+than the lease allows, or above the hub cap), a device that never comes back (every start
+refused for ``STUCK_S`` after the last fault), or RSS growing past ``--max-growth-mib`` from
+the first sample after warm-up to the last.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ HUB_CAP_UA = 400
 LEASE_GRACE_S = 2.0
 """Output seen this long on a device the hub runs no session on is unsafe (lease is 1 s)."""
 WARMUP_S = 60.0
+STUCK_S = 90.0
+"""A device refusing every start this long after its last fault has not come back: a failure."""
 GATEWAY_STALL_S = 0.7
 """The event-loop freeze that expired a lease at a keepalive of 0.3 x lease (issue 11)."""
 PROGRAMS = ("quick-lift", "forehead-smooth", "neck-tone", "jawline-contour", "eye-refresh")
@@ -83,16 +86,22 @@ class Soak:
     devices: int
     watchers: int
     seed: int
+    fault_gap_s: tuple[float, float] = (20.0, 60.0)
     started: float = field(default_factory=time.monotonic)
     samples: list[Sample] = field(default_factory=list)
     faults: list[tuple[float, str]] = field(default_factory=list)
     session_ids: list[str] = field(default_factory=list)
     start_refusals: dict[str, int] = field(default_factory=dict)
+    refusal_details: dict[str, str] = field(default_factory=dict)
+    stuck: list[str] = field(default_factory=list)
+    """Devices that refused every start for longer than STUCK_S (they never came back)."""
     errors: list[str] = field(default_factory=list)
     unsafe: list[str] = field(default_factory=list)
     frames: int = 0
     gaps: int = 0
     dropped: int = 0
+    last_fault: float = 0.0
+    """Monotonic time the last fault ended."""
 
     def t(self) -> float:
         return round(time.monotonic() - self.started, 1)
@@ -228,6 +237,7 @@ async def make_phone(admin: httpx.AsyncClient, name: str) -> httpx.AsyncClient:
 async def sessions_loop(
     soak: Soak, phone: httpx.AsyncClient, device: str, rng: random.Random
 ) -> None:
+    refused_since: float | None = None
     while not soak.ending:
         body = {"device": device, "program": rng.choice(PROGRAMS), "level": rng.randint(1, 3)}
         try:
@@ -239,10 +249,18 @@ async def sessions_loop(
             await asyncio.sleep(1)
             continue
         if started.status_code != 201:
-            kind = started.json().get("type", str(started.status_code)).rsplit(":", 1)[-1]
+            problem = started.json()
+            kind = problem.get("type", str(started.status_code)).rsplit(":", 1)[-1]
             soak.start_refusals[kind] = soak.start_refusals.get(kind, 0) + 1
+            soak.refusal_details.setdefault(kind, str(problem.get("detail")))
+            now = time.monotonic()
+            refused_since = refused_since or now
+            if now - max(refused_since, soak.last_fault) > STUCK_S:
+                soak.stuck.append(f"{soak.t()} {device}: {problem.get('detail')}")
+                refused_since = now  # report again only after another STUCK_S
             await asyncio.sleep(1 + rng.random())
             continue
+        refused_since = None
         session = started.json()
         soak.session_ids.append(session["id"])
         run_for = rng.uniform(5, 40) if rng.random() < 0.8 else 400  # sometimes to the end
@@ -386,7 +404,8 @@ async def faults(soak: Soak, procs: Processes, rng: random.Random) -> None:
                 await control(procs.control_port, "POST", f"/devices/{device}/drop_link", {})
         except (OSError, httpx.HTTPError, sqlite3.Error) as exc:
             soak.errors.append(f"{soak.t()} injecting {kind}: {exc!r}")
-        await soak.nap(rng.uniform(20, 60))
+        soak.last_fault = time.monotonic()
+        await soak.nap(rng.uniform(*soak.fault_gap_s))
 
 
 def _small_disk(mount: Path) -> bool:
@@ -500,7 +519,10 @@ def report(soak: Soak, records: dict[str, Any], growth: float, max_growth: float
         "",
         f"- devices {soak.devices}, watchers {soak.watchers}; sessions started "
         f"{len(soak.session_ids)}; end states {records['states']}",
-        f"- start refusals by kind: {soak.start_refusals or 'none'}",
+        f"- start refusals by kind: {soak.start_refusals or 'none'} "
+        f"(first of each: {soak.refusal_details or '-'})",
+        f"- devices that never came back (refused every start {STUCK_S:g} s after the last "
+        f"fault): {len(soak.stuck)}",
         f"- faults injected: {len(soak.faults)} "
         f"({', '.join(f'{k} {n}' for k, n in sorted(_count(k for _, k in soak.faults).items()))})",
         f"- lost records: {len(records['lost'])}; sessions left open: {len(records['open'])}",
@@ -523,7 +545,11 @@ def report(soak: Soak, records: dict[str, Any], growth: float, max_growth: float
             f"{sample.sessions} | {sample.records_pending:g} | {sample.loop_lag_max_s:.3f} | "
             f"{sample.frames} |"
         )
-    for title, items in (("Unsafe output", soak.unsafe), ("Errors", soak.errors)):
+    for title, items in (
+        ("Unsafe output", soak.unsafe),
+        ("Devices that never came back", soak.stuck),
+        ("Errors", soak.errors),
+    ):
         if items:
             lines += ["", f"## {title}", "", *(f"- {item}" for item in items[:50])]
     return "\n".join(lines) + "\n"
@@ -540,7 +566,7 @@ def _count(items: Any) -> dict[str, int]:
 
 
 async def soak_async(args: argparse.Namespace) -> int:
-    soak = Soak(args.minutes, args.devices, args.watchers, args.seed)
+    soak = Soak(args.minutes, args.devices, args.watchers, args.seed, tuple(args.fault_gap_s))
     rng = random.Random(args.seed)
     out: Path = args.out
     with tempfile.TemporaryDirectory(prefix="mcgw-soak-", ignore_cleanup_errors=True) as tmp:
@@ -621,6 +647,7 @@ async def soak_async(args: argparse.Namespace) -> int:
                 "faults": soak.faults,
                 "records": records,
                 "unsafe": soak.unsafe,
+                "stuck": soak.stuck,
                 "errors": soak.errors,
                 "frames": soak.frames,
                 "gaps": soak.gaps,
@@ -631,7 +658,13 @@ async def soak_async(args: argparse.Namespace) -> int:
     )
     plot(soak, out / "soak.png")
     print(text)
-    failed = records["lost"] or records["open"] or soak.unsafe or growth > args.max_growth_mib
+    failed = (
+        records["lost"]
+        or records["open"]
+        or soak.unsafe
+        or soak.stuck
+        or growth > args.max_growth_mib
+    )
     return 1 if failed else 0
 
 
@@ -655,6 +688,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sample-s", type=float, default=5.0)
     parser.add_argument("--max-growth-mib", type=float, default=20.0)
+    parser.add_argument(
+        "--fault-gap-s", type=float, nargs=2, default=(20.0, 60.0), metavar=("MIN", "MAX")
+    )
     parser.add_argument(
         "--out", type=Path, help="directory for the report (default bench/results/soak/<stamp>)"
     )

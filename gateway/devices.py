@@ -254,10 +254,13 @@ class DeviceManager:
         link = managed.link if managed is not None else None
         if managed is None or link is None:
             return
+        # Taken before the await: by the time the close returns, a new link (with its own
+        # event) may stand, and it must not be mistaken for this one.
+        lost = managed.lost
         log.warning("dropping the link to %s: it stopped answering", managed.address)
         await link.close()
-        if managed.lost is not None:
-            managed.lost.set()
+        if lost is not None:
+            lost.set()
 
     async def stop_output(self, address: str) -> None:
         """S3: STOP at once, bypassing every queue of the gateway; no-op without a link.
@@ -270,13 +273,14 @@ class DeviceManager:
         link = managed.link if managed is not None else None
         if managed is None or link is None or not link.is_connected:
             return
+        lost = managed.lost  # this link's, whatever stands when the STOP has failed
         try:
             await link.stop()
         except BleError:
             # DeviceLink.stop closed the link itself, which does not report a disconnection to
             # us: tell the supervising task, or it would hold a dead link and never reconnect.
-            if managed.lost is not None:
-                managed.lost.set()
+            if lost is not None:
+                lost.set()
             raise
 
     def _set_state(self, managed: ManagedDevice, state: str, detail: str = "") -> None:
@@ -343,8 +347,10 @@ class DeviceManager:
             managed.link = None
             for name, value in dataclasses.asdict(link.counters).items():
                 setattr(managed.past_links, name, getattr(managed.past_links, name) + value)
-            if not lost.is_set():
-                await link.close()
+            # Always (close is idempotent): a link given up on must be taken down, or its
+            # connection stays up with nobody holding it and no new link to the device is
+            # possible.
+            await link.close()
         managed.reconnects += 1
         self._set_state(managed, "lost", "link lost")
         self._notify_link(managed, up=False)

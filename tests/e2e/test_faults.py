@@ -467,6 +467,10 @@ async def test_a_frozen_sim_never_leaves_output_running_nor_a_session_unrecorded
         assert stored["state"] in ("stopped", "failed", "interrupted")
         assert stored["reason"]
         await rig.none_left_running()
+        # The device comes back and serves again.
+        await rig.wait_bonded()
+        again = await rig.start()
+        assert (await rig.phone.post(f"/api/v1/sessions/{again['id']}/stop")).status_code == 200
 
 
 # --- control under pressure -----------------------------------------------------------------------
@@ -498,12 +502,15 @@ async def test_concurrent_starts_and_stops_leave_one_session_at_a_time_all_recor
         assert [(s["id"], s["state"]) for s in stored] == [(session_id, "stopped")]
 
 
-async def test_a_stop_during_a_radio_stall_drops_the_link_and_says_so(
+async def test_a_stop_during_a_radio_stall_drops_the_link_and_the_device_comes_back(
     tmp_path: Path, sqlite_db: Database
 ) -> None:
     async with rig_for(tmp_path, sqlite_db) as rig:
         session = await rig.start()
-        await control.call(rig.sim.control_port, rig.device, "stall", ms=3000)
+        # Longer than an ACK may take (the streamer gives the link up and a new one comes up
+        # while the device is still stalled), shorter than the lease.
+        await control.call(rig.sim.control_port, rig.device, "stall", ms=1200)
+        await asyncio.sleep(0.6)
         stopped = await rig.phone.post(f"/api/v1/sessions/{session['id']}/stop")
         assert stopped.status_code == 200
         assert stopped.json()["state"] == "stopped"
@@ -511,6 +518,10 @@ async def test_a_stop_during_a_radio_stall_drops_the_link_and_says_so(
         stored = await rig.wait_session(session["id"], lambda s: not s["live"])
         assert stored["state"] == "stopped"
         assert stored["reason"].startswith(f"stopped by user {rig.user_id}")
+        # Every link given up on was taken down: the device reconnects and serves again.
+        await rig.wait_bonded()
+        again = await rig.start()
+        assert (await rig.phone.post(f"/api/v1/sessions/{again['id']}/stop")).status_code == 200
 
 
 async def test_a_draining_battery_warns_then_ends_the_session_with_its_reason(
