@@ -108,10 +108,13 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._send_started: float | None = None
         self.last_received = self._loop.time()
+        self.opened_at = self.last_received
         self.closed = asyncio.Event()
         self.aborted = False
+        self.evicted = False
         self._heartbeat: asyncio.Task[None] | None = None
-        self._owner: asyncio.Task[Any] | None = None
+        self._owner: asyncio.Task[Any] | None = asyncio.current_task()
+        """The task serving this connection (the endpoint's; see :meth:`abort`)."""
 
     # --- output -------------------------------------------------------------------------------
 
@@ -131,10 +134,16 @@ class Connection:
 
     # --- who is connected ----------------------------------------------------------------------
 
-    def bind(self, user: Principal) -> None:
-        """The connection now speaks for ``user``'s token; follow every access change."""
-        self.user, self.token_id = user, user.token_id
+    def bind(self, user: Principal) -> Principal | None:
+        """The connection now speaks for ``user``'s token and follows every access change.
+
+        Returns the user as the policy has them now: None if the token was revoked since it
+        was checked (call with no await between the check and this).
+        """
+        self.token_id = user.token_id
+        self.user = self.access.principal(self.token_id)
         self._unlisten = self.access.add_listener(self._access_changed)
+        return self.user
 
     def _access_changed(self, _change: AccessChange) -> None:
         """Runs inside the policy's update: take the user afresh, end what they may not see."""
@@ -171,7 +180,9 @@ class Connection:
 
     async def _revoked(self) -> None:
         revoked = unauthorized("this connection's token was revoked; pair again")
-        await self.send(error_message(None, revoked))
+        with contextlib.suppress(TimeoutError):  # a client that does not read is cut off anyway
+            async with asyncio.timeout(1.0):
+                await self.send(error_message(None, revoked))
         await self._close_quietly(CLOSE_UNAUTHENTICATED, "token revoked")
         self.abort()
 
@@ -191,7 +202,6 @@ class Connection:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start_heartbeat(self) -> None:
-        self._owner = asyncio.current_task()
         self._heartbeat = asyncio.create_task(self._beat(), name="ws-heartbeat")
 
     async def _beat(self) -> None:
@@ -219,6 +229,16 @@ class Connection:
         if self._owner is not None and not self._owner.done():
             self.aborted = True
             self._owner.cancel()
+
+    def evict(self, code: int, reason: str) -> None:
+        """Close this connection (another needs its slot) and stop serving it."""
+        self.evicted = True
+
+        async def close_then_abort() -> None:
+            await self._close_quietly(code, reason)
+            self.abort()
+
+        self._chore(close_then_abort())
 
     async def _close_quietly(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
@@ -284,9 +304,6 @@ class Connection:
         try:
             async for item in frames:
                 if isinstance(item, TelemetryFrame):
-                    user = self.user
-                    if user is None or not access.may_see_frame(user, item.device, item.session_id):
-                        continue
                     if gap_ms:
                         now = item.sample.device_time_ms
                         if due is not None:
@@ -297,6 +314,10 @@ class Connection:
                         else:
                             due = now + gap_ms
                         due %= DEVICE_TIME_MOD
+                    # Every frame that goes out is checked (after the rate gate: only those).
+                    user = self.user
+                    if user is None or not access.may_see_frame(user, item.device, item.session_id):
+                        continue
                     await self.send_bytes(item.json_bytes)
                 elif isinstance(item, Dropped):
                     await self.send(

@@ -60,6 +60,10 @@ router = APIRouter()
 SUBPROTOCOL = "mcgw.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 AUTH_TIMEOUT_S = 10.0
+AUTHENTICATING_SHARE = 8
+"""At most 1/8 of the hub's connections (32 of 256) wait for authentication at once; one more
+evicts the longest waiting, so clients that never authenticate cannot hold the slots phones
+need (each for up to ``AUTH_TIMEOUT_S``)."""
 DEFAULT_HEARTBEAT_S = 20.0
 CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001
@@ -98,6 +102,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             CLOSE_TRY_AGAIN_LATER, f"the hub has its maximum of {limit} WebSocket connections"
         )
         return
+    waiting = [c for c in connections if c.token_id is None and not c.evicted]
+    if len(waiting) >= max(1, limit // AUTHENTICATING_SHARE):
+        # The newcomer gets in; the one that has waited longest without authenticating goes.
+        min(waiting, key=lambda c: c.opened_at).evict(
+            CLOSE_TRY_AGAIN_LATER, "too many connections are authenticating; authenticate at once"
+        )
     connection = Connection(
         websocket, metrics=metrics, heartbeat_s=DEFAULT_HEARTBEAT_S, access=runtime.access
     )
@@ -152,7 +162,10 @@ async def _authenticate(
             )
         )
         await connection.send(error_message(request_id, problem))
-        await connection.close(CLOSE_UNAUTHENTICATED, "authentication failed")
+        if problem.status == 503:  # storage could not check the token: it may well be good
+            await connection.close(CLOSE_TRY_AGAIN_LATER, "the token cannot be checked now")
+        else:
+            await connection.close(CLOSE_UNAUTHENTICATED, "authentication failed")
         return None
     limit = api.ws_max_per_token
     connections: set[Connection] = connection.websocket.app.state.connections
@@ -166,19 +179,30 @@ async def _authenticate(
         await connection.send(error_message(request_id, problem))
         await connection.close(CLOSE_TOO_MANY, "too many connections for this token")
         return None
+    # Bound with no await since the count, so connections racing in together cannot all pass
+    # it; from here on every access change reaches this connection.
+    bound = connection.bind(principal)
+    if bound is None:
+        await _refuse_revoked(connection, request_id)
+        return None
     if request_id is not None:
         await connection.send({"type": "ack", "id": request_id})
-    connection.bind(principal)
     await connection.send(
         {
             "type": "hello",
             "protocol": SUBPROTOCOL,
-            "user_id": principal.user_id,
+            "user_id": bound.user_id,
             "heartbeat_s": connection.heartbeat_s,
             "max_subscriptions": MAX_SUBSCRIPTIONS,
         }
     )
-    return principal
+    return bound
+
+
+async def _refuse_revoked(connection: Connection, request_id: str | None) -> None:
+    problem = unauthorized("this connection's token was revoked; pair again")
+    await connection.send(error_message(request_id, problem))
+    await connection.close(CLOSE_UNAUTHENTICATED, "token revoked")
 
 
 def _auth_message(raw: Any) -> Auth:
@@ -223,10 +247,7 @@ async def _serve(
                 request_id = raw["id"]
             user = connection.user
             if user is None:  # revoked between two messages: the close is on its way
-                await connection.send(
-                    error_message(request_id, unauthorized("this connection's token was revoked"))
-                )
-                await connection.close(CLOSE_UNAUTHENTICATED, "token revoked")
+                await _refuse_revoked(connection, request_id)
                 return
             message = CLIENT_MESSAGE.validate_python(raw)
             request_id = message.id
@@ -350,7 +371,9 @@ async def _subscribe(
         events=events,
         rate_hz=message.rate_hz,
     )
-    # The ack goes out before the first frame (the replay is already queued in the hub).
+    # Added before the ack is awaited, so an access change meanwhile ends it and a client gone
+    # meanwhile closes it; the ack still goes out first (its send queues before the pumps start).
+    connection.add(sub)
     await connection.send(
         {
             "type": "ack",
@@ -360,7 +383,6 @@ async def _subscribe(
             "session_id": session_id,
         }
     )
-    connection.add(sub)
 
 
 async def close_all(connections: set[Connection]) -> None:

@@ -310,6 +310,28 @@ async def test_websocket_floods_meet_the_per_token_and_per_hub_limits(
         assert await recv(again) == {"type": "pong", "id": "p"}
 
 
+async def test_sockets_that_never_authenticate_cannot_hold_the_hubs_slots(
+    served: ServedHub, admin: httpx.AsyncClient
+) -> None:
+    ada = await make_user(admin, "ada")
+    # MCGW_API__WS_MAX_CONNECTIONS=10: one eighth of it (at least 1) may wait for auth at once.
+    async with contextlib.AsyncExitStack() as stack:
+        silent = [
+            await stack.enter_async_context(websockets.connect(served.ws_url, compression=None))
+            for _ in range(5)
+        ]
+        # Each newcomer evicted the one before it; the last still waits.
+        for evicted in silent[:-1]:
+            await read_until_closed(evicted)
+            assert evicted.close_code == 1013
+            assert "authenticating" in (evicted.close_reason or "")
+        async with socket(served, ada.token) as phone:  # evicts the last silent one, gets in
+            await phone.send(orjson.dumps({"type": "ping", "id": "p"}).decode())
+            assert await recv(phone) == {"type": "pong", "id": "p"}
+            await read_until_closed(silent[-1])
+            assert silent[-1].close_code == 1013
+
+
 async def test_pairing_guesses_lock_out_the_guesser_and_never_burn_the_victims_code(
     served: ServedHub,
 ) -> None:
