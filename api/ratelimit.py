@@ -10,7 +10,9 @@ in memory, one guard per app:
   cannot guess in parallel: with the defaults at most 150 guesses reach a code in its 5-minute
   life, one chance in about 6,700 for a guesser.
 
-A successful pairing clears its address's failures and counts nothing. Codes are never burnt by
+Every attempt counts as a failure from the moment it is let through, and a success takes its
+own count back: guesses sent together cannot all pass the check while the first is still
+being judged. A successful pairing clears its address's failures. Codes are never burnt by
 wrong guesses (``gateway.storage.pairing``): a guesser cannot take a victim's code away.
 
 The client address is the TCP peer, or the forwarded address only when the peer is one of
@@ -77,6 +79,16 @@ class PairingGuard:
             return Refusal(False, _wait(self._hub[0] + self.hub_window_s - now))
         return None
 
+    def attempt(self, client: str) -> Refusal | None:
+        """Check, and count the attempt as failed until :meth:`succeeded` says otherwise.
+
+        None: ``client`` may try one code now.
+        """
+        refusal = self.check(client)
+        if refusal is None:
+            self.failed(client)
+        return refusal
+
     def failed(self, client: str) -> None:
         now = self._clock()
         failures = self._clients.get(client)
@@ -88,7 +100,18 @@ class PairingGuard:
         self._hub.append(now)
 
     def succeeded(self, client: str) -> None:
+        """An attempt let through by :meth:`attempt` was right: its address starts afresh."""
+        self.withdraw(client)
         self._clients.pop(client, None)
+
+    def withdraw(self, client: str) -> None:
+        """An attempt let through by :meth:`attempt` was never judged (storage failed): it
+        counts nothing."""
+        failures = self._clients.get(client)
+        if failures:
+            at = failures.pop()
+            if at in self._hub:
+                self._hub.remove(at)
 
     def _forget_idle(self, now: float) -> None:
         """Keep memory bounded under an address-spraying attack: drop clients with no recent

@@ -58,7 +58,7 @@ async def pair(body: PairRequest, request: Request, runtime: RuntimeDep) -> Pair
     """The token is shown once: keep it in the phone's secure storage."""
     guard: PairingGuard = request.app.state.pairing_guard
     client = request.client.host if request.client else "unknown"
-    refusal = guard.check(client)
+    refusal = guard.attempt(client)
     if refusal is not None:
         if refusal.locked_out:
             raise ApiProblem(
@@ -75,14 +75,17 @@ async def pair(body: PairRequest, request: Request, runtime: RuntimeDep) -> Pair
             kind="rate-limited",
             headers={"Retry-After": str(refusal.retry_after_s)},
         )
-    result = await runtime.db(
-        _redeem,
-        code=body.code,
-        client_name=body.client_name,
-        pepper=runtime.settings.token_pepper.get_secret_value(),
-    )
-    if isinstance(result, Refusal):
-        guard.failed(client)
+    try:
+        result = await runtime.db(
+            _redeem,
+            code=body.code,
+            client_name=body.client_name,
+            pepper=runtime.settings.token_pepper.get_secret_value(),
+        )
+    except BaseException:
+        guard.withdraw(client)
+        raise
+    if isinstance(result, Refusal):  # already counted by attempt()
         raise ApiProblem(
             400, _ADVICE[result], kind="pairing-failed", errors=[("code", result.value)]
         )

@@ -54,3 +54,21 @@ def test_memory_stays_bounded_under_address_spraying() -> None:
     for n in range(10_000):
         guard.failed(f"addr-{n}")
     assert len(guard._clients) <= 100
+
+
+def test_guesses_sent_together_cannot_all_pass_before_the_first_is_judged() -> None:
+    guard = PairingGuard(per_client=3, hub_limit=100, clock=Clock())
+    let_through = [guard.attempt("10.0.0.1") is None for _ in range(10)]  # none judged yet
+    assert let_through == [True] * 3 + [False] * 7
+
+
+def test_a_right_code_and_an_unjudged_attempt_count_nothing() -> None:
+    clock = Clock()
+    guard = PairingGuard(per_client=5, hub_limit=2, clock=clock)
+    assert guard.attempt("phone") is None
+    guard.succeeded("phone")
+    assert guard.attempt("other") is None
+    guard.withdraw("other")  # storage failed: the code was never judged
+    assert guard.attempt("x") is None
+    assert guard.attempt("y") is None  # two wrong codes on the hub: its limit
+    assert guard.attempt("z") == Refusal(locked_out=False, retry_after_s=60)
