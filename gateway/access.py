@@ -121,7 +121,7 @@ class DeviceAccess(enum.Enum):
     WATCH = "watch"
     """Unclaimed: visible and claimable, but no session may run on it until claimed (403)."""
     CONTROL = "control"
-    """The user's own device, or any device for an admin."""
+    """The user's own device, or any claimed device for an admin."""
 
 
 Listener = Callable[[AccessChange], None]
@@ -147,8 +147,6 @@ class AccessPolicy:
         self._snapshot = AccessSnapshot()
         self._principals: dict[int, Principal] = {}
         self._listeners: list[Listener] = []
-        self.loaded = False
-        """False until the first snapshot: nobody is authenticated before it."""
 
     # --- the snapshot ---------------------------------------------------------------------------
 
@@ -178,7 +176,6 @@ class AccessPolicy:
             for token_id, user_id in snapshot.tokens.values()
             if user_id in snapshot.users
         }
-        self.loaded = True
         if change.tokens_revoked or change.users_changed or change.devices_changed:
             for listener in list(self._listeners):
                 try:
@@ -186,6 +183,15 @@ class AccessPolicy:
                 except Exception:
                     log.exception("access listener %r failed", listener)
         return change
+
+    def revoke(self, token_id: int) -> None:
+        """Drop a token this hub just revoked in storage, before any reload: a revocation
+        applies even if the reload that follows cannot read storage."""
+        old = self._snapshot.tokens
+        tokens = {key: value for key, value in old.items() if value[0] != token_id}
+        if len(tokens) != len(old):
+            # Same epoch: the poll still sees storage's newer one and reloads everything.
+            self.replace(replace(self._snapshot, tokens=tokens))
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` after every change; returns the function that removes it."""
@@ -247,7 +253,8 @@ class AccessPolicy:
     # --- what flows out -------------------------------------------------------------------------
 
     def may_see_frame(self, user: Principal, device: str, session_id: str | None) -> bool:
-        """A telemetry frame of ``device`` (and ``session_id``, if any). Hot path: dict lookups."""
+        """A telemetry frame of ``device`` (upper-case, as the hub publishes it) and
+        ``session_id``, if any. Hot path: dict lookups."""
         if user.is_admin:
             return True
         owner = self._snapshot.owners.get(device)

@@ -108,5 +108,6 @@ async def revoke_token(
 ) -> Response:
     """The token stops working at once, on open WebSocket connections too (closed with 4401)."""
     await runtime.db(_revoke, token_id=token_id, user_id=None if user.is_admin else user.user_id)
+    runtime.access.revoke(token_id)
     await runtime.access_changed()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -159,3 +159,20 @@ def test_a_failing_listener_does_not_stop_the_others(policy: AccessPolicy) -> No
     policy.add_listener(seen.append)
     policy.replace(snapshot(2, tokens={}))
     assert len(seen) == 1
+
+
+def test_a_token_revoked_here_is_dropped_at_once_and_storage_then_reloads_all(
+    policy: AccessPolicy,
+) -> None:
+    """The revoking hub drops the token from memory before reading storage back (which may
+    fail just then); the unchanged epoch makes the next poll reload everything."""
+    changes: list[AccessChange] = []
+    policy.add_listener(changes.append)
+    policy.revoke(20)
+    assert policy.authenticate("t-bob") is None
+    assert policy.principal(20) is None
+    assert policy.authenticate("t-ada") is not None
+    assert [c.tokens_revoked for c in changes] == [frozenset({20})]
+    assert policy.epoch == 1
+    policy.revoke(20)  # twice: nothing more happens
+    assert len(changes) == 1
