@@ -83,7 +83,8 @@ class ManagedDevice:
 
     @property
     def address(self) -> str:
-        return self.ble_device.address
+        """Upper-case, as every table of the hub is keyed (BLE addresses ignore case)."""
+        return self.ble_device.address.upper()
 
     def link_totals(self) -> LinkCounters:
         """Counters of this device's links, the current one included, since the hub started."""

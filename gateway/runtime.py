@@ -22,7 +22,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ble.supervisor import RadioState
-from gateway.access import AccessChange, AccessPolicy
+from gateway.access import AccessChange, AccessPolicy, DeviceAccess
 from gateway.config import Settings
 from gateway.devices import DeviceManager
 from gateway.errors import GatewayError
@@ -118,6 +118,28 @@ class Runtime:
         # the previous owner's frames to the next one (sessions are filtered too, per frame).
         for address in change.devices_changed:
             self.hub.forget_history(address)
+            self._stop_if_no_longer_controlled(address)
+
+    def _stop_if_no_longer_controlled(self, address: str) -> None:
+        """S8 across a race: the API refuses a hand-over or forget while a session runs, but a
+        start still on its way (awaiting the device) can land just before the change applies.
+        Such a session, no longer its owner's to control, is stopped at once."""
+        session = self.sessions.active_on(address)
+        if session is None:
+            return
+        owner = self.access.user(int(session.owner))
+        if owner is not None and self.access.device_access(owner, address) is DeviceAccess.CONTROL:
+            return
+        log.warning("stopping session %s: %s changed hands while it started", session.id, address)
+        self.tasks.spawn(
+            self.sessions.stop(
+                session.id,
+                actor="hub",
+                is_admin=True,
+                reason=f"{address} changed hands while the session started",
+            ),
+            name=f"stop:{session.id}",
+        )
 
     @property
     def radio_state(self) -> RadioState | None:

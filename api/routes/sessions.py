@@ -22,13 +22,13 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from sqlmodel import Session as DbSession
 
 from api.auth import CurrentUser, Principal, RuntimeDep
-from api.errors import ApiProblem
+from api.errors import ApiProblem, unauthorized
 from api.metrics import ApiMetrics
 from api.queries import session_by_idempotency_key
 from api.routes.devices import find_device, require_control
@@ -234,15 +234,13 @@ async def start_session(
         if replayed is not None:
             response.status_code = status.HTTP_200_OK
             return replayed
-    if user.consent_accepted_at is None:
-        raise ApiProblem(
-            403,
-            "accept the contraindication notice before a first session (POST /api/v1/me/consent)",
-            kind="consent-required",
-        )
-    address, access = find_device(runtime, user, body.device)
-    require_control(address, access)
+    _may_start(runtime, user, body.device)
     program, _ = await resolve_program(runtime, user, body.program)
+    # Again after the program lookup's await: a revocation, consent withdrawn or hand-over
+    # meanwhile applies to this start. (A hand-over during the device's own start is caught
+    # by the runtime, which stops a session whose device changed hands.)
+    user = runtime.access.principal(user.token_id) or _revoked()
+    address = _may_start(runtime, user, body.device)
     future: asyncio.Future[str] | None = None
     if idempotency_key is not None:
         # Look again, with no await between this look and the registration below: a duplicate
@@ -278,6 +276,23 @@ async def start_session(
             future.cancel()  # a no-op once it has a result; tells waiters if we were cancelled
             inflight.pop((user.user_id, idempotency_key or ""), None)
     return from_live(session)
+
+
+def _may_start(runtime: Runtime, user: Principal, device: str) -> str:
+    """The device's address if ``user`` may start a session on it now (S7, S8); else 403/404."""
+    if user.consent_accepted_at is None:
+        raise ApiProblem(
+            403,
+            "accept the contraindication notice before a first session (POST /api/v1/me/consent)",
+            kind="consent-required",
+        )
+    address, access = find_device(runtime, user, device)
+    require_control(address, access)
+    return address
+
+
+def _revoked() -> NoReturn:
+    raise unauthorized("the bearer token was revoked while the request ran; pair again")
 
 
 # --- read -----------------------------------------------------------------------------------------

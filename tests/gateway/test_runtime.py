@@ -227,3 +227,28 @@ async def test_a_full_journal_refuses_new_sessions_until_the_database_takes_it(
     await wait_until(lambda: not journal.full)  # the database told the journal it has it all
     second = await hub.start(1, program(step("cheeks", 300, 30)), owner=owner)
     await runtime.sessions.stop(second.id, actor=owner)
+
+
+async def test_a_session_whose_device_changes_hands_meanwhile_is_stopped(
+    start_hub: StartHub,
+) -> None:
+    """S8 across the race the API cannot close alone: a start still awaiting the device lands
+    just before a hand-over applies. The hub stops that session; output goes off."""
+    hub = await start_hub(1, storage=True)
+    runtime = hub.runtime
+    hub_id, address = runtime.settings.hub_id, hub.address(0)
+    ann = await runtime.db(repo.create_user, name="ann")
+    bob = await runtime.db(repo.create_user, name="bob")
+    await runtime.db(repo.upsert_device, hub_id=hub_id, address=address, name="mine")
+    await runtime.db(repo.claim_device, hub_id=hub_id, address=address, user_id=ann.id)
+    await runtime.access_changed()
+    session = await hub.start(0, program(step("cheeks", 300, 30)), owner=str(ann.id))
+    await wait_output(hub.sim(0))
+
+    await runtime.db(repo.claim_device, hub_id=hub_id, address=address, user_id=bob.id, force=True)
+    await runtime.access_changed()
+
+    await wait_until(lambda: not session.active)
+    assert session.state is SessionState.STOPPED
+    assert session.reason == f"{address} changed hands while the session started"
+    await wait_until(lambda: hub.firmware(0).output_ua == 0)
