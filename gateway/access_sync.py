@@ -118,19 +118,25 @@ class AccessSync:
             await asyncio.sleep(self._poll_s)
             try:
                 await self.refresh(max_age_s=self._poll_s / 2)
-            except GatewayError as exc:
+            except Exception as exc:  # the poll outlives any one failure
                 if not self._failing:
                     self._failing = True
                     log.warning(
                         "cannot read access changes from storage (keeping the last known "
                         "users and tokens): %s",
                         exc,
+                        exc_info=not isinstance(exc, GatewayError),  # a bug: show where
                     )
             else:
                 if self._failing:
                     self._failing = False
                     log.info("access changes are read from storage again")
-            if self._used and time.monotonic() >= next_touch:
+            # A figure, not worth a write the database would refuse: kept until it takes writes.
+            if (
+                self._used
+                and time.monotonic() >= next_touch
+                and self._writer.stats.failing_since is None
+            ):
                 next_touch = time.monotonic() + TOUCH_EVERY_S
                 used, self._used = self._used, {}
                 # A figure, not a record: fire-and-forget on the writer is enough.

@@ -9,7 +9,6 @@ second, naming the failing checks in ``errors``.
 
 from __future__ import annotations
 
-import asyncio
 from importlib.metadata import PackageNotFoundError, version
 
 import sqlalchemy as sa
@@ -75,10 +74,7 @@ async def ready(request: Request) -> ReadyPublic:
 async def _database(runtime: Runtime) -> CheckPublic:
     assert runtime.reader is not None
     try:
-        async with asyncio.timeout(READY_READ_TIMEOUT_S):
-            await runtime.reader.run(_ping)
-    except TimeoutError:
-        return CheckPublic(ok=False, detail=f"no answer within {READY_READ_TIMEOUT_S:g} s")
+        await runtime.reader.run(_ping, timeout_s=READY_READ_TIMEOUT_S)
     except GatewayError as exc:
         return CheckPublic(ok=False, detail=str(exc))
     return CheckPublic(ok=True, detail="answers")

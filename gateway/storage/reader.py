@@ -46,11 +46,14 @@ class StorageReader:
     ) -> _T:
         """``fn(session=<read-only session>, **kwargs)``; StorageUnavailable on failure/time-out."""
         limit = self._timeout_s if timeout_s is None else timeout_s
-        wrapped = asyncio.wrap_future(self._pool.submit(self._call, fn, kwargs))
+        submitted = self._pool.submit(self._call, fn, kwargs)
+        wrapped = asyncio.wrap_future(submitted)
         try:
             return await asyncio.wait_for(asyncio.shield(wrapped), limit)
         except TimeoutError:
-            # The read goes on in its thread; whatever it ends with is nobody's news now.
+            # Whatever it ends with is nobody's news now. Not started yet (the threads are
+            # stuck on a locked database): it never runs, so reads do not pile up behind them.
+            submitted.cancel()
             wrapped.add_done_callback(_ignore_outcome)
             raise StorageUnavailable(
                 f"a storage read took longer than {limit:g} s; the database is locked or "

@@ -447,8 +447,10 @@ class StorageWriter:
     def _fail(job: Any, future: concurrent.futures.Future[Any] | None, exc: BaseException) -> None:
         if future is not None:
             future.set_exception(exc)
+        elif isinstance(exc, StorageUnavailable):  # the outage itself is logged once, apart
+            log.warning("storage job %s was not done: %s", _job_name(job), exc)
         else:
-            log.error("storage job %r failed", job, exc_info=exc)
+            log.error("storage job %s failed", _job_name(job), exc_info=exc)
 
     def _take_buffer(self) -> dict[str, list[_Chunk]]:
         with self._lock:
@@ -564,3 +566,9 @@ class StorageWriter:
         # Keep batch numbers only of sessions still streaming, so the map stays small.
         self._next_seq = written
         self._note_success()
+
+
+def _job_name(job: Any) -> str:
+    """A job's function name (not its arguments: they may be many, or private)."""
+    job = getattr(job, "func", job)
+    return getattr(job, "__qualname__", type(job).__name__)
