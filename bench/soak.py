@@ -368,11 +368,11 @@ async def faults(soak: Soak, procs: Processes, rng: random.Random) -> None:
                 holder.close()
             elif kind == "db_disk_full":
                 filler = procs.db_path.with_name("filler")
-                await asyncio.to_thread(_fill, filler)
                 try:
+                    await asyncio.to_thread(_fill, filler)
                     await asyncio.sleep(hold)
                 finally:
-                    filler.unlink()
+                    filler.unlink(missing_ok=True)
             elif kind == "sim_frozen":
                 procs.sim.send_signal(signal.SIGSTOP)
                 try:
@@ -429,12 +429,12 @@ def release_small_disk(mount: Path) -> None:
 
 
 def _fill(path: Path) -> None:
-    """Write zeros to ``path`` until its filesystem is full."""
+    """Write zeros to ``path`` until its filesystem is full (unbuffered: nothing is left to
+    flush, and fail, at close)."""
     chunk = b"\0" * (1 << 20)
-    with path.open("wb") as handle, contextlib.suppress(OSError):
+    with path.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
             handle.write(chunk)
-            handle.flush()
 
 
 # --- sampling and the report ----------------------------------------------------------------------

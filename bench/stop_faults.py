@@ -48,11 +48,11 @@ def storage(state: str, db_path: Path) -> Iterator[None]:
             holder.close()
     else:
         filler = db_path.with_name("filler")
-        _fill(filler)
         try:
+            _fill(filler)
             yield
         finally:
-            filler.unlink()
+            filler.unlink(missing_ok=True)
 
 
 async def control_output(port: int, device: str) -> int:

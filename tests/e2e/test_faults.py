@@ -100,16 +100,15 @@ class Database:
         """The SQLite file's filesystem (a small tmpfs of its own) has no byte left."""
         assert self.path is not None
         filler = self.path.with_name("filler")
-        with filler.open("wb") as handle:
-            chunk = b"\0" * (1 << 20)
-            with contextlib.suppress(OSError):
+        try:
+            # Unbuffered: nothing is left to flush (and fail) at close, so the disk is freed.
+            with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
+                chunk = b"\0" * (1 << 20)
                 while True:
                     handle.write(chunk)
-                    handle.flush()
-        try:
             yield
         finally:
-            filler.unlink()
+            filler.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def gone(self) -> Iterator[None]:
