@@ -6,7 +6,9 @@ the far end, an I/O error, or a controller that stopped answering HCI commands; 
 ``BumbleAdapter.on_lost``). It then marks the radio down, tells its owner, closes the dead
 adapter and opens a new one, waiting ``REOPEN_BACKOFF_START_S`` (doubling per failed attempt
 up to ``REOPEN_BACKOFF_MAX_S``, each wait scattered by ``REOPEN_JITTER``) between attempts,
-until the transport is back; then it hands the new adapter to its owner.
+until the transport is back; then it hands the new adapter to its owner. A transport that is
+lost again soon after it came back (a flapping dongle, a sim that accepts and then stalls) keeps
+its longer wait: the backoff starts afresh only once the radio stayed up ``REOPEN_STABLE_S``.
 
 Its ``state`` is a ``RadioState`` snapshot for readiness checks and metrics. It logs one
 WARNING when the radio goes down and one INFO when it is back; failed attempts in between only
@@ -34,6 +36,7 @@ __all__ = [
     "REOPEN_BACKOFF_MAX_S",
     "REOPEN_BACKOFF_START_S",
     "REOPEN_JITTER",
+    "REOPEN_STABLE_S",
     "RadioState",
     "RadioStatus",
     "RadioSupervisor",
@@ -50,6 +53,10 @@ REOPEN_BACKOFF_MAX_S = 5.0
 #: Each wait is scattered by up to this fraction either way, so hubs that lost a shared
 #: resource do not all retry in step.
 REOPEN_JITTER = 0.5
+#: Up this long, a radio counts as stable again: its next loss starts the backoff afresh.
+REOPEN_STABLE_S = 30.0
+#: Closing a lost adapter may hang on a dead transport; it is abandoned after this long.
+CLOSE_TIMEOUT_S = 2.0
 
 
 class RadioStatus(StrEnum):
@@ -133,6 +140,8 @@ class RadioSupervisor(Generic[_A]):
         self._unsubscribe: Callable[[], None] | None = None
         self._lost = asyncio.Event()
         self._closed = False
+        self._backoff = REOPEN_BACKOFF_START_S
+        self._up_since = clock()
         self.state = RadioState(moniker)
 
     @property
@@ -174,13 +183,19 @@ class RadioSupervisor(Generic[_A]):
         old, self._adapter = self._adapter, None
         if old is not None:
             try:
-                await old.close()
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await old.close()
+            except TimeoutError:
+                logger.warning("closing the lost adapter on %s hung; abandoned it", self.moniker)
             except Exception:  # a supervisor that stops here would never reopen anything
                 logger.exception("closing the lost adapter on %s failed", self.moniker)
-        backoff = REOPEN_BACKOFF_START_S
+        if self._clock() - self._up_since >= REOPEN_STABLE_S:
+            self._backoff = REOPEN_BACKOFF_START_S
         while True:
             jitter = 1 + self._rng.uniform(-REOPEN_JITTER, REOPEN_JITTER)
-            await asyncio.sleep(backoff * jitter)
+            await asyncio.sleep(self._backoff * jitter)
+            # Doubled for the next attempt, and for the next loss unless the radio stays up.
+            self._backoff = min(self._backoff * 2, REOPEN_BACKOFF_MAX_S)
             self.state = replace(self.state, status=RadioStatus.REOPENING)
             try:
                 return await self._opener()
@@ -190,7 +205,6 @@ class RadioSupervisor(Generic[_A]):
             except Exception as exc:  # a bug, but the radio must still come back
                 self._attempt_failed(f"{type(exc).__name__}: {exc}")
                 logger.exception("reopening radio %s failed unexpectedly", self.moniker)
-            backoff = min(backoff * 2, REOPEN_BACKOFF_MAX_S)
 
     def _attempt_failed(self, error: str) -> None:
         self.state = replace(
@@ -202,6 +216,7 @@ class RadioSupervisor(Generic[_A]):
 
     def _adopt(self, adapter: _A) -> None:
         self._adapter = adapter
+        self._up_since = self._clock()
         self._unsubscribe = adapter.on_lost(self._transport_lost)
 
     def _transport_lost(self, reason: str) -> None:

@@ -293,20 +293,21 @@ class DeviceManager:
         backoff = BACKOFF_START_S
         while True:
             await self._radio_up.wait()
+            back = self._radio_back  # taken before the attempt: a return during it counts
             async with self._slots:
                 connected = await self._connect_once(managed)
             if connected:
                 backoff = BACKOFF_START_S
                 continue
             # Sleep outside the slot so a device that is away does not block the others.
-            if await self._rest(backoff * (0.5 + self._rng.random())):
+            if await self._rest(backoff * (0.5 + self._rng.random()), back):
                 backoff = BACKOFF_START_S  # a new radio: the old failures say nothing
             else:
                 backoff = min(backoff * 2, self.settings.reconnect_max_backoff_s)
 
-    async def _rest(self, delay_s: float) -> bool:
-        """Sleep ``delay_s``, or less if the radio comes back meanwhile (then return True)."""
-        back = self._radio_back
+    @staticmethod
+    async def _rest(delay_s: float, back: asyncio.Event) -> bool:
+        """Sleep ``delay_s``, or less if the radio comes back (``back`` is set; then True)."""
         try:
             async with asyncio.timeout(delay_s):
                 await back.wait()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +30,13 @@ from ble.hci_server import HciTcpServer
 from ble.link import DeviceLink
 from ble.radio import VirtualRadio
 from ble.sim.peripheral import SimulatedDevice
-from ble.supervisor import RadioState, RadioStatus, RadioSupervisor
+from ble.supervisor import (
+    REOPEN_BACKOFF_START_S,
+    REOPEN_STABLE_S,
+    RadioState,
+    RadioStatus,
+    RadioSupervisor,
+)
 
 HANG_S = 10.0
 """Upper bound for any one wait: a hang guard, never a measurement."""
@@ -292,3 +299,63 @@ async def test_an_unanswered_write_is_abandoned_with_its_link_in_at_most_one_lin
     undeafen(bench.sim)
     assert len(lines(caplog)) <= 1
     assert errors(caplog) == []
+
+
+class FlappingAdapter:
+    """A transport that is lost whenever the test says (the backoff policy, nothing of BLE)."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[str], None]] = []
+
+    def on_lost(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        self.listeners.append(listener)
+        return lambda: None
+
+    async def close(self) -> None:
+        pass
+
+    def lose(self) -> None:
+        for listener in self.listeners:
+            listener("transport closed")
+
+
+async def test_a_flapping_transport_waits_longer_each_time_until_it_stays_up() -> None:
+    loop = asyncio.get_running_loop()
+    now = [1000.0]
+    adapters: list[FlappingAdapter] = []
+    opened_at: list[float] = []
+
+    async def opener() -> FlappingAdapter:
+        opened_at.append(loop.time())
+        adapters.append(FlappingAdapter())
+        return adapters[-1]
+
+    no_jitter = random.Random()
+    no_jitter.uniform = lambda _a, _b: 0.0  # type: ignore[method-assign]
+    supervisor: RadioSupervisor[FlappingAdapter] = RadioSupervisor(
+        "flapping",
+        opener,
+        on_down=lambda: None,
+        on_up=lambda _a: None,
+        clock=lambda: now[0],
+        rng=no_jitter,
+    )
+    await supervisor.open()
+    runner = asyncio.create_task(supervisor.run())
+    waits: list[float] = []
+    try:
+        for flap in range(4):
+            if flap == 3:
+                now[0] += REOPEN_STABLE_S  # it stayed up: the next loss starts afresh
+            lost_at = loop.time()
+            adapters[-1].lose()
+            await wait_until(lambda want=flap + 2: len(adapters) == want)
+            waits.append(opened_at[-1] - lost_at)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await supervisor.close()
+    start = REOPEN_BACKOFF_START_S
+    assert [waits[i] >= start * 2**i for i in range(3)] == [True] * 3, waits
+    assert start <= waits[3] < waits[2], waits
+    assert supervisor.state.reopens == 4
