@@ -10,7 +10,8 @@
 * PostgreSQL through psycopg 3 (``postgresql+psycopg://user@host/db``): a small pool with
   ``pool_pre_ping`` so a restarted server costs one failed ping, not a failed request, a
   ``lock_timeout`` of ``db.lock_timeout_s`` so a locked table fails a write (which is retried)
-  rather than hanging it, and an ``application_name`` naming the hub.
+  rather than hanging it, TCP keepalives so a server gone silent (a network partition) fails
+  its connections within ``PG_DEAD_AFTER_S``, and an ``application_name`` naming the hub.
 
 ``upgrade`` applies the Alembic revisions in ``migrations/`` (what ``mcgw db upgrade`` and
 start-up call). It is idempotent, and on PostgreSQL takes an advisory lock so hubs starting
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 PG_POOL_SIZE = 5
 PG_MAX_OVERFLOW = 5
+PG_DEAD_AFTER_S = 20
+"""A PostgreSQL connection with no answer (keepalive or data) this long is given up."""
 PG_CONNECT_TIMEOUT_S = 5
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_KEY = 0x6D6367770001
@@ -102,6 +105,14 @@ def create_engine_from_settings(db: DatabaseSettings, *, application_name: str =
             connect_args={
                 "application_name": application_name[:63],
                 "connect_timeout": PG_CONNECT_TIMEOUT_S,
+                # A server gone without a word (a network partition) fails a connection in
+                # about PG_DEAD_AFTER_S instead of the kernel's 15 minutes: writes are retried
+                # from the journal, readiness turns red, nothing hangs.
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": PG_DEAD_AFTER_S * 1000,
             },
         )
         sa.event.listen(engine, "connect", _pg_session(lock_timeout_ms))
