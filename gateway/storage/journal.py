@@ -189,6 +189,13 @@ class _Item:
 _STOP = object()
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class SessionJournal:
     """The append-only file and the thread that writes it; see the module docstring.
 
@@ -226,24 +233,62 @@ class SessionJournal:
     def load(self) -> list[Entry]:
         """The entries a previous run left in the file (before ``start``), in order.
 
-        A torn last line (the process died mid-write) is dropped with a warning: its entry was
-        never acknowledged as durable.
+        A damaged tail (the process died mid-write: a torn line, or a whole line whose newline
+        never made it) was never acknowledged as durable. Before ``start`` the file is cut back
+        to the end of the last good line, so the next append starts a line of its own instead
+        of being glued to the fragment (and lost with it at the next load). A complete last
+        line that only lacks its newline is kept and completed. A damaged line in the middle
+        (the disk corrupted it; lines after it are good) is logged at ERROR and skipped, and
+        stays in the file until it is emptied.
         """
         entries: list[Entry] = []
-        if self.path.exists():
-            with self.path.open("rb") as handle:
-                for number, line in enumerate(handle, start=1):
-                    try:
-                        entries.append(Entry.from_line(line))
-                    except (ValueError, KeyError, TypeError):
-                        log.warning(
-                            "journal %s: line %d is incomplete or damaged and is ignored",
-                            self.path,
-                            number,
-                        )
+        if not self.path.exists():
+            return entries
+        good_end = 0  # offset just past the last line that parsed
+        complete = True  # that line ended with a newline
+        damaged: list[int] = []
+        offset = 0
+        with self.path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                offset += len(line)
+                try:
+                    entries.append(Entry.from_line(line))
+                except (ValueError, KeyError, TypeError):
+                    damaged.append(number)
+                    continue
+                good_end, complete = offset, line.endswith(b"\n")
+                for bad in damaged:
+                    log.error(
+                        "journal %s: line %d is damaged and is skipped (the lines after it are "
+                        "kept)",
+                        self.path,
+                        bad,
+                    )
+                damaged = []
+        if damaged:
+            log.warning(
+                "journal %s: its last %d line(s) are incomplete (a write the process did not "
+                "finish) and are removed",
+                self.path,
+                len(damaged),
+            )
+        if self._thread is None and (offset != good_end or not complete):
+            self._repair_tail(good_end, complete=complete)
         if entries:
             self._next_rid = entries[-1].rid + 1
         return entries
+
+    def _repair_tail(self, good_end: int, *, complete: bool) -> None:
+        """Cut the file back to ``good_end`` (and end its last line), durably."""
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, good_end)
+            if not complete:
+                os.lseek(fd, good_end, os.SEEK_SET)
+                _write_all(fd, b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def start(self, *, applied_rid: int = 0) -> None:
         """Open the file for appending and start the thread (``applied_rid``: the database's)."""

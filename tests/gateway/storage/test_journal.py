@@ -127,6 +127,52 @@ def test_entries_round_trip_and_a_torn_last_line_is_ignored(tmp_path: Path) -> N
         again.append("drop_table", {})
 
 
+def _events(journal: SessionJournal, count: int) -> list[Entry]:
+    written = [
+        journal.append("event", {"session_id": "s", "kind": "k", "detail": {"n": n}})
+        for n in range(count)
+    ]
+    return [future.result(timeout=5) for future in written]
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [b'{"rid": 3, "op": "ev', b'{"rid":3,"op":"event","at":"2026-01-01T00:00:00+00:00"'],
+    ids=["torn-line", "torn-json"],
+)
+def test_a_record_appended_after_a_torn_line_survives_the_next_load(
+    tmp_path: Path, fragment: bytes
+) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = SessionJournal(path, on_durable=lambda _entries: None)
+    journal.start()
+    before = _events(journal, 2)
+    journal.close()
+    with path.open("ab") as handle:
+        handle.write(fragment)  # the process died mid-line
+    again = SessionJournal(path, on_durable=lambda _entries: None)
+    assert again.load() == before
+    again.start()
+    after = _events(again, 1)
+    again.close()
+    assert SessionJournal(path, on_durable=lambda _entries: None).load() == before + after
+
+
+def test_a_complete_last_line_without_its_newline_is_kept_and_ended(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = SessionJournal(path, on_durable=lambda _entries: None)
+    journal.start()
+    before = _events(journal, 2)
+    journal.close()
+    path.write_bytes(path.read_bytes()[:-1])  # the newline of the last line never made it
+    again = SessionJournal(path, on_durable=lambda _entries: None)
+    assert again.load() == before
+    again.start()
+    after = _events(again, 1)
+    again.close()
+    assert SessionJournal(path, on_durable=lambda _entries: None).load() == before + after
+
+
 async def test_records_wait_out_an_outage_and_apply_in_order_exactly_once(
     engine: Engine, tmp_path: Path, user_id: int
 ) -> None:
