@@ -7,8 +7,8 @@ per zone). Ending a session without a reason is refused.
 Every write is filtered by ``hub_id``: a hub only ever updates its own sessions, so hubs sharing
 one PostgreSQL database cannot clobber each other's rows (another hub's session is NotFound).
 Functions take keyword-only arguments and a SQLModel ``Session``, flush, and leave the commit to
-the caller (``StorageWriter.run``). ``create_session`` is the exception: on an idempotency-key
-race it rolls the session back to read the winner, so run it in a transaction of its own.
+the caller (``StorageWriter.run``). ``create_session`` inserts in a savepoint of its own, so a
+refused insert (an idempotency-key race) undoes only itself, never the caller's transaction.
 
 Start-up recovery: a hub that restarts cannot resume output it no longer controls, so
 ``interrupt_open_sessions`` ends every session it left open as ``interrupted`` with a reason.
@@ -119,11 +119,13 @@ def create_session(
         dose_uas_by_zone={},
         seconds_by_zone={},
     )
-    session.add(record)
     try:
-        session.flush()
+        # Only this insert is undone if the unique index refuses it: a rollback of the whole
+        # session would also undo the records applied before it in the same journal batch.
+        with session.begin_nested():
+            session.add(record)
+            session.flush()
     except sa.exc.IntegrityError:
-        session.rollback()
         if idempotency_key is not None:
             existing = _by_key(session, owner_id, idempotency_key)
             if existing is not None:  # another writer won the race with the same key
