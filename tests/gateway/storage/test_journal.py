@@ -269,3 +269,58 @@ async def test_the_file_is_emptied_once_the_database_has_everything(
             await asyncio.sleep(0.02)
         assert path.stat().st_size == 0
         assert (await stored(writer, "s-compact")).session.state == "stopped"
+
+
+def create(journal: SessionJournal, session_id: str, owner: int, key: str | None = None) -> None:
+    journal.append(
+        "create",
+        {
+            "session_id": session_id,
+            "owner_id": owner,
+            "device_address": "AA:01",
+            "program_slug": "quick-lift",
+            "intensity": 2,
+            "planned_s": 300,
+            "idempotency_key": key,
+        },
+    )
+
+
+def finish(journal: SessionJournal, session_id: str) -> None:
+    journal.append(
+        "finish",
+        {
+            "session_id": session_id,
+            "state": "stopped",
+            "reason": "stopped by user 1",
+            "delivered_s": 3.0,
+            "dose_uas_by_zone": {"forehead": 100.0},
+        },
+    )
+
+
+async def test_a_session_that_reuses_an_idempotency_key_is_still_recorded(
+    engine: Engine, tmp_path: Path, user_id: int
+) -> None:
+    async with journaled(engine, tmp_path / "j.jsonl") as (journal, writer):
+        create(journal, "s-first", user_id, key="req-1")
+        finish(journal, "s-first")
+        # Another session ran with the same owner and key (a reused key, or another hub that
+        # raced this one): it ran, so it is recorded, without the key.
+        create(journal, "s-second", user_id, key="req-1")
+        journal.append(
+            "state", {"session_id": "s-second", "state": "running", "reason": "started", "level": 2}
+        )
+        journal.append("event", {"session_id": "s-second", "kind": "move", "detail": {}})
+        finish(journal, "s-second")
+        await settled(journal, writer)
+        assert writer.stats.records_skipped == 0
+        first, second = await stored(writer, "s-first"), await stored(writer, "s-second")
+        assert first.session.idempotency_key == "req-1"
+        assert (second.session.state, second.session.idempotency_key) == ("stopped", None)
+        assert second.session.dose_uas_by_zone == {"forehead": 100.0}
+        duplicate = [e for e in second.events if e.kind == "duplicate_idempotency_key"]
+        assert [e.detail for e in duplicate] == [
+            {"idempotency_key": "req-1", "session_id": "s-first"}
+        ]
+        assert "move" in [e.kind for e in second.events]
