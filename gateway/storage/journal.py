@@ -179,11 +179,22 @@ def apply_entries(*, session: Session, hub_id: str, entries: Iterable[Entry]) ->
 
 
 class _Item:
-    __slots__ = ("entry", "future")
+    """An entry on its way to the file; numbered by the journal thread when it takes it."""
 
-    def __init__(self, entry: Entry, future: concurrent.futures.Future[Entry]) -> None:
-        self.entry = entry
+    __slots__ = ("args", "at", "entry", "future", "op")
+
+    def __init__(
+        self,
+        op: str,
+        at: datetime,
+        args: Mapping[str, Any],
+        future: concurrent.futures.Future[Entry],
+    ) -> None:
+        self.op = op
+        self.at = at
+        self.args = args
         self.future = future
+        self.entry: Entry | None = None
 
 
 _STOP = object()
@@ -225,8 +236,7 @@ class SessionJournal:
         self._last_written = 0
         self._applied = 0
         self._failing: str | None = None
-        self.written = 0
-        """Entries made durable since start."""
+        self._unnumbered = 0
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -310,7 +320,7 @@ class SessionJournal:
     @property
     def backlog(self) -> int:
         """Entries made but not yet applied to the database (an estimate, for health)."""
-        return self._next_rid - 1 - self._applied
+        return self._unnumbered + self._next_rid - 1 - self._applied
 
     @property
     def failing(self) -> str | None:
@@ -318,14 +328,18 @@ class SessionJournal:
         return self._failing
 
     def append(self, op: str, args: Mapping[str, Any]) -> concurrent.futures.Future[Entry]:
-        """Queue one entry; the future is resolved once it is on disk. Never blocks."""
+        """Queue one entry; the future is resolved once it is on disk. Never blocks.
+
+        Cancelling the future (``future.cancel()`` returns True) withdraws the entry: it is
+        never written and takes no number. Once the journal thread has taken it, ``cancel()``
+        returns False and the entry will be written (or fail with everything queued with it).
+        """
         if op not in APPLY:
             raise ValueError(f"unknown journal operation {op!r}")
         future: concurrent.futures.Future[Entry] = concurrent.futures.Future()
         with self._lock:
-            entry = Entry(self._next_rid, op, self._clock(), dict(args))
-            self._next_rid += 1
-            self._queue.put(_Item(entry, future))
+            self._unnumbered += 1
+            self._queue.put(_Item(op, self._clock(), dict(args), future))
         return future
 
     def sync(self) -> concurrent.futures.Future[None]:
@@ -378,7 +392,7 @@ class SessionJournal:
                 elif isinstance(item, tuple):
                     self._applied = max(self._applied, item[1])
                 else:
-                    waiting.append(item)
+                    self._take(item, waiting)
             if waiting:
                 try:
                     written = self._write(waiting)
@@ -402,14 +416,24 @@ class SessionJournal:
             self._compact()
             if stop:
                 for item in waiting:
-                    if not item.future.done():
-                        item.future.set_exception(
-                            JournalUnavailable(f"the journal {self.path} could not be written")
-                        )
+                    item.future.set_exception(
+                        JournalUnavailable(f"the journal {self.path} could not be written")
+                    )
                 return
 
+    def _take(self, item: _Item, waiting: list[_Item]) -> None:
+        """Number an entry and queue it for the file, unless its caller withdrew it."""
+        with self._lock:
+            self._unnumbered -= 1
+            if not item.future.set_running_or_notify_cancel():
+                return  # cancelled before it was taken: never written, no number used
+            item.entry = Entry(self._next_rid, item.op, item.at, item.args)
+            self._next_rid += 1
+        waiting.append(item)
+
     def _write(self, items: list[_Item]) -> bool:
-        data = b"".join(item.entry.to_line() for item in items)
+        entries = [item.entry for item in items if item.entry is not None]
+        data = b"".join(entry.to_line() for entry in entries)
         try:
             self._file.write(data)
             self._file.flush()
@@ -427,21 +451,18 @@ class SessionJournal:
             self._failing = str(exc)
             return False
         self._size += len(data)
-        self._last_written = items[-1].entry.rid
-        self.written += len(items)
+        self._last_written = entries[-1].rid
         if self._failing is not None:
             log.info("the session journal %s is writable again", self.path)
             self._failing = None
-        entries = [item.entry for item in items]
         try:
             # Handed on before anyone hears "durable": a session's telemetry (which starts once
             # its create entry is durable) is then always queued behind that entry.
             self._on_durable(entries)
         except Exception:
             log.exception("handing journal entries to the storage writer failed")
-        for item in items:
-            if not item.future.done():  # a caller that gave up waiting cancelled it
-                item.future.set_result(item.entry)
+        for item, entry in zip(items, entries, strict=True):
+            item.future.set_result(entry)
         return True
 
     def _rewind(self) -> None:

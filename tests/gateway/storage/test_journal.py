@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ble.protocol import TelemetrySample
+from gateway import recorder
+from gateway.errors import NotFound
+from gateway.recorder import StorageRecorder
+from gateway.sessions import Session
 from gateway.storage import history
-from gateway.storage.journal import Entry, SessionJournal, applied_rid
+from gateway.storage.journal import Entry, JournalUnavailable, SessionJournal, applied_rid
 from gateway.storage.writer import StorageWriter
+from tests.conftest import IN_CI
 
 HUB = "hub-test"
 SampleFactory = Callable[..., list[TelemetrySample]]
@@ -36,6 +44,21 @@ def outage(engine: Engine) -> Iterator[None]:
     finally:
         with engine.begin() as connection:
             connection.execute(sa.text("ALTER TABLE sessions_away RENAME TO sessions"))
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """The disk refuses every write to ``path`` until the block ends (``chattr +i``)."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    if made.returncode != 0:
+        message = f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 @contextlib.asynccontextmanager
@@ -324,3 +347,66 @@ async def test_a_session_that_reuses_an_idempotency_key_is_still_recorded(
             {"idempotency_key": "req-1", "session_id": "s-first"}
         ]
         assert "move" in [e.kind for e in second.events]
+
+
+def a_session(session_id: str, owner: int) -> Session:
+    """What the recorder reads of a session about to start."""
+    program = SimpleNamespace(slug="quick-lift", duration_s=300)
+    return cast(
+        Session,
+        SimpleNamespace(
+            id=session_id,
+            owner=str(owner),
+            address="AA:01",
+            program=program,
+            level=2,
+            idempotency_key=None,
+            limited_by_cap=False,
+        ),
+    )
+
+
+def test_a_withdrawn_entry_is_never_written_and_takes_no_number(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = SessionJournal(path, on_durable=lambda _entries: None)
+    withdrawn = journal.append("event", {"session_id": "s", "kind": "k", "detail": {}})
+    assert withdrawn.cancel()  # still queued (the journal thread has not taken it)
+    journal.start()
+    kept = journal.append("event", {"session_id": "s", "kind": "kept", "detail": {}}).result(5)
+    journal.close()
+    assert kept.rid == 1
+    assert SessionJournal(path, on_durable=lambda _entries: None).load() == [kept]
+    assert journal.backlog == 1  # the kept one, not yet applied (nothing applies here)
+
+
+async def test_a_start_refused_for_a_failing_journal_leaves_no_session_behind(
+    engine: Engine, tmp_path: Path, user_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder, "OPEN_TIMEOUT_S", 0.3)
+    async with journaled(engine, tmp_path / "j.jsonl") as (journal, writer):
+        sessions = StorageRecorder(journal, writer, hub_id=HUB)
+        with immutable(journal.path):
+            # The journal thread takes the record but cannot write it in time.
+            late = a_session("s-late", user_id)
+            with pytest.raises(JournalUnavailable, match="none starts"):
+                await sessions.opened(late)
+            assert journal.failing is not None
+            # Known to be failing: refused at once, nothing queued.
+            refused = a_session("s-refused", user_id)
+            backlog = journal.backlog
+            with pytest.raises(JournalUnavailable, match="cannot be written"):
+                await sessions.opened(refused)
+            assert journal.backlog == backlog
+        while journal.failing is not None or journal.backlog:
+            await asyncio.sleep(0.02)
+        await settled(journal, writer)
+        assert writer.stats.records_skipped == 0
+        detail = await stored(writer, "s-late")
+        assert detail.session.state == "failed"
+        assert detail.session.end_reason is not None
+        assert "not started" in detail.session.end_reason
+        with pytest.raises(NotFound):
+            await stored(writer, "s-refused")
+        # Only sessions whose record is on disk are tracked, so none of these is.
+        sessions.session_changed(late)
+        assert journal.backlog == 0
