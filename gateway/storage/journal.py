@@ -231,7 +231,8 @@ class SessionJournal:
         self._next_rid = 1
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._file: Any = None
+        self._fd: int | None = None
+        self._torn = False
         self._size = 0
         self._last_written = 0
         self._applied = 0
@@ -305,8 +306,9 @@ class SessionJournal:
         self._next_rid = max(self._next_rid, applied_rid + 1)
         self._applied = self._last_written = self._next_rid - 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
-        self._size = self._file.tell()
+        # Unbuffered: a failed write leaves nothing behind in a buffer to be written twice.
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        self._size = os.fstat(self._fd).st_size
         self._thread = threading.Thread(target=self._work, name="mcgw-journal", daemon=True)
         self._thread.start()
 
@@ -359,8 +361,11 @@ class SessionJournal:
             return
         self._queue.put(_STOP)
         self._thread.join(timeout_s)
-        if self._file is not None:
-            self._file.close()
+        # A thread still alive (stuck in a write) keeps its descriptor: closing it under the
+        # thread could let its next write land in whatever file reuses the number.
+        if self._fd is not None and not self._thread.is_alive():
+            os.close(self._fd)
+            self._fd = None
         self._thread = None
 
     # --- the thread ---------------------------------------------------------------------------
@@ -435,9 +440,12 @@ class SessionJournal:
         entries = [item.entry for item in items if item.entry is not None]
         data = b"".join(entry.to_line() for entry in entries)
         try:
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            assert self._fd is not None
+            if self._torn:  # an earlier rewind failed: never append after a fragment
+                os.ftruncate(self._fd, self._size)
+                self._torn = False
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
         except OSError as exc:
             # Nothing half-written may stay: a torn line would hide the ones after it on replay.
             self._rewind()
@@ -466,19 +474,21 @@ class SessionJournal:
         return True
 
     def _rewind(self) -> None:
+        """Cut a partly written group off: the file ends at its last good line again."""
+        assert self._fd is not None
         try:
-            self._file.truncate(self._size)
-            self._file.seek(self._size)
+            os.ftruncate(self._fd, self._size)  # O_APPEND: the next write starts right here
         except OSError:
+            self._torn = True
             log.debug("could not rewind the journal after a failed write", exc_info=True)
 
     def _compact(self) -> None:
         if self._size < COMPACT_BYTES or self._applied < self._last_written:
             return
         try:
-            self._file.truncate(0)
-            self._file.seek(0)
-            os.fsync(self._file.fileno())
+            assert self._fd is not None
+            os.ftruncate(self._fd, 0)
+            os.fsync(self._fd)
         except OSError as exc:
             log.warning("could not empty the applied session journal %s: %s", self.path, exc)
             return

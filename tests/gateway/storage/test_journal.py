@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
+import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -410,3 +413,43 @@ async def test_a_start_refused_for_a_failing_journal_leaves_no_session_behind(
         # Only sessions whose record is on disk are tracked, so none of these is.
         sessions.session_changed(late)
         assert journal.backlog == 0
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """The kernel refuses to grow any file of this process past ``limit`` bytes (a full disk,
+    as far as the journal can tell): a write across it is cut short, the next fails (EFBIG)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_partly_written_group_is_cut_off_and_written_once_when_the_disk_recovers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = SessionJournal(path, on_durable=lambda _entries: None)
+    journal.start()
+    # Enough already in the file that the limit stays far above anything else pytest writes.
+    before = _events(journal, 600)
+    written: list[Entry] = []
+    for _ in range(2):  # twice: the second failure must also rewind to a line boundary
+        with file_size_limit(path.stat().st_size + 100):
+            group = [
+                journal.append("event", {"session_id": "s", "kind": "k", "detail": {"n": n}})
+                for n in range(3)
+            ]
+            deadline = time.monotonic() + 10
+            while journal.failing is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert journal.failing is not None
+            assert not any(future.done() for future in group)
+        written += [future.result(timeout=10) for future in group]
+    assert journal.failing is None
+    journal.close()
+    assert SessionJournal(path, on_durable=lambda _entries: None).load() == before + written
