@@ -51,8 +51,6 @@ GROUP_WINDOW_S = 0.002
 """How long the journal thread waits for more entries to share one fsync."""
 RETRY_MAX_S = 5.0
 """Longest wait between two attempts to write the journal file after a disk error."""
-COMPACT_BYTES = 256 * 1024
-"""Empty the file once everything is applied and it has grown past this."""
 
 
 class JournalUnavailable(GatewayError):
@@ -483,7 +481,10 @@ class SessionJournal:
             log.debug("could not rewind the journal after a failed write", exc_info=True)
 
     def _compact(self) -> None:
-        if self._size < COMPACT_BYTES or self._applied < self._last_written:
+        # Emptied as soon as the database has everything, whatever the size: entries left
+        # behind would be replayed into whatever database the hub meets next (a fresh SQLite
+        # file after mcgw.db was deleted starts at mark 0).
+        if self._size == 0 or self._applied < self._last_written:
             return
         try:
             assert self._fd is not None

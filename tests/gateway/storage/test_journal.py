@@ -22,13 +22,16 @@ from typing import cast
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlmodel import Session as SqlSession
 
 from ble.protocol import TelemetrySample
 from gateway import recorder
+from gateway.config import DatabaseSettings
 from gateway.errors import NotFound
 from gateway.recorder import StorageRecorder
 from gateway.sessions import Session
-from gateway.storage import history
+from gateway.storage import history, repo
+from gateway.storage.engine import create_engine_from_settings, upgrade
 from gateway.storage.journal import Entry, JournalUnavailable, SessionJournal, applied_rid
 from gateway.storage.writer import StorageWriter
 from tests.conftest import IN_CI
@@ -281,9 +284,10 @@ async def test_a_record_the_rules_refuse_is_skipped_not_wedging_the_rest(
 
 
 async def test_the_file_is_emptied_once_the_database_has_everything(
-    engine: Engine, tmp_path: Path, user_id: int, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path, user_id: int
 ) -> None:
-    monkeypatch.setattr("gateway.storage.journal.COMPACT_BYTES", 1)
+    # However small: what it kept would replay into the next database the hub meets (a fresh
+    # SQLite file after mcgw.db was deleted starts at mark 0).
     path = tmp_path / "j.jsonl"
     async with journaled(engine, path) as (journal, writer):
         record(journal, "s-compact", user_id)
@@ -295,6 +299,37 @@ async def test_the_file_is_emptied_once_the_database_has_everything(
             await asyncio.sleep(0.02)
         assert path.stat().st_size == 0
         assert (await stored(writer, "s-compact")).session.state == "stopped"
+    assert SessionJournal(path, on_durable=lambda _entries: None).load() == []
+
+
+async def test_a_journal_kept_beside_a_deleted_database_replays_nothing_into_the_new_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.jsonl"
+    engines: list[Engine] = []
+    for name in ("mcgw.db", "fresh.db"):  # mcgw.db deleted: the hub makes a fresh one
+        engine = create_engine_from_settings(DatabaseSettings(url=f"sqlite:///{tmp_path / name}"))
+        upgrade(engine)
+        engines.append(engine)
+    try:
+        users = []
+        for engine in engines:  # the same user in both, so a replayed record would apply
+            with SqlSession(engine, expire_on_commit=False) as s:
+                users.append(repo.create_user(session=s, name="ada"))
+                s.commit()
+        assert users[0].id is not None
+        assert users[0].id == users[1].id
+        async with journaled(engines[0], path) as (journal, writer):
+            record(journal, "s-old", users[0].id)
+            await settled(journal, writer)
+            assert (await stored(writer, "s-old")).session.state == "stopped"
+        async with journaled(engines[1], path) as (journal, writer):
+            await settled(journal, writer)
+            with pytest.raises(NotFound):
+                await stored(writer, "s-old")
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 def create(journal: SessionJournal, session_id: str, owner: int, key: str | None = None) -> None:
