@@ -20,10 +20,12 @@ PostgreSQL round trip:
 * ``await close()`` runs every queued job, flushes every buffered sample, then stops the thread.
 
 Durability: what ``run`` returned is committed; session records are in the journal before they
-reach this module. A crash (SIGKILL, power loss with SQLite's ``synchronous=NORMAL`` aside)
-loses at most the telemetry appended since the last flush began (one ``flush_s`` window plus the
-flush in flight); docs/storage.md explains the recovery. A failing database keeps the buffer and
-retries each window; past ``max_buffered_samples`` new samples are dropped and counted.
+reach this module, and a batch of them is reported applied (so the journal may drop it) only
+once its commit is on disk (on SQLite it commits with ``synchronous=FULL``; everything else keeps
+``NORMAL``, which a power cut may roll back). A crash (SIGKILL, power loss) loses at most the
+telemetry appended since the last flush began (one ``flush_s`` window plus the flush in flight);
+docs/storage.md explains the recovery. A failing database keeps the buffer and retries each
+window; past ``max_buffered_samples`` new samples are dropped and counted.
 
 This module decides nothing about sessions; it only makes writes cheap and ordered.
 """
@@ -104,6 +106,11 @@ _STOP = _Stop()
 _FLUSH = object()
 _ENTRIES = object()
 """A wake-up: journal entries wait in ``_entry_queue``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    entries: list[Entry]
 
 
 class StorageWriter:
@@ -240,13 +247,11 @@ class StorageWriter:
 
     async def replay(self, entries: list[Entry]) -> tuple[int, int]:
         """Apply what a previous run's journal holds beyond the mark (start-up); (mark, skipped)."""
-        hub_id = self._hub_id
-        if hub_id is None:
+        if self._hub_id is None:
             raise RuntimeError("use_journal() first: records need a hub id")
-        result: tuple[int, int] = await self.run(
-            lambda session: apply_entries(session=session, hub_id=hub_id, entries=entries)
-        )
-        return result
+        future: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
+        self._enqueue(_Replay(entries), future)
+        return await asyncio.wrap_future(future)
 
     async def run(self, job: Callable[[Session], _T]) -> _T:
         """Run ``job(session)`` on the worker, commit, and return its result.
@@ -330,9 +335,7 @@ class StorageWriter:
         assert hub_id is not None
         records = self._records
         try:
-            with Session(self._engine, expire_on_commit=False) as session:
-                mark, skipped = apply_entries(session=session, hub_id=hub_id, entries=records)
-                session.commit()
+            mark, skipped = self._commit_entries(records)
         except Exception as exc:  # the database, or a bug: keep the records, try again later
             if not isinstance(exc, sa.exc.SQLAlchemyError):
                 log.exception("applying session records failed unexpectedly; retrying")
@@ -348,6 +351,31 @@ class StorageWriter:
         self._record_backoff = RECORD_RETRY_START_S
         self._note_success()
         self._on_applied(mark)
+
+    def _commit_entries(self, entries: list[Entry]) -> tuple[int, int]:
+        """Apply journal entries in one transaction that is on disk when this returns.
+
+        The journal drops entries once told they are applied, so their commit must survive a
+        power cut. PostgreSQL commits durably anyway; SQLite in WAL mode with
+        ``synchronous=NORMAL`` does not sync the WAL at commit, so this one transaction runs
+        with ``synchronous=FULL`` (the WAL, with every earlier commit in it, is fsynced at
+        its commit). Telemetry and API writes keep NORMAL: no fsync each.
+        """
+        hub_id = self._hub_id
+        assert hub_id is not None
+        with self._engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # outside any transaction: SQLite refuses the change inside one
+                connection.exec_driver_sql("PRAGMA synchronous=FULL")
+                connection.commit()
+            try:
+                with Session(bind=connection, expire_on_commit=False) as session:
+                    result = apply_entries(session=session, hub_id=hub_id, entries=entries)
+                    session.commit()
+            finally:
+                if sqlite:
+                    _restore_synchronous(connection)
+        return result
 
     def _note_failure(self, what: str, exc: BaseException) -> None:
         if self._failing_since is None:
@@ -423,6 +451,8 @@ class StorageWriter:
             result: Any = None
             if job is _FLUSH:
                 self._flush_now()
+            elif isinstance(job, _Replay):
+                result = self._commit_entries(job.entries)
             else:
                 with Session(self._engine, expire_on_commit=False) as session:
                     result = job(session)
@@ -564,3 +594,14 @@ class StorageWriter:
         # Keep batch numbers only of sessions still streaming, so the map stays small.
         self._next_seq = written
         self._note_success()
+
+
+def _restore_synchronous(connection: sa.Connection) -> None:
+    """Back to ``synchronous=NORMAL``; a connection that cannot be is not reused."""
+    try:
+        connection.rollback()
+        connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        connection.commit()
+    except sa.exc.SQLAlchemyError:
+        log.debug("could not restore synchronous=NORMAL; dropping the connection", exc_info=True)
+        connection.invalidate()

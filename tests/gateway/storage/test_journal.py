@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -488,3 +488,48 @@ def test_a_partly_written_group_is_cut_off_and_written_once_when_the_disk_recove
     assert journal.failing is None
     journal.close()
     assert SessionJournal(path, on_durable=lambda _entries: None).load() == before + written
+
+
+async def test_on_sqlite_records_commit_with_a_synced_wal_and_telemetry_without(
+    tmp_path: Path, sample_factory: SampleFactory
+) -> None:
+    """The journal drops what the database says it has: on SQLite (WAL, synchronous=NORMAL,
+    whose commits a power cut may roll back) that commit must be synced first. Each commit
+    is checked for the ``synchronous`` level its connection had (SQLite's own trace)."""
+    statements: list[tuple[int, str]] = []
+    engine = create_engine_from_settings(DatabaseSettings(url=f"sqlite:///{tmp_path / 'm.db'}"))
+
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        key = id(dbapi_connection)
+        dbapi_connection.set_trace_callback(lambda sql: statements.append((key, sql)))
+
+    sa.event.listen(engine, "connect", trace)
+    try:
+        upgrade(engine)
+        async with journaled(engine, tmp_path / "j.jsonl") as (journal, writer):
+            user = await writer.run(lambda s: repo.create_user(session=s, name="ada"))
+            assert user.id is not None
+            record(journal, "s-durable", user.id)
+            await settled(journal, writer)
+            writer.append_telemetry("s-durable", sample_factory(50))
+            await writer.flush()
+    finally:
+        engine.dispose()
+    level: dict[int, str] = {}
+    writes: dict[int, set[str]] = {}
+    commits: list[tuple[str, set[str]]] = []
+    for key, sql in statements:
+        words = sql.split()
+        if sql.upper().startswith("PRAGMA SYNCHRONOUS="):
+            level[key] = sql.split("=", 1)[1].strip().upper()
+        elif words and words[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            table = words[2] if words[0].upper() != "UPDATE" else words[1]
+            writes.setdefault(key, set()).add(table.strip('"'))
+        elif words and words[0].upper() == "COMMIT":
+            commits.append((level.get(key, "NORMAL"), writes.pop(key, set())))
+    records = [lvl for lvl, tables in commits if tables & {"sessions", "journal_marks"}]
+    telemetry = [lvl for lvl, tables in commits if "telemetry" in tables]
+    assert records
+    assert set(records) == {"FULL"}
+    assert telemetry
+    assert set(telemetry) == {"NORMAL"}
