@@ -40,7 +40,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel
 
-from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.errors import GatewayError
 from gateway.storage import session_log
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ class Entry:
 
     def to_line(self) -> bytes:
         data = {"rid": self.rid, "op": self.op, "at": self.at.isoformat(), "args": self.args}
-        # default=str: a value JSON cannot hold is kept as text, never a lost record.
-        line = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-        return line.encode() + b"\n"
+        return _dumps(data).encode() + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> Entry:
@@ -90,6 +88,11 @@ class Entry:
             at=datetime.fromisoformat(data["at"]),
             args=dict(data["args"]),
         )
+
+
+def _dumps(data: Any) -> str:
+    # default=str: a value JSON cannot hold is kept as text, never a lost record.
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 # --- applying entries to the database -------------------------------------------------------------
@@ -141,13 +144,27 @@ def applied_rid(*, session: Session, hub_id: str) -> int:
     return 0 if mark is None else mark.applied_rid
 
 
+def retryable(exc: BaseException) -> bool:
+    """A database error that says nothing about the record itself: retry the batch later.
+
+    The connection, a lock timeout, the server, a missing table (an outage as far as the
+    records go) are retried. What a retry cannot cure is not: the database refusing this
+    record's values (IntegrityError, DataError), a value that cannot be sent at all (a
+    StatementError raised before the database saw it), or a bug in applying it.
+    """
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return False
+    return isinstance(exc, sa.exc.DBAPIError | sa.exc.PendingRollbackError)
+
+
 def apply_entries(*, session: Session, hub_id: str, entries: Iterable[Entry]) -> tuple[int, int]:
     """Apply entries beyond this hub's mark, in order, and move the mark; (mark, skipped).
 
-    An entry the rules refuse (an event of a session that does not exist, a state change of an
-    ended session: never expected, but a bug must not wedge the journal) is skipped, logged and
-    counted, inside its own savepoint so the rest of the batch still applies. A database error
-    propagates: the caller rolls back and retries the whole batch later.
+    Each entry applies in its own savepoint. An entry that fails for a reason of its own (the
+    rules refuse it, the database refuses its values, a bug) is rolled back alone, logged once
+    at ERROR and counted, so the rest of the batch still applies and the journal never wedges
+    on it. An error a retry may cure (``retryable``) propagates: the caller rolls back and
+    retries the whole batch later.
     """
     mark = session.get(JournalMark, hub_id)
     if mark is None:
@@ -159,12 +176,15 @@ def apply_entries(*, session: Session, hub_id: str, entries: Iterable[Entry]) ->
         try:
             with session.begin_nested():
                 APPLY[entry.op](session, hub_id, entry.at, entry.args)
-        except (NotFound, Conflict, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:
+            if retryable(exc):
+                raise
             skipped += 1
             log.error(  # noqa: TRY400 - the entry and the reason say it all
-                "journal entry %d (%s) could not be applied and is skipped: %s",
+                "journal entry %d (%s of session %s) could not be applied and is skipped: %s",
                 entry.rid,
                 entry.op,
+                entry.args.get("session_id"),
                 exc,
             )
         mark.applied_rid = entry.rid
@@ -336,10 +356,13 @@ class SessionJournal:
         """
         if op not in APPLY:
             raise ValueError(f"unknown journal operation {op!r}")
+        # Through JSON once, here: the database gets exactly what a replay of the file would
+        # give it (a value JSON cannot hold is text on both paths, never only on one).
+        data = json.loads(_dumps(args))
         future: concurrent.futures.Future[Entry] = concurrent.futures.Future()
         with self._lock:
             self._unnumbered += 1
-            self._queue.put(_Item(op, self._clock(), dict(args), future))
+            self._queue.put(_Item(op, self._clock(), data, future))
         return future
 
     def sync(self) -> concurrent.futures.Future[None]:

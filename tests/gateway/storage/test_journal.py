@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -533,3 +534,41 @@ async def test_on_sqlite_records_commit_with_a_synced_wal_and_telemetry_without(
     assert set(records) == {"FULL"}
     assert telemetry
     assert set(telemetry) == {"NORMAL"}
+
+
+async def test_a_record_the_database_refuses_is_skipped_and_the_batch_goes_on(
+    engine: Engine, tmp_path: Path, user_id: int
+) -> None:
+    async with journaled(engine, tmp_path / "j.jsonl") as (journal, writer):
+        create(journal, "s-taken", user_id)
+        await settled(journal, writer)
+        # The same id again, in a later batch: the database's primary key refuses it
+        # (IntegrityError). Retrying cannot help; it must not hold back what follows.
+        create(journal, "s-taken", user_id)
+        record(journal, "s-next", user_id)
+        await settled(journal, writer)
+        assert writer.stats.records_pending == 0
+        assert writer.stats.records_skipped == 1
+        assert (await stored(writer, "s-next")).session.state == "stopped"
+        assert len((await stored(writer, "s-taken")).events) == 1  # created, once
+
+
+async def test_the_database_gets_what_a_replay_of_the_file_would_give_it(
+    engine: Engine, tmp_path: Path, user_id: int
+) -> None:
+    path = tmp_path / "j.jsonl"
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with journaled(engine, path) as (journal, writer):
+        create(journal, "s-json", user_id)
+        # Values JSON cannot hold as they are: kept as text, on the live path too.
+        event = journal.append(
+            "event",
+            {"session_id": "s-json", "kind": "note", "detail": {"at": when, "zones": ("a", "b")}},
+        )
+        written = await asyncio.wrap_future(event)
+        await settled(journal, writer)
+        assert writer.stats.records_skipped == 0
+        detail = await stored(writer, "s-json")
+    assert Entry.from_line(written.to_line()) == written  # what a replay reads back
+    assert written.args["detail"] == {"at": str(when), "zones": ["a", "b"]}
+    assert detail.events[-1].detail == written.args["detail"]
