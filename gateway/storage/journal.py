@@ -24,6 +24,7 @@ refused (running ones keep recording).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import json
 import logging
@@ -51,6 +52,8 @@ GROUP_WINDOW_S = 0.002
 """How long the journal thread waits for more entries to share one fsync."""
 RETRY_MAX_S = 5.0
 """Longest wait between two attempts to write the journal file after a disk error."""
+COMPACT_BYTES = 256 * 1024
+"""Rewrite the file without its applied head once that head is this big (and the bigger part)."""
 
 
 class JournalUnavailable(GatewayError):
@@ -254,6 +257,10 @@ class SessionJournal:
         self._size = 0
         self._last_written = 0
         self._applied = 0
+        self._applied_bytes = 0
+        """Bytes at the head of the file the database has (every entry in them applied)."""
+        self._ends: collections.deque[tuple[int, int]] = collections.deque()
+        """(last rid, file size after it) of each group written and not yet applied."""
         self._failing: str | None = None
         self._unnumbered = 0
 
@@ -325,8 +332,9 @@ class SessionJournal:
         self._applied = self._last_written = self._next_rid - 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Unbuffered: a failed write leaves nothing behind in a buffer to be written twice.
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         self._size = os.fstat(self._fd).st_size
+        self._applied_bytes = self._size  # replayed: the database has all of it
         self._thread = threading.Thread(target=self._work, name="mcgw-journal", daemon=True)
         self._thread.start()
 
@@ -334,8 +342,11 @@ class SessionJournal:
 
     @property
     def full(self) -> bool:
-        """The file holds ``max_bytes`` the database has not taken: refuse new sessions."""
-        return self._size >= self.max_bytes and self._applied < self._last_written
+        """The file holds ``max_bytes`` the database has not taken: refuse new sessions.
+
+        Only entries beyond the applied mark count; applied ones still in the file do not.
+        """
+        return self._size - self._applied_bytes >= self.max_bytes
 
     @property
     def backlog(self) -> int:
@@ -416,7 +427,7 @@ class SessionJournal:
                 elif isinstance(item, tuple) and item[0] == "sync":
                     syncs.append(item[1])
                 elif isinstance(item, tuple):
-                    self._applied = max(self._applied, item[1])
+                    self._note_applied(item[1])
                 else:
                     self._take(item, waiting)
             if waiting:
@@ -430,6 +441,10 @@ class SessionJournal:
                     retry_s = 0.1
                 else:
                     retry_s = min(retry_s * 2, RETRY_MAX_S)
+            try:
+                self._compact()  # before the syncs: a sync also sees the file compacted
+            except Exception:
+                log.exception("compacting the session journal failed unexpectedly")
             for sync in syncs:
                 if sync.done():
                     continue
@@ -439,7 +454,6 @@ class SessionJournal:
                     )
                 else:
                     sync.set_result(None)
-            self._compact()
             if stop:
                 for item in waiting:
                     item.future.set_exception(
@@ -481,6 +495,7 @@ class SessionJournal:
             return False
         self._size += len(data)
         self._last_written = entries[-1].rid
+        self._ends.append((self._last_written, self._size))
         if self._failing is not None:
             log.info("the session journal %s is writable again", self.path)
             self._failing = None
@@ -503,17 +518,81 @@ class SessionJournal:
             self._torn = True
             log.debug("could not rewind the journal after a failed write", exc_info=True)
 
+    def _note_applied(self, rid: int) -> None:
+        self._applied = max(self._applied, rid)
+        while self._ends and self._ends[0][0] <= self._applied:
+            self._applied_bytes = self._ends.popleft()[1]
+
     def _compact(self) -> None:
-        # Emptied as soon as the database has everything, whatever the size: entries left
-        # behind would be replayed into whatever database the hub meets next (a fresh SQLite
-        # file after mcgw.db was deleted starts at mark 0).
-        if self._size == 0 or self._applied < self._last_written:
+        """Drop what the database has: all of the file, or its applied head (see below)."""
+        if self._size == 0 or self._applied_bytes == 0:
+            return
+        if self._applied >= self._last_written:
+            # Emptied as soon as the database has everything, whatever the size: entries left
+            # behind would be replayed into whatever database the hub meets next (a fresh
+            # SQLite file after mcgw.db was deleted starts at mark 0).
+            try:
+                assert self._fd is not None
+                os.ftruncate(self._fd, 0)
+                os.fsync(self._fd)
+            except OSError as exc:
+                log.warning("could not empty the applied session journal %s: %s", self.path, exc)
+                return
+            self._size = self._applied_bytes = 0
+            self._ends.clear()
+            return
+        # A database that always lags never lets the file empty: once the applied head is big
+        # (and at least as big as the tail, so copying stays linear overall) the unapplied
+        # tail is rewritten to a file of its own that replaces this one atomically.
+        head = self._applied_bytes
+        if head < COMPACT_BYTES or head < self._size - head:
             return
         try:
-            assert self._fd is not None
-            os.ftruncate(self._fd, 0)
-            os.fsync(self._fd)
+            self._rewrite_tail(head)
         except OSError as exc:
-            log.warning("could not empty the applied session journal %s: %s", self.path, exc)
-            return
-        self._size = 0
+            log.warning("could not compact the session journal %s: %s", self.path, exc)
+
+    def _rewrite_tail(self, head: int) -> None:
+        assert self._fd is not None
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        # The descriptor written here becomes the journal's: nothing is opened after the
+        # rename, so nothing can fail between it and the switch (which would leave later
+        # entries appended to the replaced file).
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+        try:
+            _copy_range(self._fd, fd, head, self._size)
+            os.fsync(fd)
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.close(fd)
+            temporary.unlink(missing_ok=True)
+            raise
+        old, self._fd = self._fd, fd
+        os.close(old)
+        self._size -= head
+        self._applied_bytes = 0
+        self._ends = collections.deque((rid, end - head) for rid, end in self._ends)
+        try:
+            _fsync_directory(self.path.parent)
+        except OSError as exc:
+            log.warning(
+                "could not sync the directory of the session journal %s: %s", self.path, exc
+            )
+
+
+def _copy_range(source: int, target: int, start: int, end: int) -> None:
+    offset = start
+    while offset < end:
+        chunk = os.pread(source, min(1 << 20, end - offset), offset)
+        if not chunk:
+            raise OSError("the journal file is shorter than what was written to it")
+        _write_all(target, chunk)
+        offset += len(chunk)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

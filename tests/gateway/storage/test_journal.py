@@ -572,3 +572,26 @@ async def test_the_database_gets_what_a_replay_of_the_file_would_give_it(
     assert Entry.from_line(written.to_line()) == written  # what a replay reads back
     assert written.args["detail"] == {"at": str(when), "zones": ["a", "b"]}
     assert detail.events[-1].detail == written.args["detail"]
+
+
+def test_full_counts_only_what_the_database_has_not_taken_and_the_applied_head_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.storage.journal.COMPACT_BYTES", 1000)
+    path = tmp_path / "j.jsonl"
+    journal = SessionJournal(path, on_durable=lambda _entries: None, max_bytes=2000)
+    journal.start()
+    entries = [_events(journal, 1)[0] for _ in range(40)]  # one group each; about 3.5 kB
+    assert path.stat().st_size > journal.max_bytes
+    assert journal.full  # nothing is applied yet
+    # A database that lags but keeps up: all but the last few are applied.
+    journal.applied(entries[-5].rid)
+    journal.sync().result(timeout=5)
+    assert not journal.full
+    # The applied head was dropped: the file holds the unapplied tail only, replaced whole.
+    assert SessionJournal(path, on_durable=lambda _entries: None).load() == entries[-4:]
+    more = _events(journal, 2)
+    assert [e.rid for e in more] == [41, 42]
+    journal.close()
+    assert SessionJournal(path, on_durable=lambda _entries: None).load() == entries[-4:] + more
+    assert not path.with_name(path.name + ".tmp").exists()
