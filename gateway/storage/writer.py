@@ -9,10 +9,11 @@ PostgreSQL round trip:
   ``INSERT ... executemany`` of one packed row per session in ONE transaction.
 * Session records (rows, state changes, events, dose: S9) arrive as journal entries
   (``gateway.storage.journal``), already durable on local disk. ``entries()`` queues them; the
-  worker applies them in order, a batch per transaction, and when the database fails it keeps
-  them and retries with capped backoff until it answers (``RECORD_RETRY_MAX_S``): nothing
-  required is ever dropped. Telemetry is flushed only once every entry before it is applied,
-  so a session row always exists before its telemetry.
+  worker applies them in order, up to ``RECORD_CHUNK`` per transaction, and when the database
+  fails it keeps them and retries with capped backoff until it answers
+  (``RECORD_RETRY_MAX_S``); a record that fails for a reason of its own is skipped and
+  counted (``journal.apply_entries``). Telemetry is flushed only once every entry before it
+  is applied, so a session row always exists before its telemetry.
 * Other writes (the API's: a claim, a token) are jobs, functions of a SQLModel ``Session``,
   run in order, each in its own transaction: ``await run(job)`` returns the job's result after
   its commit, or raises StorageUnavailable for the caller to report; ``submit(job)`` is the
@@ -67,6 +68,8 @@ CLOSE_TIMEOUT_S = 30.0
 RECORD_RETRY_START_S = 0.2
 RECORD_RETRY_MAX_S = 5.0
 """Longest wait between two attempts to apply session records while the database fails."""
+RECORD_CHUNK = 1000
+"""Session records applied per transaction (a long backlog moves the mark chunk by chunk)."""
 
 
 @dataclass(slots=True)
@@ -330,27 +333,37 @@ class StorageWriter:
             self._stopped.set_result(None)
 
     def _apply_records(self) -> None:
-        """Apply every waiting journal entry in one transaction, or back off and keep them."""
-        hub_id = self._hub_id
-        assert hub_id is not None
-        records = self._records
-        try:
-            mark, skipped = self._commit_entries(records)
-        except Exception as exc:  # the database, or a bug: keep the records, try again later
-            if not isinstance(exc, sa.exc.SQLAlchemyError):
-                log.exception("applying session records failed unexpectedly; retrying")
-            self._note_failure("session records", exc)
-            self._record_retry_at = time.monotonic() + self._record_backoff * (
-                0.5 + random.random()  # noqa: S311 - jitter, not cryptography
-            )
-            self._record_backoff = min(self._record_backoff * 2, RECORD_RETRY_MAX_S)
-            return
-        self._records = []
-        self._records_applied += len(records) - skipped
-        self._records_skipped += skipped
-        self._record_backoff = RECORD_RETRY_START_S
-        self._note_success()
-        self._on_applied(mark)
+        """Apply every waiting journal entry, a chunk per transaction, or back off and keep
+        what is left. Each chunk moves the mark, so a long backlog is never one huge
+        transaction and what was applied stays applied if a later chunk fails."""
+        while self._records:
+            records = self._records[:RECORD_CHUNK]
+            try:
+                mark, skipped = self._commit_entries(records)
+            except Exception as exc:  # the database, or a bug: keep the records, try later
+                if not isinstance(exc, sa.exc.SQLAlchemyError):
+                    log.exception("applying session records failed unexpectedly; retrying")
+                self._note_failure("session records", exc)
+                self._record_retry_at = time.monotonic() + self._record_backoff * (
+                    0.5 + random.random()  # noqa: S311 - jitter, not cryptography
+                )
+                self._record_backoff = min(self._record_backoff * 2, RECORD_RETRY_MAX_S)
+                return
+            del self._records[: len(records)]
+            self._records_applied += len(records) - skipped
+            self._records_skipped += skipped
+            self._record_backoff = RECORD_RETRY_START_S
+            self._note_success()
+            self._on_applied(mark)
+
+    def _replay(self, entries: list[Entry]) -> tuple[int, int]:
+        if not entries:
+            return self._commit_entries(entries)
+        mark, skipped = 0, 0
+        for start in range(0, len(entries), RECORD_CHUNK):
+            mark, chunk_skipped = self._commit_entries(entries[start : start + RECORD_CHUNK])
+            skipped += chunk_skipped
+        return mark, skipped
 
     def _commit_entries(self, entries: list[Entry]) -> tuple[int, int]:
         """Apply journal entries in one transaction that is on disk when this returns.
@@ -452,7 +465,7 @@ class StorageWriter:
             if job is _FLUSH:
                 self._flush_now()
             elif isinstance(job, _Replay):
-                result = self._commit_entries(job.entries)
+                result = self._replay(job.entries)
             else:
                 with Session(self._engine, expire_on_commit=False) as session:
                     result = job(session)

@@ -595,3 +595,25 @@ def test_full_counts_only_what_the_database_has_not_taken_and_the_applied_head_g
     journal.close()
     assert SessionJournal(path, on_durable=lambda _entries: None).load() == entries[-4:] + more
     assert not path.with_name(path.name + ".tmp").exists()
+
+
+async def test_a_backlog_is_applied_in_chunks_each_moving_the_mark(
+    engine: Engine, tmp_path: Path, user_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.storage.writer.RECORD_CHUNK", 2)
+    marks: list[int] = []
+    async with journaled(engine, tmp_path / "j.jsonl") as (journal, writer):
+
+        def on_applied(rid: int) -> None:
+            marks.append(rid)
+            journal.applied(rid)
+
+        writer.use_journal(hub_id=HUB, on_applied=on_applied)
+        with outage(engine):
+            record(journal, "s-chunks", user_id)  # five records wait for the database
+            await asyncio.wrap_future(journal.sync())
+            while writer.stats.records_pending < 5:
+                await asyncio.sleep(0.02)
+        await settled(journal, writer)
+        assert marks == [2, 4, 5]
+        assert (await stored(writer, "s-chunks")).session.state == "stopped"
