@@ -6,10 +6,12 @@ while. So they are not database jobs that can fail and be dropped: each is an :c
 appended by :class:`SessionJournal` to a local append-only file (one JSON object per line,
 ``fsync``-ed in groups on a thread of its own), and only then applied to the database by the
 storage writer, in order, each batch in one transaction that also advances this hub's
-``journal_marks.applied_rid``. A batch that fails is retried until the database answers; an
-entry applied twice is impossible (the mark moves in the same transaction), and a hub that
-restarts applies what its journal holds beyond the mark before anything else
-(``StorageWriter.replay``). Once every entry is applied the file is emptied.
+``journal_marks.applied_rid``. A batch that fails for a reason a retry may cure is retried
+until the database answers; an entry that fails for a reason of its own is skipped alone,
+logged and counted (``apply_entries``); an entry applied twice is impossible (the mark moves in
+the same transaction), and a hub that restarts applies what its journal holds beyond the mark
+before anything else (``StorageWriter.replay``). Once every entry is applied the file is
+emptied; a database that always lags has the applied head cut off instead (``COMPACT_BYTES``).
 
 What the journal does not hold: telemetry samples (the writer buffers those in memory, bounded,
 and counts what it drops), and anything but session records (API writes such as a claim fail
