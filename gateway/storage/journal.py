@@ -532,11 +532,12 @@ class SessionJournal:
         if self._applied >= self._last_written:
             # Emptied as soon as the database has everything, whatever the size: entries left
             # behind would be replayed into whatever database the hub meets next (a fresh
-            # SQLite file after mcgw.db was deleted starts at mark 0).
+            # SQLite file after mcgw.db was deleted starts at mark 0). Not fsynced: that would
+            # put a second fsync per batch in front of the next record; should a power cut
+            # undo the emptying, the entries come back already applied and the mark skips them.
             try:
                 assert self._fd is not None
                 os.ftruncate(self._fd, 0)
-                os.fsync(self._fd)
             except OSError as exc:
                 log.warning("could not empty the applied session journal %s: %s", self.path, exc)
                 return
