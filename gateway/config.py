@@ -206,7 +206,7 @@ class DatabaseSettings(BaseModel):
     """How long a write waits for another connection's lock before it fails and is retried."""
     journal_path: Path | None = None
     """The session journal (records kept durable while the database is away); default: next
-    to a SQLite file, else ``journal-<hub_id>.jsonl`` in the per-user data directory."""
+    to a SQLite file, else ``journal-<hub_id>-<digest>.jsonl`` in the per-user data directory."""
     journal_max_mb: Annotated[int, Field(ge=1, le=4096)] = 16
     """Unapplied journal size at which new sessions are refused (the database has been away
     for a very long time); running sessions keep recording."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import Future
 from typing import Any
 
 from gateway.sessions import TERMINAL, Session, SessionState
@@ -42,14 +43,25 @@ class StorageRecorder:
         self._last_progress: dict[str, float] = {}
 
     async def opened(self, session: Session) -> None:
-        """Record a new session durably before it may start; JournalUnavailable if not."""
+        """Record a new session durably before it may start; JournalUnavailable if not.
+
+        Refused at once when the journal is full or already failing. When the record is not
+        on disk within ``OPEN_TIMEOUT_S`` the start is refused, and the record must not turn
+        up later as a session that never ran: if it is still queued it is withdrawn (never
+        written); if the journal thread already took it, it is followed by a ``finish`` that
+        ends it as failed with the reason, so the database never keeps it open.
+        """
         if self.journal.full:
             raise JournalUnavailable(
                 "the database has not taken this hub's session records for a long time and "
                 "the journal is full; a session would go unrecorded, so none starts. Check "
                 "the database"
             )
-        self._created.add(session.id)
+        if self.journal.failing is not None:
+            raise JournalUnavailable(
+                f"the session journal {self.journal.path} cannot be written "
+                f"({self.journal.failing}); a session would go unrecorded, so none starts"
+            )
         future = self.journal.append(
             "create",
             {
@@ -66,11 +78,36 @@ class StorageRecorder:
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), OPEN_TIMEOUT_S)
         except TimeoutError:
+            why = self.journal.failing or "the disk is slow"
+            self._withdraw(session, future, why)
             raise JournalUnavailable(
                 f"the session journal {self.journal.path} could not be written in "
-                f"{OPEN_TIMEOUT_S:g} s ({self.journal.failing or 'the disk is slow'}); "
-                "a session would go unrecorded, so none starts"
+                f"{OPEN_TIMEOUT_S:g} s ({why}); a session would go unrecorded, so none starts"
             ) from None
+        except asyncio.CancelledError:
+            self._withdraw(session, future, "the start was cancelled")
+            raise
+        self._created.add(session.id)  # only once its record is on disk
+
+    def _withdraw(self, session: Session, future: Future[Any], why: str) -> None:
+        """A refused start's create record: withdrawn, or ended as failed if too late for that."""
+        if future.cancel():
+            return  # still queued: never written
+        if future.done() and future.exception() is not None:
+            return  # the journal gave it up: never written
+        # Taken by the journal thread: it will reach the disk (and the database) behind this.
+        self.journal.append(
+            "finish",
+            {
+                "session_id": session.id,
+                "state": SessionState.FAILED.value,
+                "reason": (
+                    f"not started: its record was not durable in {OPEN_TIMEOUT_S:g} s ({why})"
+                ),
+                "delivered_s": 0.0,
+                "dose_uas_by_zone": {},
+            },
+        )
 
     def session_changed(self, session: Session) -> None:
         if session.id not in self._created:

@@ -6,10 +6,12 @@ while. So they are not database jobs that can fail and be dropped: each is an :c
 appended by :class:`SessionJournal` to a local append-only file (one JSON object per line,
 ``fsync``-ed in groups on a thread of its own), and only then applied to the database by the
 storage writer, in order, each batch in one transaction that also advances this hub's
-``journal_marks.applied_rid``. A batch that fails is retried until the database answers; an
-entry applied twice is impossible (the mark moves in the same transaction), and a hub that
-restarts applies what its journal holds beyond the mark before anything else
-(``StorageWriter.replay``). Once every entry is applied the file is emptied.
+``journal_marks.applied_rid``. A batch that fails for a reason a retry may cure is retried
+until the database answers; an entry that fails for a reason of its own is skipped alone,
+logged and counted (``apply_entries``); an entry applied twice is impossible (the mark moves in
+the same transaction), and a hub that restarts applies what its journal holds beyond the mark
+before anything else (``StorageWriter.replay``). Once every entry is applied the file is
+emptied; a database that always lags has the applied head cut off instead (``COMPACT_BYTES``).
 
 What the journal does not hold: telemetry samples (the writer buffers those in memory, bounded,
 and counts what it drops), and anything but session records (API writes such as a claim fail
@@ -24,6 +26,7 @@ refused (running ones keep recording).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import json
 import logging
@@ -40,7 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel
 
-from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.errors import GatewayError
 from gateway.storage import session_log
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ GROUP_WINDOW_S = 0.002
 RETRY_MAX_S = 5.0
 """Longest wait between two attempts to write the journal file after a disk error."""
 COMPACT_BYTES = 256 * 1024
-"""Empty the file once everything is applied and it has grown past this."""
+"""Rewrite the file without its applied head once that head is this big (and the bigger part)."""
 
 
 class JournalUnavailable(GatewayError):
@@ -79,9 +82,7 @@ class Entry:
 
     def to_line(self) -> bytes:
         data = {"rid": self.rid, "op": self.op, "at": self.at.isoformat(), "args": self.args}
-        # default=str: a value JSON cannot hold is kept as text, never a lost record.
-        line = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-        return line.encode() + b"\n"
+        return _dumps(data).encode() + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> Entry:
@@ -92,6 +93,11 @@ class Entry:
             at=datetime.fromisoformat(data["at"]),
             args=dict(data["args"]),
         )
+
+
+def _dumps(data: Any) -> str:
+    # default=str: a value JSON cannot hold is kept as text, never a lost record.
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 # --- applying entries to the database -------------------------------------------------------------
@@ -143,13 +149,27 @@ def applied_rid(*, session: Session, hub_id: str) -> int:
     return 0 if mark is None else mark.applied_rid
 
 
+def retryable(exc: BaseException) -> bool:
+    """A database error that says nothing about the record itself: retry the batch later.
+
+    The connection, a lock timeout, the server, a missing table (an outage as far as the
+    records go) are retried. What a retry cannot cure is not: the database refusing this
+    record's values (IntegrityError, DataError), a value that cannot be sent at all (a
+    StatementError raised before the database saw it), or a bug in applying it.
+    """
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return False
+    return isinstance(exc, sa.exc.DBAPIError | sa.exc.PendingRollbackError)
+
+
 def apply_entries(*, session: Session, hub_id: str, entries: Iterable[Entry]) -> tuple[int, int]:
     """Apply entries beyond this hub's mark, in order, and move the mark; (mark, skipped).
 
-    An entry the rules refuse (an event of a session that does not exist, a state change of an
-    ended session: never expected, but a bug must not wedge the journal) is skipped, logged and
-    counted, inside its own savepoint so the rest of the batch still applies. A database error
-    propagates: the caller rolls back and retries the whole batch later.
+    Each entry applies in its own savepoint. An entry that fails for a reason of its own (the
+    rules refuse it, the database refuses its values, a bug) is rolled back alone, logged once
+    at ERROR and counted, so the rest of the batch still applies and the journal never wedges
+    on it. An error a retry may cure (``retryable``) propagates: the caller rolls back and
+    retries the whole batch later.
     """
     mark = session.get(JournalMark, hub_id)
     if mark is None:
@@ -161,12 +181,15 @@ def apply_entries(*, session: Session, hub_id: str, entries: Iterable[Entry]) ->
         try:
             with session.begin_nested():
                 APPLY[entry.op](session, hub_id, entry.at, entry.args)
-        except (NotFound, Conflict, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:
+            if retryable(exc):
+                raise
             skipped += 1
             log.error(  # noqa: TRY400 - the entry and the reason say it all
-                "journal entry %d (%s) could not be applied and is skipped: %s",
+                "journal entry %d (%s of session %s) could not be applied and is skipped: %s",
                 entry.rid,
                 entry.op,
+                entry.args.get("session_id"),
                 exc,
             )
         mark.applied_rid = entry.rid
@@ -179,14 +202,32 @@ def apply_entries(*, session: Session, hub_id: str, entries: Iterable[Entry]) ->
 
 
 class _Item:
-    __slots__ = ("entry", "future")
+    """An entry on its way to the file; numbered by the journal thread when it takes it."""
 
-    def __init__(self, entry: Entry, future: concurrent.futures.Future[Entry]) -> None:
-        self.entry = entry
+    __slots__ = ("args", "at", "entry", "future", "op")
+
+    def __init__(
+        self,
+        op: str,
+        at: datetime,
+        args: Mapping[str, Any],
+        future: concurrent.futures.Future[Entry],
+    ) -> None:
+        self.op = op
+        self.at = at
+        self.args = args
         self.future = future
+        self.entry: Entry | None = None
 
 
 _STOP = object()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class SessionJournal:
@@ -213,45 +254,89 @@ class SessionJournal:
         self._next_rid = 1
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._file: Any = None
+        self._fd: int | None = None
+        self._torn = False
         self._size = 0
         self._last_written = 0
         self._applied = 0
+        self._applied_bytes = 0
+        """Bytes at the head of the file the database has (every entry in them applied)."""
+        self._ends: collections.deque[tuple[int, int]] = collections.deque()
+        """(last rid, file size after it) of each group written and not yet applied."""
         self._failing: str | None = None
-        self.written = 0
-        """Entries made durable since start."""
+        self._unnumbered = 0
 
     # --- start-up -----------------------------------------------------------------------------
 
     def load(self) -> list[Entry]:
         """The entries a previous run left in the file (before ``start``), in order.
 
-        A torn last line (the process died mid-write) is dropped with a warning: its entry was
-        never acknowledged as durable.
+        A damaged tail (the process died mid-write: a torn line, or a whole line whose newline
+        never made it) was never acknowledged as durable. Before ``start`` the file is cut back
+        to the end of the last good line, so the next append starts a line of its own instead
+        of being glued to the fragment (and lost with it at the next load). A complete last
+        line that only lacks its newline is kept and completed. A damaged line in the middle
+        (the disk corrupted it; lines after it are good) is logged at ERROR and skipped, and
+        stays in the file until it is emptied.
         """
         entries: list[Entry] = []
-        if self.path.exists():
-            with self.path.open("rb") as handle:
-                for number, line in enumerate(handle, start=1):
-                    try:
-                        entries.append(Entry.from_line(line))
-                    except (ValueError, KeyError, TypeError):
-                        log.warning(
-                            "journal %s: line %d is incomplete or damaged and is ignored",
-                            self.path,
-                            number,
-                        )
+        if not self.path.exists():
+            return entries
+        good_end = 0  # offset just past the last line that parsed
+        complete = True  # that line ended with a newline
+        damaged: list[int] = []
+        offset = 0
+        with self.path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                offset += len(line)
+                try:
+                    entries.append(Entry.from_line(line))
+                except (ValueError, KeyError, TypeError):
+                    damaged.append(number)
+                    continue
+                good_end, complete = offset, line.endswith(b"\n")
+                for bad in damaged:
+                    log.error(
+                        "journal %s: line %d is damaged and is skipped (the lines after it are "
+                        "kept)",
+                        self.path,
+                        bad,
+                    )
+                damaged = []
+        if damaged:
+            log.warning(
+                "journal %s: its last %d line(s) are incomplete (a write the process did not "
+                "finish) and are removed",
+                self.path,
+                len(damaged),
+            )
+        if self._thread is None and (offset != good_end or not complete):
+            self._repair_tail(good_end, complete=complete)
         if entries:
             self._next_rid = entries[-1].rid + 1
         return entries
+
+    def _repair_tail(self, good_end: int, *, complete: bool) -> None:
+        """Cut the file back to ``good_end`` (and end its last line), durably."""
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, good_end)
+            if not complete:
+                os.lseek(fd, good_end, os.SEEK_SET)
+                _write_all(fd, b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def start(self, *, applied_rid: int = 0) -> None:
         """Open the file for appending and start the thread (``applied_rid``: the database's)."""
         self._next_rid = max(self._next_rid, applied_rid + 1)
         self._applied = self._last_written = self._next_rid - 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
-        self._size = self._file.tell()
+        # Unbuffered: a failed write leaves nothing behind in a buffer to be written twice.
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        self._size = os.fstat(self._fd).st_size
+        self._applied_bytes = self._size  # replayed: the database has all of it
         self._thread = threading.Thread(target=self._work, name="mcgw-journal", daemon=True)
         self._thread.start()
 
@@ -259,13 +344,16 @@ class SessionJournal:
 
     @property
     def full(self) -> bool:
-        """The file holds ``max_bytes`` the database has not taken: refuse new sessions."""
-        return self._size >= self.max_bytes and self._applied < self._last_written
+        """The file holds ``max_bytes`` the database has not taken: refuse new sessions.
+
+        Only entries beyond the applied mark count; applied ones still in the file do not.
+        """
+        return self._size - self._applied_bytes >= self.max_bytes
 
     @property
     def backlog(self) -> int:
         """Entries made but not yet applied to the database (an estimate, for health)."""
-        return self._next_rid - 1 - self._applied
+        return self._unnumbered + self._next_rid - 1 - self._applied
 
     @property
     def failing(self) -> str | None:
@@ -273,14 +361,21 @@ class SessionJournal:
         return self._failing
 
     def append(self, op: str, args: Mapping[str, Any]) -> concurrent.futures.Future[Entry]:
-        """Queue one entry; the future is resolved once it is on disk. Never blocks."""
+        """Queue one entry; the future is resolved once it is on disk. Never blocks.
+
+        Cancelling the future (``future.cancel()`` returns True) withdraws the entry: it is
+        never written and takes no number. Once the journal thread has taken it, ``cancel()``
+        returns False and the entry will be written (or fail with everything queued with it).
+        """
         if op not in APPLY:
             raise ValueError(f"unknown journal operation {op!r}")
+        # Through JSON once, here: the database gets exactly what a replay of the file would
+        # give it (a value JSON cannot hold is text on both paths, never only on one).
+        data = json.loads(_dumps(args))
         future: concurrent.futures.Future[Entry] = concurrent.futures.Future()
         with self._lock:
-            entry = Entry(self._next_rid, op, self._clock(), dict(args))
-            self._next_rid += 1
-            self._queue.put(_Item(entry, future))
+            self._unnumbered += 1
+            self._queue.put(_Item(op, self._clock(), data, future))
         return future
 
     def sync(self) -> concurrent.futures.Future[None]:
@@ -300,8 +395,11 @@ class SessionJournal:
             return
         self._queue.put(_STOP)
         self._thread.join(timeout_s)
-        if self._file is not None:
-            self._file.close()
+        # A thread still alive (stuck in a write) keeps its descriptor: closing it under the
+        # thread could let its next write land in whatever file reuses the number.
+        if self._fd is not None and not self._thread.is_alive():
+            os.close(self._fd)
+            self._fd = None
         self._thread = None
 
     # --- the thread ---------------------------------------------------------------------------
@@ -331,9 +429,9 @@ class SessionJournal:
                 elif isinstance(item, tuple) and item[0] == "sync":
                     syncs.append(item[1])
                 elif isinstance(item, tuple):
-                    self._applied = max(self._applied, item[1])
+                    self._note_applied(item[1])
                 else:
-                    waiting.append(item)
+                    self._take(item, waiting)
             if waiting:
                 try:
                     written = self._write(waiting)
@@ -345,6 +443,10 @@ class SessionJournal:
                     retry_s = 0.1
                 else:
                     retry_s = min(retry_s * 2, RETRY_MAX_S)
+            try:
+                self._compact()  # before the syncs: a sync also sees the file compacted
+            except Exception:
+                log.exception("compacting the session journal failed unexpectedly")
             for sync in syncs:
                 if sync.done():
                     continue
@@ -354,21 +456,33 @@ class SessionJournal:
                     )
                 else:
                     sync.set_result(None)
-            self._compact()
             if stop:
                 for item in waiting:
-                    if not item.future.done():
-                        item.future.set_exception(
-                            JournalUnavailable(f"the journal {self.path} could not be written")
-                        )
+                    item.future.set_exception(
+                        JournalUnavailable(f"the journal {self.path} could not be written")
+                    )
                 return
 
+    def _take(self, item: _Item, waiting: list[_Item]) -> None:
+        """Number an entry and queue it for the file, unless its caller withdrew it."""
+        with self._lock:
+            self._unnumbered -= 1
+            if not item.future.set_running_or_notify_cancel():
+                return  # cancelled before it was taken: never written, no number used
+            item.entry = Entry(self._next_rid, item.op, item.at, item.args)
+            self._next_rid += 1
+        waiting.append(item)
+
     def _write(self, items: list[_Item]) -> bool:
-        data = b"".join(item.entry.to_line() for item in items)
+        entries = [item.entry for item in items if item.entry is not None]
+        data = b"".join(entry.to_line() for entry in entries)
         try:
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            assert self._fd is not None
+            if self._torn:  # an earlier rewind failed: never append after a fragment
+                os.ftruncate(self._fd, self._size)
+                self._torn = False
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
         except OSError as exc:
             # Nothing half-written may stay: a torn line would hide the ones after it on replay.
             self._rewind()
@@ -382,38 +496,106 @@ class SessionJournal:
             self._failing = str(exc)
             return False
         self._size += len(data)
-        self._last_written = items[-1].entry.rid
-        self.written += len(items)
+        self._last_written = entries[-1].rid
+        self._ends.append((self._last_written, self._size))
         if self._failing is not None:
             log.info("the session journal %s is writable again", self.path)
             self._failing = None
-        entries = [item.entry for item in items]
         try:
             # Handed on before anyone hears "durable": a session's telemetry (which starts once
             # its create entry is durable) is then always queued behind that entry.
             self._on_durable(entries)
         except Exception:
             log.exception("handing journal entries to the storage writer failed")
-        for item in items:
-            if not item.future.done():  # a caller that gave up waiting cancelled it
-                item.future.set_result(item.entry)
+        for item, entry in zip(items, entries, strict=True):
+            item.future.set_result(entry)
         return True
 
     def _rewind(self) -> None:
+        """Cut a partly written group off: the file ends at its last good line again."""
+        assert self._fd is not None
         try:
-            self._file.truncate(self._size)
-            self._file.seek(self._size)
+            os.ftruncate(self._fd, self._size)  # O_APPEND: the next write starts right here
         except OSError:
+            self._torn = True
             log.debug("could not rewind the journal after a failed write", exc_info=True)
 
+    def _note_applied(self, rid: int) -> None:
+        self._applied = max(self._applied, rid)
+        while self._ends and self._ends[0][0] <= self._applied:
+            self._applied_bytes = self._ends.popleft()[1]
+
     def _compact(self) -> None:
-        if self._size < COMPACT_BYTES or self._applied < self._last_written:
+        """Drop what the database has: all of the file, or its applied head (see below)."""
+        if self._size == 0 or self._applied_bytes == 0:
+            return
+        if self._applied >= self._last_written:
+            # Emptied as soon as the database has everything, whatever the size: entries left
+            # behind would be replayed into whatever database the hub meets next (a fresh
+            # SQLite file after mcgw.db was deleted starts at mark 0). Not fsynced: that would
+            # put a second fsync per batch in front of the next record; should a power cut
+            # undo the emptying, the entries come back already applied and the mark skips them.
+            try:
+                assert self._fd is not None
+                os.ftruncate(self._fd, 0)
+            except OSError as exc:
+                log.warning("could not empty the applied session journal %s: %s", self.path, exc)
+                return
+            self._size = self._applied_bytes = 0
+            self._ends.clear()
+            return
+        # A database that always lags never lets the file empty: once the applied head is big
+        # (and at least as big as the tail, so copying stays linear overall) the unapplied
+        # tail is rewritten to a file of its own that replaces this one atomically.
+        head = self._applied_bytes
+        if head < COMPACT_BYTES or head < self._size - head:
             return
         try:
-            self._file.truncate(0)
-            self._file.seek(0)
-            os.fsync(self._file.fileno())
+            self._rewrite_tail(head)
         except OSError as exc:
-            log.warning("could not empty the applied session journal %s: %s", self.path, exc)
-            return
-        self._size = 0
+            log.warning("could not compact the session journal %s: %s", self.path, exc)
+
+    def _rewrite_tail(self, head: int) -> None:
+        assert self._fd is not None
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        # The descriptor written here becomes the journal's: nothing is opened after the
+        # rename, so nothing can fail between it and the switch (which would leave later
+        # entries appended to the replaced file).
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+        try:
+            _copy_range(self._fd, fd, head, self._size)
+            os.fsync(fd)
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.close(fd)
+            temporary.unlink(missing_ok=True)
+            raise
+        old, self._fd = self._fd, fd
+        os.close(old)
+        self._size -= head
+        self._applied_bytes = 0
+        self._ends = collections.deque((rid, end - head) for rid, end in self._ends)
+        try:
+            _fsync_directory(self.path.parent)
+        except OSError as exc:
+            log.warning(
+                "could not sync the directory of the session journal %s: %s", self.path, exc
+            )
+
+
+def _copy_range(source: int, target: int, start: int, end: int) -> None:
+    offset = start
+    while offset < end:
+        chunk = os.pread(source, min(1 << 20, end - offset), offset)
+        if not chunk:
+            raise OSError("the journal file is shorter than what was written to it")
+        _write_all(target, chunk)
+        offset += len(chunk)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -7,8 +7,8 @@ per zone). Ending a session without a reason is refused.
 Every write is filtered by ``hub_id``: a hub only ever updates its own sessions, so hubs sharing
 one PostgreSQL database cannot clobber each other's rows (another hub's session is NotFound).
 Functions take keyword-only arguments and a SQLModel ``Session``, flush, and leave the commit to
-the caller (``StorageWriter.run``). ``create_session`` is the exception: on an idempotency-key
-race it rolls the session back to read the winner, so run it in a transaction of its own.
+the caller (``StorageWriter.run``). ``create_session`` inserts in a savepoint of its own, so a
+refused insert (an idempotency-key race) undoes only itself, never the caller's transaction.
 
 Start-up recovery: a hub that restarts cannot resume output it no longer controls, so
 ``interrupt_open_sessions`` ends every session it left open as ``interrupted`` with a reason.
@@ -18,6 +18,7 @@ This module does not drive sessions (``gateway.sessions`` does) nor check who ma
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -37,6 +38,8 @@ from gateway.storage.models import (
     User,
     utcnow,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_REASON_LENGTH = 500
 
@@ -93,45 +96,78 @@ def create_session(
 
     With an ``idempotency_key`` the same owner and key return the session first created with
     them (``created`` False) whatever the other arguments, so a retried request never starts a
-    second session.
+    second session. A ``session_id`` names a session that already runs (the journal's records):
+    if the key already belongs to another session (a key reused, two hubs racing one owner and
+    key), this one is still stored, without the key, with a ``duplicate_idempotency_key`` event
+    naming the other, so its records have a row to land on.
     """
     if not 1 <= intensity <= 5:
         raise ValueError(f"intensity level must be 1-5, got {intensity}")
-    if idempotency_key is not None:
-        existing = _by_key(session, owner_id, idempotency_key)
+    key = idempotency_key
+    duplicate_of: SessionRecord | None = None
+    if key is not None:
+        existing = _by_key(session, owner_id, key)
         if existing is not None:
-            return existing, False
+            if session_id is None or existing.id == session_id:
+                return existing, False
+            duplicate_of, key = existing, None
     if session.get(User, owner_id) is None:
         raise NotFound(f"user {owner_id} does not exist")
     now = now or utcnow()
-    record = SessionRecord(
-        id=session_id or str(uuid.uuid4()),
-        hub_id=hub_id,
-        owner_id=owner_id,
-        device_address=device_address,
-        program_slug=program_slug,
-        intensity=intensity,
-        state=SessionState.PENDING.value,
-        idempotency_key=idempotency_key,
-        created_at=now,
-        planned_s=planned_s,
-        limited_by_cap=limited_by_cap,
-        dose_uas_by_zone={},
-        seconds_by_zone={},
-    )
-    session.add(record)
+    fields: dict[str, Any] = {
+        "id": session_id or str(uuid.uuid4()),
+        "hub_id": hub_id,
+        "owner_id": owner_id,
+        "device_address": device_address,
+        "program_slug": program_slug,
+        "intensity": intensity,
+        "state": SessionState.PENDING.value,
+        "created_at": now,
+        "planned_s": planned_s,
+        "limited_by_cap": limited_by_cap,
+        "dose_uas_by_zone": {},
+        "seconds_by_zone": {},
+    }
     try:
-        session.flush()
+        record = _insert(session, fields, key)
     except sa.exc.IntegrityError:
-        session.rollback()
-        if idempotency_key is not None:
-            existing = _by_key(session, owner_id, idempotency_key)
-            if existing is not None:  # another writer won the race with the same key
-                return existing, False
-        raise
+        if key is None:
+            raise
+        existing = _by_key(session, owner_id, key)
+        if existing is None:
+            raise
+        if session_id is None or existing.id == session_id:
+            return existing, False  # another writer won the race with the same key
+        duplicate_of = existing
+        record = _insert(session, fields, None)
     _event(session, record.id, "created", {"hub_id": hub_id, "program": program_slug}, now)
+    if duplicate_of is not None:
+        log.warning(
+            "session %s reuses idempotency key %r of session %s (owner %d); stored without it",
+            record.id,
+            idempotency_key,
+            duplicate_of.id,
+            owner_id,
+        )
+        _event(
+            session,
+            record.id,
+            "duplicate_idempotency_key",
+            {"idempotency_key": idempotency_key, "session_id": duplicate_of.id},
+            now,
+        )
     session.flush()
     return record, True
+
+
+def _insert(session: Session, fields: Mapping[str, Any], key: str | None) -> SessionRecord:
+    record = SessionRecord(**fields, idempotency_key=key)
+    # Only this insert is undone if the unique index refuses it: a rollback of the whole
+    # session would also undo the records applied before it in the same journal batch.
+    with session.begin_nested():
+        session.add(record)
+        session.flush()
+    return record
 
 
 def _by_key(session: Session, owner_id: int, key: str) -> SessionRecord | None:

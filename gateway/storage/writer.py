@@ -9,10 +9,11 @@ PostgreSQL round trip:
   ``INSERT ... executemany`` of one packed row per session in ONE transaction.
 * Session records (rows, state changes, events, dose: S9) arrive as journal entries
   (``gateway.storage.journal``), already durable on local disk. ``entries()`` queues them; the
-  worker applies them in order, a batch per transaction, and when the database fails it keeps
-  them and retries with capped backoff until it answers (``RECORD_RETRY_MAX_S``): nothing
-  required is ever dropped. Telemetry is flushed only once every entry before it is applied,
-  so a session row always exists before its telemetry.
+  worker applies them in order, up to ``RECORD_CHUNK`` per transaction, and when the database
+  fails it keeps them and retries with capped backoff until it answers
+  (``RECORD_RETRY_MAX_S``); a record that fails for a reason of its own is skipped and
+  counted (``journal.apply_entries``). Telemetry is flushed only once every entry before it
+  is applied, so a session row always exists before its telemetry.
 * Other writes (the API's: a claim, a token) are jobs, functions of a SQLModel ``Session``,
   run in order, each in its own transaction: ``await run(job)`` returns the job's result after
   its commit, or raises StorageUnavailable for the caller to report; ``submit(job)`` is the
@@ -20,10 +21,12 @@ PostgreSQL round trip:
 * ``await close()`` runs every queued job, flushes every buffered sample, then stops the thread.
 
 Durability: what ``run`` returned is committed; session records are in the journal before they
-reach this module. A crash (SIGKILL, power loss with SQLite's ``synchronous=NORMAL`` aside)
-loses at most the telemetry appended since the last flush began (one ``flush_s`` window plus the
-flush in flight); docs/storage.md explains the recovery. A failing database keeps the buffer and
-retries each window; past ``max_buffered_samples`` new samples are dropped and counted.
+reach this module, and a batch of them is reported applied (so the journal may drop it) only
+once its commit is on disk (on SQLite it commits with ``synchronous=FULL``; everything else keeps
+``NORMAL``, which a power cut may roll back). A crash (SIGKILL, power loss) loses at most the
+telemetry appended since the last flush began (one ``flush_s`` window plus the flush in flight);
+docs/storage.md explains the recovery. A failing database keeps the buffer and retries each
+window; past ``max_buffered_samples`` new samples are dropped and counted.
 
 This module decides nothing about sessions; it only makes writes cheap and ordered.
 """
@@ -65,6 +68,8 @@ CLOSE_TIMEOUT_S = 30.0
 RECORD_RETRY_START_S = 0.2
 RECORD_RETRY_MAX_S = 5.0
 """Longest wait between two attempts to apply session records while the database fails."""
+RECORD_CHUNK = 1000
+"""Session records applied per transaction (a long backlog moves the mark chunk by chunk)."""
 
 
 @dataclass(slots=True)
@@ -104,6 +109,11 @@ _STOP = _Stop()
 _FLUSH = object()
 _ENTRIES = object()
 """A wake-up: journal entries wait in ``_entry_queue``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    entries: list[Entry]
 
 
 class StorageWriter:
@@ -240,13 +250,11 @@ class StorageWriter:
 
     async def replay(self, entries: list[Entry]) -> tuple[int, int]:
         """Apply what a previous run's journal holds beyond the mark (start-up); (mark, skipped)."""
-        hub_id = self._hub_id
-        if hub_id is None:
+        if self._hub_id is None:
             raise RuntimeError("use_journal() first: records need a hub id")
-        result: tuple[int, int] = await self.run(
-            lambda session: apply_entries(session=session, hub_id=hub_id, entries=entries)
-        )
-        return result
+        future: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
+        self._enqueue(_Replay(entries), future)
+        return await asyncio.wrap_future(future)
 
     async def run(self, job: Callable[[Session], _T]) -> _T:
         """Run ``job(session)`` on the worker, commit, and return its result.
@@ -325,29 +333,62 @@ class StorageWriter:
             self._stopped.set_result(None)
 
     def _apply_records(self) -> None:
-        """Apply every waiting journal entry in one transaction, or back off and keep them."""
+        """Apply every waiting journal entry, a chunk per transaction, or back off and keep
+        what is left. Each chunk moves the mark, so a long backlog is never one huge
+        transaction and what was applied stays applied if a later chunk fails."""
+        while self._records:
+            records = self._records[:RECORD_CHUNK]
+            try:
+                mark, skipped = self._commit_entries(records)
+            except Exception as exc:  # the database, or a bug: keep the records, try later
+                if not isinstance(exc, sa.exc.SQLAlchemyError):
+                    log.exception("applying session records failed unexpectedly; retrying")
+                self._note_failure("session records", exc)
+                self._record_retry_at = time.monotonic() + self._record_backoff * (
+                    0.5 + random.random()  # noqa: S311 - jitter, not cryptography
+                )
+                self._record_backoff = min(self._record_backoff * 2, RECORD_RETRY_MAX_S)
+                return
+            del self._records[: len(records)]
+            self._records_applied += len(records) - skipped
+            self._records_skipped += skipped
+            self._record_backoff = RECORD_RETRY_START_S
+            self._note_success()
+            self._on_applied(mark)
+
+    def _replay(self, entries: list[Entry]) -> tuple[int, int]:
+        if not entries:
+            return self._commit_entries(entries)
+        mark, skipped = 0, 0
+        for start in range(0, len(entries), RECORD_CHUNK):
+            mark, chunk_skipped = self._commit_entries(entries[start : start + RECORD_CHUNK])
+            skipped += chunk_skipped
+        return mark, skipped
+
+    def _commit_entries(self, entries: list[Entry]) -> tuple[int, int]:
+        """Apply journal entries in one transaction that is on disk when this returns.
+
+        The journal drops entries once told they are applied, so their commit must survive a
+        power cut. PostgreSQL commits durably anyway; SQLite in WAL mode with
+        ``synchronous=NORMAL`` does not sync the WAL at commit, so this one transaction runs
+        with ``synchronous=FULL`` (the WAL, with every earlier commit in it, is fsynced at
+        its commit). Telemetry and API writes keep NORMAL: no fsync each.
+        """
         hub_id = self._hub_id
         assert hub_id is not None
-        records = self._records
-        try:
-            with Session(self._engine, expire_on_commit=False) as session:
-                mark, skipped = apply_entries(session=session, hub_id=hub_id, entries=records)
-                session.commit()
-        except Exception as exc:  # the database, or a bug: keep the records, try again later
-            if not isinstance(exc, sa.exc.SQLAlchemyError):
-                log.exception("applying session records failed unexpectedly; retrying")
-            self._note_failure("session records", exc)
-            self._record_retry_at = time.monotonic() + self._record_backoff * (
-                0.5 + random.random()  # noqa: S311 - jitter, not cryptography
-            )
-            self._record_backoff = min(self._record_backoff * 2, RECORD_RETRY_MAX_S)
-            return
-        self._records = []
-        self._records_applied += len(records) - skipped
-        self._records_skipped += skipped
-        self._record_backoff = RECORD_RETRY_START_S
-        self._note_success()
-        self._on_applied(mark)
+        with self._engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # outside any transaction: SQLite refuses the change inside one
+                connection.exec_driver_sql("PRAGMA synchronous=FULL")
+                connection.commit()
+            try:
+                with Session(bind=connection, expire_on_commit=False) as session:
+                    result = apply_entries(session=session, hub_id=hub_id, entries=entries)
+                    session.commit()
+            finally:
+                if sqlite:
+                    _restore_synchronous(connection)
+        return result
 
     def _note_failure(self, what: str, exc: BaseException) -> None:
         if self._failing_since is None:
@@ -423,6 +464,8 @@ class StorageWriter:
             result: Any = None
             if job is _FLUSH:
                 self._flush_now()
+            elif isinstance(job, _Replay):
+                result = self._replay(job.entries)
             else:
                 with Session(self._engine, expire_on_commit=False) as session:
                     result = job(session)
@@ -572,3 +615,14 @@ def _job_name(job: Any) -> str:
     """A job's function name (not its arguments: they may be many, or private)."""
     job = getattr(job, "func", job)
     return getattr(job, "__qualname__", type(job).__name__)
+
+
+def _restore_synchronous(connection: sa.Connection) -> None:
+    """Back to ``synchronous=NORMAL``; a connection that cannot be is not reused."""
+    try:
+        connection.rollback()
+        connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        connection.commit()
+    except sa.exc.SQLAlchemyError:
+        log.debug("could not restore synchronous=NORMAL; dropping the connection", exc_info=True)
+        connection.invalidate()

@@ -273,3 +273,41 @@ async def test_restart_interrupts_open_sessions_of_this_hub_only(
     other = await writer.run(lambda s: session_log.get_session(session=s, session_id=elsewhere.id))
     assert other.state == "pending"
     assert await writer.run(lambda s: session_log.find_open_sessions(session=s, hub_id=HUB)) == []
+
+
+async def test_a_refused_create_undoes_only_itself_not_the_records_before_it(
+    writer: StorageWriter, engine: Engine, user_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args: dict[str, Any] = {
+        "hub_id": HUB,
+        "owner_id": user_id,
+        "device_address": "AA:BB:CC:00:00:01",
+        "program_slug": "quick-lift",
+        "intensity": 3,
+        "planned_s": 600,
+    }
+    winner = await new_session(writer, user_id, idempotency_key="raced")
+    # The other hub's insert lands between this one's look-up of the key and its insert: the
+    # look-up misses it once, the unique index then refuses the insert.
+    by_key = session_log._by_key
+    missed: list[str] = []
+
+    def late_lookup(s: Session, owner_id: int, key: str) -> SessionRecord | None:
+        if not missed:
+            missed.append(key)
+            return None
+        return by_key(s, owner_id, key)
+
+    monkeypatch.setattr(session_log, "_by_key", late_lookup)
+    # One transaction, as the writer applies a journal batch: an earlier record, then the
+    # create the database refuses.
+    with Session(engine) as s:
+        session_log.create_session(session=s, session_id="s-earlier", **args)
+        record, created = session_log.create_session(session=s, idempotency_key="raced", **args)
+        assert (record.id, created) == (winner.id, False)
+        session_log.add_session_event(session=s, hub_id=HUB, session_id="s-earlier", kind="cue")
+        s.commit()
+    detail = await writer.run(
+        lambda s: history.get_session_detail(session=s, session_id="s-earlier")
+    )
+    assert [e.kind for e in detail.events] == ["created", "cue"]
