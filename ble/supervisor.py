@@ -128,6 +128,7 @@ class RadioSupervisor(Generic[_A]):
         on_down: Callable[[], None],
         on_up: Callable[[_A], None],
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.moniker = moniker
@@ -135,6 +136,7 @@ class RadioSupervisor(Generic[_A]):
         self._on_down = on_down
         self._on_up = on_up
         self._clock = clock
+        self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._adapter: _A | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -193,7 +195,7 @@ class RadioSupervisor(Generic[_A]):
             self._backoff = REOPEN_BACKOFF_START_S
         while True:
             jitter = 1 + self._rng.uniform(-REOPEN_JITTER, REOPEN_JITTER)
-            await asyncio.sleep(self._backoff * jitter)
+            await self._sleep(self._backoff * jitter)
             # Doubled for the next attempt, and for the next loss unless the radio stays up.
             self._backoff = min(self._backoff * 2, REOPEN_BACKOFF_MAX_S)
             self.state = replace(self.state, status=RadioStatus.REOPENING)
