@@ -7,6 +7,7 @@ pause (REST) -> resume (WebSocket, acknowledged) -> stop -> history, events, CSV
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 
@@ -92,11 +93,18 @@ async def test_phone_flow_from_pairing_to_history(hub: Hub) -> None:
     # Stopping an ended session is a harmless no-op.
     assert (await phone.post(f"/api/v1/sessions/{sid}/stop")).json()["state"] == "stopped"
 
-    page = (await phone.get("/api/v1/sessions", params={"state": "stopped"})).json()
+    # History is stored through the journal a moment after the stop is answered (a stop never
+    # waits for storage): wait, bounded, until its end is stored, then check all of it.
+    async with asyncio.timeout(10):
+        while True:
+            page = (await phone.get("/api/v1/sessions", params={"state": "stopped"})).json()
+            detail = (await phone.get(f"/api/v1/sessions/{sid}")).json()
+            states = [e["detail"].get("state") for e in detail["events"] if e["kind"] == "state"]
+            if page["items"] and states and states[-1] == "stopped":
+                break
+            await asyncio.sleep(0.05)
     assert [item["id"] for item in page["items"]] == [sid]
     assert page["total"] == 1
-    detail = (await phone.get(f"/api/v1/sessions/{sid}")).json()
-    states = [e["detail"].get("state") for e in detail["events"] if e["kind"] == "state"]
     assert states[:3] == ["running", "paused", "running"]
     assert states[-1] == "stopped"
     assert any(e["kind"] == "move" for e in detail["events"])
