@@ -6,8 +6,12 @@ failure (CI must never pass by skipping); on a laptop without it the test skips 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +39,19 @@ def require_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{message}; CI=true requires it", pytrace=False)
     pytest.skip(f"{message}; start it to run this test")
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """The disk refuses every write to ``path`` until the block ends (``chattr +i``: even root
+    cannot write it). Skips (laptop) or fails (CI=true) without CAP_LINUX_IMMUTABLE."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    if made.returncode != 0:
+        message = f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -5,12 +5,9 @@ custom-program validation with per-field errors.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-
-import pytest
 
 from tests.api.hub import Hub
-from tests.conftest import IN_CI
+from tests.conftest import immutable
 
 START = {"program": "quick-lift", "level": 1}
 
@@ -226,16 +223,8 @@ async def test_a_start_the_hub_cannot_record_is_refused_with_503_and_sends_nothi
     device = await hub.claimed_device(token)
     journal = hub.runtime.journal
     assert journal is not None
-    made = subprocess.run(["chattr", "+i", str(journal.path)], capture_output=True, check=False)
-    if made.returncode != 0:
-        message = f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
+    with immutable(journal.path):
         refused = await hub.client(token).post("/api/v1/sessions", json={"device": device, **START})
-    finally:
-        subprocess.run(["chattr", "-i", str(journal.path)], check=True)
     assert refused.status_code == 503, refused.text
     assert refused.json()["type"] == "urn:mcgw:problem:storage-unavailable"
     assert "none starts" in refused.json()["detail"]

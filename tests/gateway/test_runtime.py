@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 
 import pytest
@@ -21,7 +20,7 @@ from gateway.sessions import SessionState
 from gateway.storage import repo, session_log
 from gateway.storage.journal import JournalUnavailable
 from gateway.telemetry import Dropped, TelemetryFrame, TelemetryItem
-from tests.conftest import IN_CI
+from tests.conftest import immutable
 from tests.gateway.conftest import (
     Hub,
     StartHub,
@@ -176,13 +175,7 @@ async def test_no_session_starts_that_the_journal_cannot_record_and_stop_needs_n
     await wait_output(hub.sim(0))
 
     # The journal's disk refuses writes (an immutable file: even root cannot write it).
-    made = subprocess.run(["chattr", "+i", str(journal.path)], capture_output=True, check=False)
-    if made.returncode != 0:
-        message = f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
+    with immutable(journal.path):
         with pytest.raises(JournalUnavailable, match="none starts"):
             await hub.start(1, program(step("cheeks", 300, 30)), owner=owner)
         assert hub.firmware(1).output_ua == 0
@@ -193,8 +186,6 @@ async def test_no_session_starts_that_the_journal_cannot_record_and_stop_needs_n
         stopped = await runtime.sessions.stop(running.id, actor=owner)
         assert stopped.state is SessionState.STOPPED
         assert hub.firmware(0).output_ua == 0
-    finally:
-        subprocess.run(["chattr", "-i", str(journal.path)], check=True)
     _sessions_table_back(runtime)
     await wait_until(lambda: journal.failing is None and journal.backlog == 0)
     record = await runtime.db(session_log.get_session, session_id=running.id)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import resource
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from gateway.storage import history, repo
 from gateway.storage.engine import create_engine_from_settings, upgrade
 from gateway.storage.journal import Entry, JournalUnavailable, SessionJournal, applied_rid
 from gateway.storage.writer import StorageWriter
-from tests.conftest import IN_CI
+from tests.conftest import immutable
 
 HUB = "hub-test"
 SampleFactory = Callable[..., list[TelemetrySample]]
@@ -51,21 +50,6 @@ def outage(engine: Engine) -> Iterator[None]:
     finally:
         with engine.begin() as connection:
             connection.execute(sa.text("ALTER TABLE sessions_away RENAME TO sessions"))
-
-
-@contextlib.contextmanager
-def immutable(path: Path) -> Iterator[None]:
-    """The disk refuses every write to ``path`` until the block ends (``chattr +i``)."""
-    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
-    if made.returncode != 0:
-        message = f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 @contextlib.asynccontextmanager
