@@ -28,6 +28,7 @@ COPY pyproject.toml README.m[d] ./
 COPY ble ./ble
 COPY gateway ./gateway
 COPY api ./api
+COPY mcgw ./mcgw
 RUN /opt/mcgw/bin/pip install --no-deps . \
     && /opt/mcgw/bin/mcgw --help > /dev/null
 

@@ -79,19 +79,10 @@ def create_app(
             raise
         app.state.runtime = runtime
         metrics.runtime = runtime
-        advertiser = None
-        if settings.mdns:
-            from gateway.mdns import MdnsAdvertiser
-
-            # Announcing takes about a second; it must not delay readiness.
-            advertiser = MdnsAdvertiser.from_settings(settings, interfaces=settings.mdns_interfaces)
-            runtime.tasks.spawn(advertiser.start(), name="mdns")
         log.info("mcgw API ready (hub %s)", settings.hub_id)
         try:
             yield
         finally:
-            if advertiser is not None:
-                await advertiser.close()
             await close_all(app.state.connections)
             app.state.runtime = None
             await runtime.stop()

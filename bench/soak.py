@@ -126,7 +126,7 @@ def free_port() -> int:
 
 
 def mcgw(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from gateway.cli import main; main()", *args]
+    return [sys.executable, "-c", "from mcgw.cli import main; main()", *args]
 
 
 @dataclass

@@ -50,7 +50,7 @@ def serve(workdir: Path, port: int, **settings: str) -> tuple[subprocess.Popen[s
         [
             sys.executable,
             "-c",
-            "from gateway.cli import main; main()",
+            "from mcgw.cli import main; main()",
             "serve",
             "--ble",
             "sim:2",

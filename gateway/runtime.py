@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ble.sim.peripheral import SimulatedDevice
     from ble.supervisor import RadioSupervisor
     from gateway.access_sync import AccessSync
+    from gateway.mdns import MdnsAdvertiser
     from gateway.storage.journal import SessionJournal
     from gateway.storage.reader import StorageReader
     from gateway.storage.writer import StorageWriter
@@ -107,6 +108,8 @@ class Runtime:
         self.access.add_listener(self._access_changed)
         self.loop_monitor = LoopMonitor()
         """Event-loop stalls (what the keepalive margin must survive), for /metrics."""
+        self.mdns: MdnsAdvertiser | None = None
+        """The ``_mcgw._tcp`` announcement on the LAN (``settings.mdns``), while started."""
         self.started = False
 
     def _session_owner(self, session_id: str) -> int | None:
@@ -331,7 +334,19 @@ class Runtime:
         if self.access_sync is not None:
             self.tasks.spawn(self.access_sync.run(), name="access")
         self.tasks.spawn(self.loop_monitor.run(), name="loop-monitor")
+        if self.settings.mdns:
+            self._advertise()
         self.started = True
+
+    def _advertise(self) -> None:
+        """Announce the hub on the LAN. Announcing takes about a second; it runs as a task
+        so that it never delays readiness."""
+        from gateway.mdns import MdnsAdvertiser
+
+        self.mdns = MdnsAdvertiser.from_settings(
+            self.settings, interfaces=self.settings.mdns_interfaces
+        )
+        self.tasks.spawn(self.mdns.start(), name="mdns")
 
     async def _retention_loop(self) -> None:
         """Delete raw telemetry past the retention setting, at start and then daily."""
@@ -371,7 +386,11 @@ class Runtime:
                 await managed.connected.wait()
 
     async def stop(self) -> None:
-        """End sessions, disconnect devices, cancel and await every task, close the radio."""
+        """Withdraw the mDNS announcement, end sessions, disconnect devices, cancel and await
+        every task, close the radio."""
+        if self.mdns is not None:
+            await self.mdns.close()
+            self.mdns = None
         await self.sessions.close()
         await self.devices.close()
         self.hub.close()

@@ -385,7 +385,7 @@ def test_the_cli_knows_every_option_the_deploy_files_use(subcommand: str) -> Non
         [
             sys.executable,
             "-c",
-            "import sys; from gateway.cli import main; sys.argv[0] = 'mcgw'; sys.exit(main())",
+            "import sys; from mcgw.cli import main; sys.argv[0] = 'mcgw'; sys.exit(main())",
             subcommand,
             "--help",
         ],
@@ -634,3 +634,18 @@ def test_env_template_names_only_real_settings(monkeypatch: pytest.MonkeyPatch) 
     settings = Settings()
     assert settings.ble.mode == "bluez"
     assert settings.db.url == "sqlite:////var/lib/mcgw/mcgw.db"
+
+
+def test_the_image_gets_every_package_the_project_installs(
+    docker_instructions: tuple[dockerfile.Command, ...],
+) -> None:
+    # A package left out of the image builds fine and fails only when `mcgw` first imports it.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {
+        source.rstrip("/")
+        for command in docker_instructions
+        if command.cmd == "COPY" and not any(f.startswith("--from") for f in command.flags)
+        for source in command.value[:-1]
+    }
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"

@@ -59,7 +59,7 @@ def base_env(tmp_path: Path, **settings: str) -> dict[str, str]:
 
 
 def mcgw_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from gateway.cli import main; main()", *args]
+    return [sys.executable, "-c", "from mcgw.cli import main; main()", *args]
 
 
 @dataclass

@@ -31,7 +31,7 @@ def mcgw(
     *args: str, env: dict[str, str], timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main()", *args],
+        [sys.executable, "-c", "from mcgw.cli import main; main()", *args],
         capture_output=True,
         text=True,
         env={**env, "PYTHONPATH": str(ROOT)},
@@ -227,7 +227,7 @@ def test_db_upgrade_then_tokens_pairing_and_listing(env: dict[str, str]) -> None
         assert json.loads(listed.stdout) == []
 
 
-SERVE = [sys.executable, "-c", "from gateway.cli import main; main()", "serve"]
+SERVE = [sys.executable, "-c", "from mcgw.cli import main; main()", "serve"]
 
 
 @pytest.fixture(params=["mcgw serve", "make run"])

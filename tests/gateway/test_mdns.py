@@ -20,7 +20,7 @@ import pytest
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from gateway.config import Settings
+from gateway.config import ApiSettings, BleSettings, Settings
 from gateway.mdns import (
     API_PATH,
     SERVICE_TYPE,
@@ -29,6 +29,7 @@ from gateway.mdns import (
     instance_label,
     package_version,
 )
+from gateway.runtime import Runtime
 
 LOOPBACK = "127.0.0.1"
 WAIT_S = 10.0
@@ -232,3 +233,27 @@ def test_long_unicode_hub_id_is_cut_on_a_character_boundary() -> None:
     label = instance_label("é" * 40)
     assert label == "é" * 31
     assert len(label.encode()) == 62
+
+
+async def test_the_runtime_announces_while_it_runs_and_withdraws_on_stop(
+    browser: Browser, hub_id: str
+) -> None:
+    # The runtime owns the advertiser (not the web app), so every way of running a hub
+    # announces it, and stopping the hub says goodbye before the radio closes.
+    settings = Settings(
+        hub_id=hub_id,
+        ble=BleSettings(mode="sim:1"),
+        api=ApiSettings(port=18424),
+        mdns=True,
+        mdns_interfaces=[LOOPBACK],
+    )
+    name = f"{hub_id}.{SERVICE_TYPE}"
+    async with Runtime(settings, storage=False) as runtime:
+        await browser.wait_for(ServiceStateChange.Added, name)
+        info = await browser.resolve(name)
+        assert runtime.mdns is not None
+        assert runtime.mdns.advertising
+    assert info.port == 18424
+    assert txt(info)["hub_id"] == hub_id
+    assert runtime.mdns is None
+    await browser.wait_for(ServiceStateChange.Removed, name)
