@@ -112,6 +112,25 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(ws_router, prefix=API_PREFIX)
     install_docs(app)
+    _install_metrics(app, metrics)
+    _install_openapi(app)
+    _install_middleware(app, settings)
+    return app
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The schema is built once, on first request, by ``api.openapi``."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_openapi(app, description=DESCRIPTION)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _install_metrics(app: FastAPI, metrics: ApiMetrics) -> None:
+    """``GET /metrics``: Prometheus text, no token."""
 
     @app.get(
         "/metrics",
@@ -136,13 +155,9 @@ def create_app(
         needed, and nothing personal in them."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = build_openapi(app, description=DESCRIPTION)
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    """Request id (outermost), CORS, body limit."""
     # add_middleware wraps what is there: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:
@@ -154,4 +169,3 @@ def create_app(
             expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
     app.add_middleware(RequestIdMiddleware)
-    return app

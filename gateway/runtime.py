@@ -235,11 +235,11 @@ class Runtime:
             )
 
     async def _open_storage(self) -> None:
+        """The database (migrated), its writer thread, the session journal (recovered), the
+        reader and the access snapshot."""
         from gateway.access_sync import AccessSync
         from gateway.recorder import StorageRecorder
-        from gateway.storage import repo, session_log
         from gateway.storage.engine import create_engine_from_settings, upgrade
-        from gateway.storage.journal import SessionJournal, applied_rid
         from gateway.storage.reader import StorageReader
         from gateway.storage.writer import StorageWriter
 
@@ -254,7 +254,21 @@ class Runtime:
         self.writer = writer
         self._stack.push_async_callback(writer.close)
         hub_id = self.settings.hub_id
-        # Records a previous run journaled but the database never took go in first, in order.
+        journal = await self._recover(writer)
+        self.sessions.recorder = StorageRecorder(journal, writer, hub_id=hub_id)
+        reader = StorageReader(engine)
+        self.reader = reader
+        self._stack.callback(reader.close)
+        self.access_sync = AccessSync(self.access, reader=reader, writer=writer, hub_id=hub_id)
+        await self.access_sync.load()
+
+    async def _recover(self, writer: StorageWriter) -> SessionJournal:
+        """Start-up recovery, journal first: records a previous run journaled but the database
+        never took go in, in order; then sessions a previous run left open are ended."""
+        from gateway.storage import repo, session_log
+        from gateway.storage.journal import SessionJournal, applied_rid
+
+        hub_id = self.settings.hub_id
         journal = SessionJournal(
             self.settings.db.journal_file(hub_id),
             on_durable=writer.entries,
@@ -289,12 +303,7 @@ class Runtime:
         await writer.run(
             lambda db: repo.sync_builtin_programs(session=db, programs=self.programs.values())
         )
-        self.sessions.recorder = StorageRecorder(journal, writer, hub_id=hub_id)
-        reader = StorageReader(engine)
-        self.reader = reader
-        self._stack.callback(reader.close)
-        self.access_sync = AccessSync(self.access, reader=reader, writer=writer, hub_id=hub_id)
-        await self.access_sync.load()
+        return journal
 
     async def db(self, fn: Callable[..., _T], /, **kwargs: Any) -> _T:
         """Run ``fn(session=<db session>, **kwargs)`` on the storage thread and commit."""
