@@ -236,7 +236,8 @@ class Runtime:
         from gateway.recorder import StorageRecorder
         from gateway.storage import repo, session_log
         from gateway.storage.engine import create_engine_from_settings, upgrade
-        from gateway.storage.journal import SessionJournal, applied_rid
+        from gateway.storage.journal import SessionJournal
+        from gateway.storage.journal_applier import applied_rid
         from gateway.storage.reader import StorageReader
         from gateway.storage.writer import StorageWriter
 

@@ -12,7 +12,7 @@ PostgreSQL round trip:
   worker applies them in order, up to ``RECORD_CHUNK`` per transaction, and when the database
   fails it keeps them and retries with capped backoff until it answers
   (``RECORD_RETRY_MAX_S``); a record that fails for a reason of its own is skipped and
-  counted (``journal.apply_entries``). Telemetry is flushed only once every entry before it
+  counted (``journal_applier.apply_entries``). Telemetry is flushed only once every entry before it
   is applied, so a session row always exists before its telemetry.
 * Other writes (the API's: a claim, a token) are jobs, functions of a SQLModel ``Session``,
   run in order, each in its own transaction: ``await run(job)`` returns the job's result after
@@ -51,7 +51,8 @@ from sqlmodel import Session
 from ble.protocol import TelemetrySample
 from gateway.errors import GatewayError
 from gateway.storage.engine import StorageUnavailable
-from gateway.storage.journal import Entry, apply_entries
+from gateway.storage.journal import Entry
+from gateway.storage.journal_applier import apply_entries
 from gateway.storage.models import TELEMETRY_TABLE
 from gateway.storage.telemetry_buffer import (
     DEFAULT_MAX_BUFFERED_SAMPLES,
@@ -189,9 +190,7 @@ class StorageWriter:
         ``received_at`` (Unix seconds, default now) is when the last sample arrived; it anchors
         the batch in wall-clock time. After ``close()`` samples are dropped and counted.
         """
-        self._telemetry.append(
-            session_id, samples, received_at=received_at, closed=self._closing
-        )
+        self._telemetry.append(session_id, samples, received_at=received_at, closed=self._closing)
 
     def use_journal(self, *, hub_id: str, on_applied: Callable[[int], None]) -> None:
         """Apply session records for ``hub_id``; ``on_applied(rid)`` after each batch commits."""
