@@ -12,7 +12,8 @@ from sqlmodel import Session
 
 from api.auth import AdminUser, CurrentUser, RuntimeDep
 from api.errors import ApiProblem
-from api.schemas import MAX_DB_ID, TokenCreate, TokenCreated, TokenPublic
+from api.schemas.accounts import TokenCreate, TokenCreated, TokenPublic
+from api.schemas.fields import MAX_DB_ID
 from gateway.storage import repo
 from gateway.storage.models import ApiToken
 
