@@ -112,9 +112,12 @@ class Dropped:
 
     count: int
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": "dropped", "count": self.count}
+
     @property
     def json_bytes(self) -> bytes:
-        return orjson.dumps({"type": "dropped", "count": self.count})
+        return orjson.dumps(self.as_dict())
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +129,12 @@ class Gap:
 
     missed: int
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": "gap", "missed": self.missed}
+
     @property
     def json_bytes(self) -> bytes:
-        return orjson.dumps({"type": "gap", "missed": self.missed})
+        return orjson.dumps(self.as_dict())
 
 
 TelemetryItem = TelemetryFrame | Dropped | Gap
