@@ -106,14 +106,13 @@ class TelemetryFrame:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Dropped:
-    """This subscriber's queue overflowed: ``count`` frames right before the next one are lost."""
+class _Marker:
+    """A note in a subscriber's stream about frames it will not get; JSON like a frame."""
 
-    count: int
+    __slots__ = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"type": "dropped", "count": self.count}
+        raise NotImplementedError
 
     @property
     def json_bytes(self) -> bytes:
@@ -121,7 +120,17 @@ class Dropped:
 
 
 @dataclass(frozen=True, slots=True)
-class Gap:
+class Dropped(_Marker):
+    """This subscriber's queue overflowed: ``count`` frames right before the next one are lost."""
+
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": "dropped", "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
+class Gap(_Marker):
     """A replay asked for frames the ring no longer holds: ``missed`` sequence numbers are gone.
 
     ``missed`` counts sequence numbers, so frames the device itself lost in that span are in it.
@@ -131,10 +140,6 @@ class Gap:
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": "gap", "missed": self.missed}
-
-    @property
-    def json_bytes(self) -> bytes:
-        return orjson.dumps(self.as_dict())
 
 
 TelemetryItem = TelemetryFrame | Dropped | Gap
