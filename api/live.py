@@ -49,7 +49,7 @@ from gateway.events import (
     SessionNotice,
     SessionStateChanged,
 )
-from gateway.telemetry import Dropped, Gap, Subscription, TelemetryFrame
+from gateway.telemetry import Subscription, TelemetryFrame
 
 log = logging.getLogger(__name__)
 
@@ -319,23 +319,11 @@ class Connection:
                     if user is None or not access.may_see_frame(user, item.device, item.session_id):
                         continue
                     await self.send_bytes(item.json_bytes)
-                elif isinstance(item, Dropped):
+                else:  # a Dropped or Gap marker, told with the subscription it concerns
+                    marker = item.as_dict()
+                    kind = marker.pop("type")
                     await self.send(
-                        {
-                            "type": "dropped",
-                            "subscription": sub.id,
-                            "device": sub.device,
-                            "count": item.count,
-                        }
-                    )
-                elif isinstance(item, Gap):
-                    await self.send(
-                        {
-                            "type": "gap",
-                            "subscription": sub.id,
-                            "device": sub.device,
-                            "missed": item.missed,
-                        }
+                        {"type": kind, "subscription": sub.id, "device": sub.device, **marker}
                     )
         except Exception:
             # The client went away mid-send; the receive loop sees the disconnect and cleans up.

@@ -134,7 +134,47 @@ async def _authenticate(
     connection: Connection, runtime: Runtime, token: str | None, api: ApiSettings
 ) -> Principal | None:
     """The connection's user, after the per-token limit (4429) and before ``hello``."""
-    max_bytes = api.max_body_bytes
+    checked = await _check_token(connection, runtime, token, api.max_body_bytes)
+    if checked is None:
+        return None
+    principal, request_id = checked
+    limit = api.ws_max_per_token
+    connections: set[Connection] = connection.websocket.app.state.connections
+    if sum(1 for c in connections if c.token_id == principal.token_id) >= limit:
+        problem = ApiProblem(
+            429,
+            f"this token already has {limit} WebSocket connections open; close one (one "
+            "connection can watch several devices)",
+            kind="too-many-connections",
+        )
+        await connection.send(error_message(request_id, problem))
+        await connection.close(CLOSE_TOO_MANY, "too many connections for this token")
+        return None
+    # Bound with no await since the count, so connections racing in together cannot all pass
+    # it; from here on every access change reaches this connection.
+    bound = connection.bind(principal)
+    if bound is None:
+        await _refuse_revoked(connection, request_id)
+        return None
+    if request_id is not None:
+        await connection.send({"type": "ack", "id": request_id})
+    await connection.send(
+        {
+            "type": "hello",
+            "protocol": SUBPROTOCOL,
+            "user_id": bound.user_id,
+            "heartbeat_s": connection.heartbeat_s,
+            "max_subscriptions": MAX_SUBSCRIPTIONS,
+        }
+    )
+    return bound
+
+
+async def _check_token(
+    connection: Connection, runtime: Runtime, token: str | None, max_bytes: int
+) -> tuple[Principal, str | None] | None:
+    """The token's user and the auth message's id (None for a handshake token), or None once
+    the connection is refused and closing (no auth message in time, a bad or unknown token)."""
     request_id: str | None = None
     try:
         if token is None:
@@ -167,36 +207,7 @@ async def _authenticate(
         else:
             await connection.close(CLOSE_UNAUTHENTICATED, "authentication failed")
         return None
-    limit = api.ws_max_per_token
-    connections: set[Connection] = connection.websocket.app.state.connections
-    if sum(1 for c in connections if c.token_id == principal.token_id) >= limit:
-        problem = ApiProblem(
-            429,
-            f"this token already has {limit} WebSocket connections open; close one (one "
-            "connection can watch several devices)",
-            kind="too-many-connections",
-        )
-        await connection.send(error_message(request_id, problem))
-        await connection.close(CLOSE_TOO_MANY, "too many connections for this token")
-        return None
-    # Bound with no await since the count, so connections racing in together cannot all pass
-    # it; from here on every access change reaches this connection.
-    bound = connection.bind(principal)
-    if bound is None:
-        await _refuse_revoked(connection, request_id)
-        return None
-    if request_id is not None:
-        await connection.send({"type": "ack", "id": request_id})
-    await connection.send(
-        {
-            "type": "hello",
-            "protocol": SUBPROTOCOL,
-            "user_id": bound.user_id,
-            "heartbeat_s": connection.heartbeat_s,
-            "max_subscriptions": MAX_SUBSCRIPTIONS,
-        }
-    )
-    return bound
+    return principal, request_id
 
 
 async def _refuse_revoked(connection: Connection, request_id: str | None) -> None:
@@ -321,35 +332,7 @@ async def _dispatch(
 async def _subscribe(
     connection: Connection, runtime: Runtime, user: Principal, message: Subscribe
 ) -> None:
-    if (message.device is None) == (message.session_id is None):
-        raise ApiProblem(
-            422,
-            "give exactly one of device and session_id",
-            kind="validation",
-            errors=[("device", "exactly one of device and session_id")],
-        )
-    if len(connection.subscriptions) >= MAX_SUBSCRIPTIONS:
-        raise ApiProblem(
-            409, f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", kind="conflict"
-        )
-    session_id = None
-    if message.session_id is not None:
-        live = visible_live(runtime, user, message.session_id)
-        if live is None:
-            raise ApiProblem(
-                404,
-                f"no live session {message.session_id} visible to you on this hub; "
-                "its recorded telemetry is at GET /api/v1/sessions/{id}/telemetry",
-                kind="not-found",
-            )
-        address, session_id = live.address, live.id
-    else:
-        assert message.device is not None
-        address, _ = find_device(runtime, user, message.device)
-    if any(s.device == address for s in connection.subscriptions.values()):
-        raise ApiProblem(
-            409, f"already subscribed to {address} on this connection", kind="conflict"
-        )
+    address, session_id = _subscription_target(connection, runtime, user, message)
     managed = runtime.devices.devices.get(address)
     hub_device = managed.address if managed is not None else address
     telemetry = None
@@ -383,6 +366,42 @@ async def _subscribe(
             "session_id": session_id,
         }
     )
+
+
+def _subscription_target(
+    connection: Connection, runtime: Runtime, user: Principal, message: Subscribe
+) -> tuple[str, str | None]:
+    """(device address, live session id or None) a subscribe asks for, once it may have it."""
+    if (message.device is None) == (message.session_id is None):
+        raise ApiProblem(
+            422,
+            "give exactly one of device and session_id",
+            kind="validation",
+            errors=[("device", "exactly one of device and session_id")],
+        )
+    if len(connection.subscriptions) >= MAX_SUBSCRIPTIONS:
+        raise ApiProblem(
+            409, f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", kind="conflict"
+        )
+    session_id = None
+    if message.session_id is not None:
+        live = visible_live(runtime, user, message.session_id)
+        if live is None:
+            raise ApiProblem(
+                404,
+                f"no live session {message.session_id} visible to you on this hub; "
+                "its recorded telemetry is at GET /api/v1/sessions/{id}/telemetry",
+                kind="not-found",
+            )
+        address, session_id = live.address, live.id
+    else:
+        assert message.device is not None
+        address, _ = find_device(runtime, user, message.device)
+    if any(s.device == address for s in connection.subscriptions.values()):
+        raise ApiProblem(
+            409, f"already subscribed to {address} on this connection", kind="conflict"
+        )
+    return address, session_id
 
 
 async def close_all(connections: set[Connection]) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from api.schemas import Address
+from api.schemas.fields import Address
 
 RequestId = Annotated[str, Field(min_length=1, max_length=64)]
 SessionId = Annotated[str, Field(min_length=1, max_length=36, pattern="^[0-9a-fA-F-]+$")]

@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Protocol
 
 from gateway.events import DeviceStateChanged, Event, SessionNotice, SessionStateChanged
+from gateway.listeners import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class AccessPolicy:
         self._session_owner = session_owner
         self._snapshot = AccessSnapshot()
         self._principals: dict[int, Principal] = {}
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[AccessChange] = Listeners(log, "access listener %r failed")
 
     # --- the snapshot ---------------------------------------------------------------------------
 
@@ -177,11 +178,7 @@ class AccessPolicy:
             if user_id in snapshot.users
         }
         if change.tokens_revoked or change.users_changed or change.devices_changed:
-            for listener in list(self._listeners):
-                try:
-                    listener(change)
-                except Exception:
-                    log.exception("access listener %r failed", listener)
+            self._listeners.notify(change)
         return change
 
     def revoke(self, token_id: int) -> None:
@@ -195,13 +192,7 @@ class AccessPolicy:
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` after every change; returns the function that removes it."""
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return remove
+        return self._listeners.add(listener)
 
     # --- who is calling -------------------------------------------------------------------------
 

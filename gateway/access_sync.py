@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session
 
-from gateway.access import AccessPolicy, Principal, principal_of, snapshot_of
+from gateway.access import AccessPolicy, Principal, snapshot_of
 from gateway.errors import GatewayError
 from gateway.storage.access import AccessRows, load_access_rows, read_access_epoch, touch_tokens
 from gateway.storage.reader import StorageReader
@@ -73,7 +73,7 @@ class AccessSync:
         self.policy.replace(
             snapshot_of(
                 epoch=rows.epoch,
-                users=(principal_of(user) for user in rows.users),
+                users=rows.users,
                 tokens=((t.token_hash, t.id, t.user_id) for t in rows.tokens),
                 owners=rows.owners,
             )

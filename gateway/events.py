@@ -3,8 +3,10 @@
 Events are small frozen dataclasses: device state changes, session state changes with their
 reasons, "move" cues, contact and gel warnings, faults. ``EventBus.publish`` never blocks: each
 async subscriber has a bounded queue, and one that falls behind loses its oldest events and is
-told how many (``EventsDropped``). Synchronous listeners run inline and must be quick; a listener
-that raises is logged and never breaks publishing.
+told how many (``EventsDropped``); closing a subscription (or leaving its ``async with``)
+detaches it. Synchronous listeners run inline and must be quick; ``add_listener`` returns the
+callable that removes the listener again, and a listener that raises is logged and never breaks
+publishing.
 
 This module knows nothing of HTTP or storage.
 """
@@ -18,6 +20,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from gateway.listeners import ClosesOnExit, Listeners
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +79,16 @@ class EventsDropped(Event):
 Listener = Callable[[Event], None]
 
 
-class EventSubscription:
+class EventSubscription(ClosesOnExit):
     """An async iterator over events for one subscriber; close it (or use ``async with``)."""
 
-    def __init__(self, bus: EventBus, accept: Callable[[Event], bool], size: int) -> None:
-        self._bus = bus
+    def __init__(
+        self,
+        accept: Callable[[Event], bool],
+        size: int,
+        detach: Callable[[EventSubscription], None],
+    ) -> None:
+        self._detach = detach
         self._accept = accept
         self._queue: collections.deque[Event] = collections.deque()
         self._size = size
@@ -117,45 +126,35 @@ class EventSubscription:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._bus._subscriptions.discard(self)
+            self._detach(self)
             self._wake.set()
-
-    async def __aenter__(self) -> EventSubscription:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self.close()
 
 
 class EventBus:
     """Publish events to synchronous listeners and bounded async subscriptions."""
 
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[Event] = Listeners(
+            log, "event listener %r failed on %s", describe=_kind_of
+        )
         self._subscriptions: set[EventSubscription] = set()
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for every event; returns the function that removes it."""
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return remove
+        return self._listeners.add(listener)
 
     def subscribe(
         self, accept: Callable[[Event], bool] = lambda _e: True, size: int = 256
     ) -> EventSubscription:
-        subscription = EventSubscription(self, accept, size)
+        subscription = EventSubscription(accept, size, self._subscriptions.discard)
         self._subscriptions.add(subscription)
         return subscription
 
     def publish(self, event: Event) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener %r failed on %s", listener, event.kind)
+        self._listeners.notify(event)
         for subscription in list(self._subscriptions):
             subscription._offer(event)
+
+
+def _kind_of(event: Event) -> str:
+    return event.kind

@@ -266,7 +266,8 @@ class Runtime:
         """Start-up recovery, journal first: records a previous run journaled but the database
         never took go in, in order; then sessions a previous run left open are ended."""
         from gateway.storage import repo, session_log
-        from gateway.storage.journal import SessionJournal, applied_rid
+        from gateway.storage.journal import SessionJournal
+        from gateway.storage.journal_applier import applied_rid
 
         hub_id = self.settings.hub_id
         journal = SessionJournal(

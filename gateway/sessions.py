@@ -39,11 +39,12 @@ from gateway.config import SafetySettings
 from gateway.devices import DeviceManager, ManagedDevice
 from gateway.errors import Conflict, DeviceUnavailable, Forbidden, NotFound, SafetyViolation
 from gateway.events import EventBus, SessionNotice, SessionStateChanged
+from gateway.figures import SessionFigures
 from gateway.programs import Caps, Program, level_percent, limit_program, validate_program
 from gateway.safety import session_cap_s
 from gateway.scheduler import Streamer, compile_program
 from gateway.tasks import TaskOwner
-from gateway.telemetry import SessionFigures, TelemetryFrame, TelemetryHub
+from gateway.telemetry import TelemetryFrame, TelemetryHub
 
 log = logging.getLogger(__name__)
 

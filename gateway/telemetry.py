@@ -1,4 +1,4 @@
-"""The telemetry hub: fans device samples out to subscribers, keeps a replay ring, derives figures.
+"""The telemetry hub: numbers device samples, keeps a replay ring, fans them out to subscribers.
 
 :class:`TelemetryHub` takes every decoded :class:`~ble.protocol.TelemetrySample` from the BLE
 notification callback through the synchronous :meth:`TelemetryHub.publish` and
@@ -13,11 +13,12 @@ notification callback through the synchronous :meth:`TelemetryHub.publish` and
   samples, and dropping at the head keeps the hole contiguous, so the :class:`Dropped` marker
   delivered before the next frame sits exactly where the missing frames were. A slow subscriber
   only ever costs itself frames; publish never waits for anyone;
-* calls in-process listeners (the session layer), isolating the hub from their exceptions.
+* calls in-process listeners (the session layer), isolating the hub from their exceptions;
+  ``add_listener`` returns the callable that removes the listener again.
 
 A :class:`TelemetryFrame` serialises itself to JSON once, lazily (``json_bytes``), and every
-consumer sends those same bytes. :class:`SessionFigures` turns the frames of one session into
-delivered charge per zone, contact time, mean and peak current, and "apply more gel" warnings.
+consumer sends those same bytes. The figures of one session (dose per zone, "apply more gel")
+are derived from its frames in ``gateway.figures``.
 
 This module deliberately does not: speak HTTP or WebSocket (api/ sends ``json_bytes``), import
 bleak or touch a radio (ble/ decodes samples, the device manager calls ``publish``), persist
@@ -34,12 +35,12 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypedDict
+from typing import Any, Self
 
 import orjson
 
-from ble.protocol import NO_SEGMENT, DeviceState, FaultFlags, TelemetrySample, Zone
+from ble.protocol import NO_SEGMENT, FaultFlags, TelemetrySample, Zone
+from gateway.listeners import ClosesOnExit, Listeners
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ DEFAULT_QUEUE_SIZE = 256
 """Frames a subscriber may fall behind before its oldest ones are dropped: ~5 s at 50 Hz."""
 
 _COUNTER_MOD = 1 << 16
-_DEVICE_TIME_MASK = (1 << 32) - 1
 _FAULT_NAMES = tuple((flag, (flag.name or "").lower()) for flag in FaultFlags if flag)
 
 TelemetryListener = Callable[["TelemetryFrame"], None]
@@ -106,19 +106,31 @@ class TelemetryFrame:
         }
 
 
+class _Marker:
+    """A note in a subscriber's stream about frames it will not get; JSON like a frame."""
+
+    __slots__ = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def json_bytes(self) -> bytes:
+        return orjson.dumps(self.as_dict())
+
+
 @dataclass(frozen=True, slots=True)
-class Dropped:
+class Dropped(_Marker):
     """This subscriber's queue overflowed: ``count`` frames right before the next one are lost."""
 
     count: int
 
-    @property
-    def json_bytes(self) -> bytes:
-        return orjson.dumps({"type": "dropped", "count": self.count})
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": "dropped", "count": self.count}
 
 
 @dataclass(frozen=True, slots=True)
-class Gap:
+class Gap(_Marker):
     """A replay asked for frames the ring no longer holds: ``missed`` sequence numbers are gone.
 
     ``missed`` counts sequence numbers, so frames the device itself lost in that span are in it.
@@ -126,9 +138,8 @@ class Gap:
 
     missed: int
 
-    @property
-    def json_bytes(self) -> bytes:
-        return orjson.dumps({"type": "gap", "missed": self.missed})
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": "gap", "missed": self.missed}
 
 
 TelemetryItem = TelemetryFrame | Dropped | Gap
@@ -151,13 +162,12 @@ class TelemetryCounters:
 
 
 class _Counters:
-    __slots__ = ("frames_dropped", "frames_in", "frames_out", "listener_errors")
+    __slots__ = ("frames_dropped", "frames_in", "frames_out")
 
     def __init__(self) -> None:
         self.frames_in = 0
         self.frames_out = 0
         self.frames_dropped = 0
-        self.listener_errors = 0
 
 
 class _Device:
@@ -174,15 +184,7 @@ class _Device:
         self.resync = False
 
 
-class _Listener:
-    __slots__ = ("callback", "failing")
-
-    def __init__(self, callback: TelemetryListener) -> None:
-        self.callback = callback
-        self.failing = False
-
-
-class Subscription:
+class Subscription(ClosesOnExit):
     """One consumer's view of the hub: an async iterator of :data:`TelemetryItem`.
 
     Built by :meth:`TelemetryHub.subscribe`. Use it as a (sync or async) context manager or call
@@ -299,28 +301,6 @@ class Subscription:
                 if self._waiter is waiter:
                     self._waiter = None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 class TelemetryHub:
     """Numbers, buffers and fans out telemetry frames; see the module docstring."""
@@ -338,7 +318,13 @@ class TelemetryHub:
         self._by_device: dict[str, tuple[Subscription, ...]] = {}
         self._by_session: dict[str, tuple[Subscription, ...]] = {}
         self._everyone: tuple[Subscription, ...] = ()
-        self._listeners: tuple[_Listener, ...] = ()
+        self._listeners: Listeners[TelemetryFrame] = Listeners(
+            logger,
+            # Once per failure streak: at 50 Hz a broken listener would flood the log.
+            "telemetry listener %r failed; frames keep flowing and it will be called again "
+            "(failures are counted in listener_errors until it recovers)",
+            recovered="telemetry listener %r recovered",
+        )
         self._subscriber_count = 0
 
     @property
@@ -356,7 +342,7 @@ class TelemetryHub:
             frames_dropped=counters.frames_dropped,
             device_frames_lost=sum(lost.values()),
             device_frames_lost_by_device=lost,
-            listener_errors=counters.listener_errors,
+            listener_errors=self._listeners.errors,
         )
 
     def publish(
@@ -395,23 +381,7 @@ class TelemetryHub:
         for sub in self._everyone:
             sub._offer(frame)
 
-        for listener in self._listeners:
-            try:
-                listener.callback(frame)
-            except Exception:
-                self._counters.listener_errors += 1
-                if not listener.failing:
-                    listener.failing = True
-                    # Once per failure streak: at 50 Hz a broken listener would flood the log.
-                    logger.exception(
-                        "telemetry listener %r failed; frames keep flowing and it will be "
-                        "called again (failures are counted in listener_errors until it recovers)",
-                        listener.callback,
-                    )
-            else:
-                if listener.failing:
-                    listener.failing = False
-                    logger.info("telemetry listener %r recovered", listener.callback)
+        self._listeners.notify(frame)
         return frame
 
     def resync_device(self, device: str) -> None:
@@ -509,13 +479,7 @@ class TelemetryHub:
 
         Listeners run inside ``publish`` and must be quick; an exception is logged and counted.
         """
-        listener = _Listener(callback)
-        self._listeners = (*self._listeners, listener)
-
-        def remove() -> None:
-            self._listeners = tuple(x for x in self._listeners if x is not listener)
-
-        return remove
+        return self._listeners.add(callback)
 
     def close(self) -> None:
         """End every open subscription (at shutdown). The hub itself stays usable."""
@@ -532,146 +496,3 @@ def _seq_of(frame: TelemetryFrame) -> int:
 
 def _without(subs: tuple[Subscription, ...], sub: Subscription) -> tuple[Subscription, ...]:
     return tuple(x for x in subs if x is not sub)
-
-
-# --- per-session figures --------------------------------------------------------------------------
-
-APPLY_MORE_GEL = "apply more gel"
-DEFAULT_GEL_THRESHOLD = 40
-"""Contact quality (1-99) below which, held long enough, the user is told to add gel."""
-DEFAULT_GEL_HOLD_MS = 3000
-DEFAULT_MAX_GAP_MS = 1000
-"""Device-time steps longer than this are gaps in the data and are not integrated."""
-
-
-@dataclass(frozen=True, slots=True)
-class ContactWarning:
-    """Poor (but not lost) skin contact held while output was wanted."""
-
-    message: str
-    zone: Zone | None = field(default=None, kw_only=True)
-    contact_quality: int | None = field(default=None, kw_only=True)
-    device_time_ms: int | None = field(default=None, kw_only=True)
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class FiguresSnapshot(TypedDict):
-    """What :meth:`SessionFigures.snapshot` returns; every value is JSON-serialisable."""
-
-    charge_uas_by_zone: dict[str, float]
-    """Delivered charge in µA·s per zone name ("unknown" when no zone was set)."""
-    charge_uas_total: float
-    contact_s: float
-    output_s: float
-    mean_current_ua: float | None
-    """Time-weighted mean of the mean current over the time output was above zero."""
-    peak_current_ua: int
-    frames: int
-    gaps: int
-    contact_warnings: int
-
-
-class SessionFigures:
-    """Derived figures of ONE session, fed its frames in order (one device, one session).
-
-    Each sample's ``current_mean_ua`` is the mean over the interval since the previous sample,
-    so an interval is integrated with the newer sample's current, zone and contact. Device time
-    is a wrapping u32 in ms; a step above ``max_gap_ms`` (or backwards) is a gap, not integrated.
-    """
-
-    def __init__(
-        self,
-        *,
-        gel_threshold: int = DEFAULT_GEL_THRESHOLD,
-        gel_hold_ms: int = DEFAULT_GEL_HOLD_MS,
-        max_gap_ms: int = DEFAULT_MAX_GAP_MS,
-    ) -> None:
-        if not 1 <= gel_threshold <= 100 or gel_hold_ms < 1 or max_gap_ms < 1:
-            raise ValueError(
-                f"gel_threshold must be 1-100 ({gel_threshold}), gel_hold_ms ({gel_hold_ms}) "
-                f"and max_gap_ms ({max_gap_ms}) positive"
-            )
-        self._gel_threshold = gel_threshold
-        self._gel_hold_ms = gel_hold_ms
-        self._max_gap_ms = max_gap_ms
-        self._last_time: int | None = None
-        self._charge_uams: dict[Zone | None, int] = {}  # integers: exact, no float drift
-        self._contact_ms = 0
-        self._output_ms = 0
-        self._peak_ua = 0
-        self._frames = 0
-        self._gaps = 0
-        self._low_since: int | None = None
-        self._gel_armed = True
-        self._warnings = 0
-
-    def update(self, frame: TelemetryFrame) -> list[ContactWarning]:
-        """Fold one frame in; return the warnings it raises (usually none)."""
-        sample = frame.sample
-        now = sample.device_time_ms
-        self._frames += 1
-        self._peak_ua = max(self._peak_ua, sample.current_peak_ua)
-        gap = False
-        if self._last_time is not None:
-            step = (now - self._last_time) & _DEVICE_TIME_MASK
-            if step > self._max_gap_ms:
-                gap = True
-                self._gaps += 1
-            elif step:
-                current = sample.current_mean_ua
-                if current:
-                    self._charge_uams[frame.zone] = (
-                        self._charge_uams.get(frame.zone, 0) + current * step
-                    )
-                    self._output_ms += step
-                if sample.contact_quality:
-                    self._contact_ms += step
-        self._last_time = now
-        return self._check_gel(frame, gap)
-
-    def _check_gel(self, frame: TelemetryFrame, gap: bool) -> list[ContactWarning]:
-        sample = frame.sample
-        quality = sample.contact_quality
-        now = sample.device_time_ms
-        if sample.state is DeviceState.RUNNING and 0 < quality < self._gel_threshold:
-            since = self._low_since
-            if since is None or gap:
-                # After a gap nobody knows what quality was: the hold starts over.
-                self._low_since = now
-            elif self._gel_armed and (now - since) & _DEVICE_TIME_MASK >= self._gel_hold_ms:
-                self._gel_armed = False
-                self._warnings += 1
-                return [
-                    ContactWarning(
-                        APPLY_MORE_GEL,
-                        zone=frame.zone,
-                        contact_quality=quality,
-                        device_time_ms=now,
-                    )
-                ]
-            return []
-        # Off the skin (0) is contact loss, handled by safety; only a recovery re-arms the cue,
-        # so lifting and reapplying a dry device does not nag twice.
-        self._low_since = None
-        if quality >= self._gel_threshold:
-            self._gel_armed = True
-        return []
-
-    def snapshot(self) -> FiguresSnapshot:
-        total = sum(self._charge_uams.values())
-        return {
-            "charge_uas_by_zone": {
-                ("unknown" if zone is None else zone.name.lower()): uams / 1000
-                for zone, uams in self._charge_uams.items()
-            },
-            "charge_uas_total": total / 1000,
-            "contact_s": self._contact_ms / 1000,
-            "output_s": self._output_ms / 1000,
-            "mean_current_ua": total / self._output_ms if self._output_ms else None,
-            "peak_current_ua": self._peak_ua,
-            "frames": self._frames,
-            "gaps": self._gaps,
-            "contact_warnings": self._warnings,
-        }

@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 from api.auth import AdminUser, CurrentUser, Principal, RuntimeDep
 from api.errors import ApiProblem
-from api.schemas import DevicePublic, DeviceUpdate, OwnerChange, ScanRequest
+from api.schemas.devices import DevicePublic, DeviceUpdate, OwnerChange, ScanRequest
 from gateway.access import DeviceAccess
 from gateway.errors import NotFound
 from gateway.runtime import Runtime

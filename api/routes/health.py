@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from sqlmodel import Session
 
 from api.errors import ApiProblem
-from api.schemas import CheckPublic, HealthPublic, ReadyPublic
+from api.schemas.health import CheckPublic, HealthPublic, ReadyPublic
 from gateway.errors import GatewayError
 from gateway.health import checks
 from gateway.runtime import Runtime

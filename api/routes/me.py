@@ -13,14 +13,8 @@ from sqlmodel import Session
 
 from api.auth import CurrentUser, Principal, RuntimeDep, principal_of
 from api.errors import ApiProblem
-from api.schemas import (
-    CapUpdate,
-    ConsentAccept,
-    ConsentPublic,
-    MePublic,
-    StatsPublic,
-    WeekPublic,
-)
+from api.schemas.accounts import CapUpdate, ConsentAccept, ConsentPublic, MePublic
+from api.schemas.stats import StatsPublic, WeekPublic
 from api.strict import time_zone_names
 from gateway.storage import history, repo
 

@@ -15,7 +15,7 @@ from api.auth import Principal, RuntimeDep, principal_of
 from api.errors import ApiProblem
 from api.ratelimit import PairingGuard
 from api.routes.me import me_public
-from api.schemas import PairRequest, PairResult
+from api.schemas.accounts import PairRequest, PairResult
 from gateway.storage import pairing, repo
 from gateway.storage.pairing import Refusal
 

@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from api.auth import CurrentUser, Principal, RuntimeDep
 from api.errors import ApiProblem
-from api.schemas import ProgramCreate, ProgramPublic, ProgramUpdate
+from api.schemas.programs import ProgramCreate, ProgramPublic, ProgramUpdate
 from gateway.errors import NotFound
 from gateway.programs import Caps, Program, validate_program
 from gateway.runtime import Runtime

@@ -33,9 +33,8 @@ from api.metrics import ApiMetrics
 from api.queries import session_by_idempotency_key
 from api.routes.devices import find_device, require_control
 from api.routes.programs import resolve_program
-from api.schemas import (
-    MAX_DB_ID,
-    Address,
+from api.schemas.fields import MAX_DB_ID, Address
+from api.schemas.sessions import (
     LevelChange,
     SessionDetail,
     SessionEventPublic,

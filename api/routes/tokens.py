@@ -12,7 +12,8 @@ from sqlmodel import Session
 
 from api.auth import AdminUser, CurrentUser, RuntimeDep
 from api.errors import ApiProblem
-from api.schemas import MAX_DB_ID, TokenCreate, TokenCreated, TokenPublic
+from api.schemas.accounts import TokenCreate, TokenCreated, TokenPublic
+from api.schemas.fields import MAX_DB_ID
 from gateway.storage import repo
 from gateway.storage.models import ApiToken
 
@@ -21,14 +22,7 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 def _public(row: ApiToken) -> TokenPublic:
     assert row.id is not None
-    return TokenPublic(
-        id=row.id,
-        user_id=row.user_id,
-        name=row.name,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
-    )
+    return TokenPublic.model_validate(row, from_attributes=True)
 
 
 def _list(*, session: Session, user_id: int) -> list[TokenPublic]:

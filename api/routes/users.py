@@ -14,7 +14,8 @@ from sqlmodel import Session
 
 from api.auth import AdminUser, RuntimeDep
 from api.errors import ApiProblem
-from api.schemas import MAX_DB_ID, UserPublic, UserUpdate
+from api.schemas.accounts import UserPublic, UserUpdate
+from api.schemas.fields import MAX_DB_ID
 from gateway.storage import repo
 from gateway.storage.models import User
 

@@ -8,7 +8,7 @@ the number moved, so a change made by another process (``mcgw token revoke``, an
 shared PostgreSQL) reaches the hub's open connections within its poll interval.
 
 :func:`load_access_rows` reads what ``gateway.access.AccessPolicy`` needs, as plain frozen rows
-(nothing lazy leaves the session). This module reads and bumps; it decides nothing.
+and principals (nothing lazy leaves the session). This module reads and bumps; it decides nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from gateway.access import Principal, principal_of
 from gateway.storage.models import ApiToken, DeviceRecord, User
 
 EPOCH_ROW_ID = 1
@@ -34,16 +35,6 @@ class AccessEpoch(SQLModel, table=True):
 
 
 @dataclass(frozen=True, slots=True)
-class UserRow:
-    id: int
-    name: str
-    is_admin: bool
-    consent_accepted_at: datetime | None
-    consent_version: str | None
-    cap_ua: int | None
-
-
-@dataclass(frozen=True, slots=True)
 class TokenRow:
     id: int
     user_id: int
@@ -55,7 +46,7 @@ class AccessRows:
     """Everything access decisions need, as of one epoch."""
 
     epoch: int
-    users: tuple[UserRow, ...]
+    users: tuple[Principal, ...]
     tokens: tuple[TokenRow, ...]
     """Live (unrevoked) tokens only."""
     owners: dict[str, int | None]
@@ -91,16 +82,7 @@ def load_access_rows(*, session: Session, hub_id: str) -> AccessRows:
     """
     epoch = read_access_epoch(session=session)
     users = tuple(
-        UserRow(
-            id=user.id,
-            name=user.name,
-            is_admin=user.is_admin,
-            consent_accepted_at=user.consent_accepted_at,
-            consent_version=user.consent_version,
-            cap_ua=user.cap_ua,
-        )
-        for user in session.exec(select(User)).all()
-        if user.id is not None
+        principal_of(user) for user in session.exec(select(User)).all() if user.id is not None
     )
     tokens = tuple(
         TokenRow(id=token_id, user_id=user_id, token_hash=token_hash)

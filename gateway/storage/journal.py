@@ -6,12 +6,13 @@ while. So they are not database jobs that can fail and be dropped: each is an :c
 appended by :class:`SessionJournal` to a local append-only file (one JSON object per line,
 ``fsync``-ed in groups on a thread of its own), and only then applied to the database by the
 storage writer, in order, each batch in one transaction that also advances this hub's
-``journal_marks.applied_rid``. A batch that fails for a reason a retry may cure is retried
-until the database answers; an entry that fails for a reason of its own is skipped alone,
-logged and counted (``apply_entries``); an entry applied twice is impossible (the mark moves in
-the same transaction), and a hub that restarts applies what its journal holds beyond the mark
-before anything else (``StorageWriter.replay``). Once every entry is applied the file is
-emptied; a database that always lags has the applied head cut off instead (``COMPACT_BYTES``).
+``journal_marks.applied_rid`` (``gateway.storage.journal_applier``). A batch that fails for a
+reason a retry may cure is retried until the database answers; an entry that fails for a reason
+of its own is skipped alone, logged and counted (``apply_entries``); an entry applied twice is
+impossible (the mark moves in the same transaction), and a hub that restarts applies what its
+journal holds beyond the mark before anything else (``StorageWriter.replay``). Once every entry
+is applied the file is emptied; a database that always lags has the applied head cut off
+instead (``COMPACT_BYTES``).
 
 What the journal does not hold: telemetry samples (the writer buffers those in memory, bounded,
 and counts what it drops), and anything but session records (API writes such as a claim fail
@@ -34,17 +35,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import Field, Session, SQLModel
-
 from gateway.errors import GatewayError
-from gateway.storage import session_log
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +55,12 @@ COMPACT_BYTES = 256 * 1024
 """Rewrite the file without its applied head once that head is this big (and the bigger part)."""
 
 
+OPS = frozenset({"create", "state", "event", "progress", "finish"})
+"""The ``session_log`` writes an entry may name; ``journal_applier.APPLY`` has one each."""
+
+
 class JournalUnavailable(GatewayError):
     """A record could not be made durable (the disk refuses, or the journal is full)."""
-
-
-class JournalMark(SQLModel, table=True):
-    """Per hub: the last journal entry applied to this database (moves with each batch)."""
-
-    __tablename__ = "journal_marks"
-
-    hub_id: str = Field(primary_key=True, max_length=64)
-    applied_rid: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,107 +90,6 @@ class Entry:
 def _dumps(data: Any) -> str:
     # default=str: a value JSON cannot hold is kept as text, never a lost record.
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-# --- applying entries to the database -------------------------------------------------------------
-
-
-def _create(session: Session, hub_id: str, at: datetime, args: Mapping[str, Any]) -> None:
-    session_log.create_session(session=session, hub_id=hub_id, now=at, **args)
-
-
-def _state(session: Session, hub_id: str, at: datetime, args: Mapping[str, Any]) -> None:
-    record = session_log.get_session(session=session, session_id=args["session_id"])
-    if record.state != args["state"]:
-        session_log.update_session_state(
-            session=session,
-            hub_id=hub_id,
-            session_id=args["session_id"],
-            state=args["state"],
-            reason=args["reason"],
-            now=at,
-        )
-    if record.intensity != args["level"]:
-        record.intensity = args["level"]
-        session.add(record)
-
-
-def _event(session: Session, hub_id: str, at: datetime, args: Mapping[str, Any]) -> None:
-    session_log.add_session_event(session=session, hub_id=hub_id, ts=at, **args)
-
-
-def _progress(session: Session, hub_id: str, _at: datetime, args: Mapping[str, Any]) -> None:
-    session_log.record_progress(session=session, hub_id=hub_id, **args)
-
-
-def _finish(session: Session, hub_id: str, at: datetime, args: Mapping[str, Any]) -> None:
-    session_log.finish_session(session=session, hub_id=hub_id, now=at, **args)
-
-
-APPLY: dict[str, Callable[[Session, str, datetime, Mapping[str, Any]], None]] = {
-    "create": _create,
-    "state": _state,
-    "event": _event,
-    "progress": _progress,
-    "finish": _finish,
-}
-
-
-def applied_rid(*, session: Session, hub_id: str) -> int:
-    mark = session.get(JournalMark, hub_id)
-    return 0 if mark is None else mark.applied_rid
-
-
-def retryable(exc: BaseException) -> bool:
-    """A database error that says nothing about the record itself: retry the batch later.
-
-    The connection, a lock timeout, the server, a missing table (an outage as far as the
-    records go) are retried. What a retry cannot cure is not: the database refusing this
-    record's values (IntegrityError, DataError), a value that cannot be sent at all (a
-    StatementError raised before the database saw it), or a bug in applying it.
-    """
-    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
-        return False
-    return isinstance(exc, sa.exc.DBAPIError | sa.exc.PendingRollbackError)
-
-
-def apply_entries(*, session: Session, hub_id: str, entries: Iterable[Entry]) -> tuple[int, int]:
-    """Apply entries beyond this hub's mark, in order, and move the mark; (mark, skipped).
-
-    Each entry applies in its own savepoint. An entry that fails for a reason of its own (the
-    rules refuse it, the database refuses its values, a bug) is rolled back alone, logged once
-    at ERROR and counted, so the rest of the batch still applies and the journal never wedges
-    on it. An error a retry may cure (``retryable``) propagates: the caller rolls back and
-    retries the whole batch later.
-    """
-    mark = session.get(JournalMark, hub_id)
-    if mark is None:
-        mark = JournalMark(hub_id=hub_id, applied_rid=0)
-    skipped = 0
-    for entry in entries:
-        if entry.rid <= mark.applied_rid:
-            continue
-        try:
-            with session.begin_nested():
-                APPLY[entry.op](session, hub_id, entry.at, entry.args)
-        except Exception as exc:
-            if retryable(exc):
-                raise
-            skipped += 1
-            log.error(  # noqa: TRY400 - the entry and the reason say it all
-                "journal entry %d (%s of session %s) could not be applied and is skipped: %s",
-                entry.rid,
-                entry.op,
-                entry.args.get("session_id"),
-                exc,
-            )
-        mark.applied_rid = entry.rid
-    session.add(mark)
-    session.flush()
-    return mark.applied_rid, skipped
-
-
-# --- the file -------------------------------------------------------------------------------------
 
 
 class _Item:
@@ -367,7 +258,7 @@ class SessionJournal:
         never written and takes no number. Once the journal thread has taken it, ``cancel()``
         returns False and the entry will be written (or fail with everything queued with it).
         """
-        if op not in APPLY:
+        if op not in OPS:
             raise ValueError(f"unknown journal operation {op!r}")
         # Through JSON once, here: the database gets exactly what a replay of the file would
         # give it (a value JSON cannot hold is text on both paths, never only on one).

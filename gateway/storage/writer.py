@@ -3,16 +3,16 @@
 One dedicated worker thread owns the writes, so the event loop never waits on SQLite fsyncs or a
 PostgreSQL round trip:
 
-* Telemetry: ``append_telemetry`` packs the samples (``gateway.storage.samples``) into an
-  in-memory buffer under a short lock and returns; it never awaits and never touches the
-  database. The worker flushes the buffer at most once per ``flush_s``, as one
-  ``INSERT ... executemany`` of one packed row per session in ONE transaction.
+* Telemetry: ``append_telemetry`` packs the samples into the in-memory buffer
+  (``gateway.storage.telemetry_buffer``) under a short lock and returns; it never awaits and
+  never touches the database. The worker flushes the buffer at most once per ``flush_s``, as
+  one ``INSERT ... executemany`` of one packed row per session in ONE transaction.
 * Session records (rows, state changes, events, dose: S9) arrive as journal entries
   (``gateway.storage.journal``), already durable on local disk. ``entries()`` queues them; the
   worker applies them in order, up to ``RECORD_CHUNK`` per transaction, and when the database
   fails it keeps them and retries with capped backoff until it answers
   (``RECORD_RETRY_MAX_S``); a record that fails for a reason of its own is skipped and
-  counted (``journal.apply_entries``). Telemetry is flushed only once every entry before it
+  counted (``journal_applier.apply_entries``). Telemetry is flushed only once every entry before it
   is applied, so a session row always exists before its telemetry.
 * Other writes (the API's: a claim, a token) are jobs, functions of a SQLModel ``Session``,
   run in order, each in its own transaction: ``await run(job)`` returns the job's result after
@@ -51,34 +51,27 @@ from sqlmodel import Session
 from ble.protocol import TelemetrySample
 from gateway.errors import GatewayError
 from gateway.storage.engine import StorageUnavailable
-from gateway.storage.journal import Entry, apply_entries
+from gateway.storage.journal import Entry
+from gateway.storage.journal_applier import apply_entries
 from gateway.storage.models import TELEMETRY_TABLE
-from gateway.storage.samples import DEVICE_TIME_MOD, LAYOUT_RAW, pack_sample
+from gateway.storage.telemetry_buffer import (
+    DEFAULT_MAX_BUFFERED_SAMPLES,
+    Batches,
+    TelemetryBuffer,
+    batch_rows,
+)
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 Job = Callable[[Session], Any]
 
-DEFAULT_MAX_BUFFERED_SAMPLES = 250_000
-"""About 5.5 MB of packed samples: 100 s of 50 devices at 50 Hz with the database away."""
-MAX_CONTINUOUS_GAP_MS = 60_000
-"""A device-time jump larger than this (or backwards) starts a new batch with a new anchor."""
 CLOSE_TIMEOUT_S = 30.0
 RECORD_RETRY_START_S = 0.2
 RECORD_RETRY_MAX_S = 5.0
 """Longest wait between two attempts to apply session records while the database fails."""
 RECORD_CHUNK = 1000
 """Session records applied per transaction (a long backlog moves the mark chunk by chunk)."""
-
-
-@dataclass(slots=True)
-class _Chunk:
-    t0_ms: int
-    first_frame: int
-    last_device_ms: int
-    data: bytearray
-    n: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +124,7 @@ class StorageWriter:
             raise ValueError(f"flush_s must be positive, got {flush_s}")
         self._engine = engine
         self._flush_s = flush_s
-        self._max_buffered = max_buffered_samples
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._buffer: dict[str, list[_Chunk]] = {}
-        self._buffered = 0
+        self._telemetry = TelemetryBuffer(max_samples=max_buffered_samples, clock=clock)
         self._jobs: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         # Journal entries travel apart from jobs, so a flush can take every one queued before
         # it, whatever else is queued (see _flush_telemetry).
@@ -144,8 +133,7 @@ class StorageWriter:
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._closing = False
         self._next_seq: dict[str, int] = {}
-        self._dropping = False
-        self._written_samples = self._written_batches = self._dropped = 0
+        self._written_samples = self._written_batches = 0
         self._failed_flushes = self._jobs_done = self._jobs_failed = 0
         self._hub_id: str | None = None
         self._on_applied: Callable[[int], None] = lambda _rid: None
@@ -202,39 +190,7 @@ class StorageWriter:
         ``received_at`` (Unix seconds, default now) is when the last sample arrived; it anchors
         the batch in wall-clock time. After ``close()`` samples are dropped and counted.
         """
-        if not samples:
-            return
-        first, last = samples[0], samples[-1]
-        span_ms = (last.device_time_ms - first.device_time_ms) % DEVICE_TIME_MOD
-        arrival_ms = round((self._clock() if received_at is None else received_at) * 1000)
-        packed = b"".join([pack_sample(sample) for sample in samples])
-        count = len(samples)
-        with self._lock:
-            if self._closing or self._buffered + count > self._max_buffered:
-                self._dropped += count
-                if not self._dropping:
-                    self._dropping = True
-                    log.warning(
-                        "storage is %s: dropping telemetry (%d samples buffered); "
-                        "check the database",
-                        "closed" if self._closing else "behind",
-                        self._buffered,
-                    )
-                return
-            chunks = self._buffer.setdefault(session_id, [])
-            chunk = chunks[-1] if chunks else None
-            if (
-                chunk is None
-                or (first.device_time_ms - chunk.last_device_ms) % DEVICE_TIME_MOD
-                > MAX_CONTINUOUS_GAP_MS
-            ):
-                t0 = arrival_ms - span_ms if span_ms <= MAX_CONTINUOUS_GAP_MS else arrival_ms
-                chunk = _Chunk(t0, first.frame, last.device_time_ms, bytearray(), 0)
-                chunks.append(chunk)
-            chunk.data += packed
-            chunk.n += count
-            chunk.last_device_ms = last.device_time_ms
-            self._buffered += count
+        self._telemetry.append(session_id, samples, received_at=received_at, closed=self._closing)
 
     def use_journal(self, *, hub_id: str, on_applied: Callable[[int], None]) -> None:
         """Apply session records for ``hub_id``; ``on_applied(rid)`` after each batch commits."""
@@ -289,10 +245,10 @@ class StorageWriter:
     @property
     def stats(self) -> WriterStats:
         return WriterStats(
-            buffered_samples=self._buffered,
+            buffered_samples=self._telemetry.buffered,
             written_samples=self._written_samples,
             written_batches=self._written_batches,
-            dropped_samples=self._dropped,
+            dropped_samples=self._telemetry.dropped,
             failed_flushes=self._failed_flushes,
             jobs_done=self._jobs_done,
             jobs_failed=self._jobs_failed,
@@ -437,8 +393,11 @@ class StorageWriter:
                 "applies them",
                 len(self._records),
             )
-        if self._buffered:
-            log.error("storage writer stopped with %d telemetry samples unwritten", self._buffered)
+        if self._telemetry.buffered:
+            log.error(
+                "storage writer stopped with %d telemetry samples unwritten",
+                self._telemetry.buffered,
+            )
 
     def _drain_jobs(self) -> None:
         """Run the jobs queued so far (not ones queued meanwhile: a flush must not starve)."""
@@ -495,72 +454,28 @@ class StorageWriter:
         else:
             log.error("storage job %s failed", _job_name(job), exc_info=exc)
 
-    def _take_buffer(self) -> dict[str, list[_Chunk]]:
-        with self._lock:
-            buffer, self._buffer = self._buffer, {}
-            self._buffered = 0
-            self._dropping = False
-        return buffer
-
-    def _restore_buffer(self, buffer: dict[str, list[_Chunk]]) -> None:
-        """Put unwritten chunks back in front of what arrived meanwhile (order is kept)."""
-        with self._lock:
-            for session_id, chunks in buffer.items():
-                newer = self._buffer.get(session_id, [])
-                self._buffer[session_id] = chunks + newer
-                self._buffered += sum(chunk.n for chunk in chunks)
-
-    def _rows(
-        self, connection: sa.Connection, buffer: dict[str, list[_Chunk]]
-    ) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for session_id, chunks in buffer.items():
-            seq = self._next_seq.get(session_id)
-            if seq is None:
-                top = connection.execute(
-                    sa.select(sa.func.max(TELEMETRY_TABLE.c.seq)).where(
-                        TELEMETRY_TABLE.c.session_id == session_id
-                    )
-                ).scalar_one()
-                seq = 0 if top is None else top + 1
-            for chunk in chunks:
-                rows.append(
-                    {
-                        "session_id": session_id,
-                        "seq": seq,
-                        "first_frame": chunk.first_frame,
-                        "t0_ms": chunk.t0_ms,
-                        "n": chunk.n,
-                        "layout": LAYOUT_RAW,
-                        "data": bytes(chunk.data),
-                    }
-                )
-                seq += 1
-        return rows
-
-    def _insert(self, buffer: dict[str, list[_Chunk]]) -> dict[str, int]:
-        """Write every chunk in one transaction; return each session's next batch number."""
+    def _insert(self, buffer: Batches) -> dict[str, int]:
+        """Write every batch in one transaction; return each session's next batch number."""
         with self._engine.begin() as connection:
-            rows = self._rows(connection, buffer)
+            rows = batch_rows(connection, buffer, self._next_seq)
             connection.execute(sa.insert(TELEMETRY_TABLE), rows)
         self._written_batches += len(rows)
         self._written_samples += sum(row["n"] for row in rows)
         return {row["session_id"]: row["seq"] + 1 for row in rows}
 
-    def _insert_each(self, buffer: dict[str, list[_Chunk]]) -> dict[str, int]:
+    def _insert_each(self, buffer: Batches) -> dict[str, int]:
         """Write session by session, dropping (and logging) the sessions the database refuses.
 
         Written and dropped sessions leave ``buffer``; on any other error the rest stays in it.
         """
         next_seq: dict[str, int] = {}
         for session_id in list(buffer):
-            chunks = buffer[session_id]
+            batches = buffer[session_id]
             try:
-                next_seq.update(self._insert({session_id: chunks}))
+                next_seq.update(self._insert({session_id: batches}))
             except sa.exc.IntegrityError as exc:
-                lost = sum(chunk.n for chunk in chunks)
-                with self._lock:
-                    self._dropped += lost
+                lost = sum(batch.n for batch in batches)
+                self._telemetry.count_dropped(lost)
                 log.error(  # noqa: TRY400 - the reason is in the message; a traceback adds nothing
                     "dropped %d telemetry samples of session %s: %s", lost, session_id, exc.orig
                 )
@@ -578,12 +493,12 @@ class StorageWriter:
         its session's row written before it (or the flush waits, buffer intact). With
         ``retry_records`` (someone waits for this flush) records are tried whatever the backoff.
         """
-        buffer = self._take_buffer()
+        buffer = self._telemetry.take()
         self._collect_entries()
         if self._records and (retry_records or time.monotonic() >= self._record_retry_at):
             self._apply_records()
         if self._records:
-            self._restore_buffer(buffer)  # session rows first: telemetry waits for them
+            self._telemetry.restore(buffer)  # session rows first: telemetry waits for them
             if raise_errors:
                 raise StorageUnavailable(
                     f"{len(self._records)} session records are waiting for the database"
@@ -601,7 +516,7 @@ class StorageWriter:
         except sa.exc.SQLAlchemyError as exc:
             self._failed_flushes += 1
             self._next_seq = {}
-            self._restore_buffer(buffer)
+            self._telemetry.restore(buffer)
             self._note_failure("telemetry", exc)
             if raise_errors:
                 raise

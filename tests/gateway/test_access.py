@@ -176,3 +176,13 @@ def test_a_token_revoked_here_is_dropped_at_once_and_storage_then_reloads_all(
     assert policy.epoch == 1
     policy.revoke(20)  # twice: nothing more happens
     assert len(changes) == 1
+
+
+def test_each_remover_undoes_its_own_registration_only(policy: AccessPolicy) -> None:
+    seen: list[AccessChange] = []
+    remove_first = policy.add_listener(seen.append)
+    policy.add_listener(seen.append)  # the same callable again: a second registration
+    remove_first()
+    remove_first()  # idempotent: never removes the other registration
+    policy.replace(snapshot(2, tokens={}))
+    assert len(seen) == 1

@@ -14,9 +14,9 @@ import pytest
 
 from ble import protocol as p
 from gateway.errors import Conflict, DeviceUnavailable, Forbidden, InvalidProgram, NotFound
+from gateway.figures import APPLY_MORE_GEL
 from gateway.sessions import SessionState
 from gateway.storage import history, repo
-from gateway.telemetry import APPLY_MORE_GEL
 from tests.gateway.conftest import (
     SOFT_START_MS,
     CommandSpy,

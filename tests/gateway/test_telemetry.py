@@ -24,12 +24,10 @@ from ble.protocol import (
     TelemetrySample,
     Zone,
 )
+from gateway.figures import APPLY_MORE_GEL, ContactWarning, SessionFigures
 from gateway.telemetry import (
-    APPLY_MORE_GEL,
-    ContactWarning,
     Dropped,
     Gap,
-    SessionFigures,
     Subscription,
     TelemetryFrame,
     TelemetryHub,

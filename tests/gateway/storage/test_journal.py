@@ -32,7 +32,8 @@ from gateway.recorder import StorageRecorder
 from gateway.sessions import Session
 from gateway.storage import history, repo
 from gateway.storage.engine import create_engine_from_settings, upgrade
-from gateway.storage.journal import Entry, JournalUnavailable, SessionJournal, applied_rid
+from gateway.storage.journal import OPS, Entry, JournalUnavailable, SessionJournal
+from gateway.storage.journal_applier import APPLY, applied_rid
 from gateway.storage.writer import StorageWriter
 from tests.conftest import immutable
 
@@ -601,3 +602,7 @@ async def test_a_backlog_is_applied_in_chunks_each_moving_the_mark(
         await settled(journal, writer)
         assert marks == [2, 4, 5]
         assert (await stored(writer, "s-chunks")).session.state == "stopped"
+
+
+def test_every_journal_operation_has_an_applier() -> None:
+    assert set(APPLY) == OPS

@@ -4,8 +4,9 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30
 
-``gateway.storage.journal.JournalMark``. A batch of journaled session records and the move of
-this mark commit in one transaction, so a record is applied exactly once even across crashes.
+``gateway.storage.journal_applier.JournalMark``. A batch of journaled session records and the
+move of this mark commit in one transaction, so a record is applied exactly once even across
+crashes.
 """
 
 from __future__ import annotations
