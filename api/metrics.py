@@ -27,14 +27,21 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from gateway.health import LAG_BUCKETS_S, checks
+from gateway.states import DeviceState, SessionState
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STOP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-DEVICE_STATES = ("discovered", "connecting", "connected", "bonded", "lost")
-SESSION_STATES = ("pending", "running", "paused", "completed", "stopped", "failed", "interrupted")
+DEVICE_STATES = (
+    DeviceState.DISCOVERED,
+    DeviceState.CONNECTING,
+    DeviceState.CONNECTED,
+    DeviceState.BONDED,
+    DeviceState.LOST,
+)
+"""Device states shown (a forgotten device is no longer counted: the manager dropped it)."""
 
 
 class _GatewayCollector(Collector):
@@ -56,9 +63,9 @@ class _GatewayCollector(Collector):
         sessions = GaugeMetricFamily(
             "mcgw_sessions", "Sessions held in memory by state", labels=["state"]
         )
-        by_state = Counter(s.state.value for s in runtime.sessions.sessions.values())
-        for state in SESSION_STATES:
-            sessions.add_metric([state], by_state.get(state, 0))
+        by_state = Counter(s.state for s in runtime.sessions.sessions.values())
+        for session_state in SessionState:
+            sessions.add_metric([session_state], by_state.get(session_state, 0))
         yield sessions
 
         hub = runtime.hub.counters

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from gateway.programs import ProgramStep
+from gateway.states import SessionState
 
 
 class Input(BaseModel):
@@ -506,7 +507,7 @@ class SessionPublic(BaseModel):
     device: str
     program: str
     level: int
-    state: Literal["pending", "running", "paused", "completed", "stopped", "failed", "interrupted"]
+    state: SessionState
     reason: str | None = Field(description="Why the session is in this state (S9).")
     created_at: datetime
     started_at: datetime | None

@@ -34,6 +34,7 @@ from gateway.config import BleSettings, SafetySettings
 from gateway.errors import DeviceUnavailable, NotFound
 from gateway.events import DeviceStateChanged, EventBus
 from gateway.safety import SafetySupervisor
+from gateway.states import DeviceState
 from gateway.tasks import TaskOwner
 from gateway.telemetry import TelemetryHub
 
@@ -64,7 +65,7 @@ class ManagedDevice:
     ble_device: BLEDevice
     supervisor: SafetySupervisor
     name: str = ""
-    state: str = "discovered"
+    state: DeviceState = DeviceState.DISCOVERED
     rssi: int | None = None
     battery_pct: int | None = None
     contact_quality: int | None = None
@@ -181,7 +182,7 @@ class DeviceManager:
                 managed.rssi = adv.rssi
                 managed.ble_device = device
             else:
-                self.bus.publish(DeviceStateChanged(device.address, "discovered"))
+                self.bus.publish(DeviceStateChanged(device.address, DeviceState.DISCOVERED))
             self._seen[device.address.upper()] = device
             result.append(item)
         return sorted(result, key=lambda d: d.address)
@@ -247,7 +248,7 @@ class DeviceManager:
             await link.close()
             # A session on it must not think the link is still there (it never comes back).
             self._notify_link(managed, up=False)
-        self._set_state(managed, "forgotten")
+        self._set_state(managed, DeviceState.FORGOTTEN)
 
     async def drop_link(self, address: str) -> None:
         """Disconnect a device that stopped answering; it reconnects like any lost link."""
@@ -284,7 +285,7 @@ class DeviceManager:
                 lost.set()
             raise
 
-    def _set_state(self, managed: ManagedDevice, state: str, detail: str = "") -> None:
+    def _set_state(self, managed: ManagedDevice, state: DeviceState, detail: str = "") -> None:
         if managed.state != state:
             managed.state = state
             self.bus.publish(DeviceStateChanged(managed.address, state, detail))
@@ -319,7 +320,7 @@ class DeviceManager:
         """Connect and hold the link until it drops. False if the connect itself failed."""
         lost = asyncio.Event()
         managed.lost = lost
-        self._set_state(managed, "connecting")
+        self._set_state(managed, DeviceState.CONNECTING)
         link = DeviceLink(
             managed.ble_device,
             client_backend=self.client_backend,
@@ -331,16 +332,16 @@ class DeviceManager:
         try:
             await link.connect(telemetry_hz=self.settings.telemetry_hz)
         except BleError as exc:
-            self._set_state(managed, "lost", str(exc))
+            self._set_state(managed, DeviceState.LOST, str(exc))
             return False
         except Exception as exc:
             log.exception("unexpected error connecting to %s", managed.address)
-            self._set_state(managed, "lost", f"unexpected error: {exc}")
+            self._set_state(managed, DeviceState.LOST, f"unexpected error: {exc}")
             return False
         managed.link = link
         managed.connected.set()
-        self._set_state(managed, "connected")
-        self._set_state(managed, "bonded")
+        self._set_state(managed, DeviceState.CONNECTED)
+        self._set_state(managed, DeviceState.BONDED)
         self._notify_link(managed, up=True)
         try:
             await lost.wait()
@@ -354,7 +355,7 @@ class DeviceManager:
             # possible.
             await link.close()
         managed.reconnects += 1
-        self._set_state(managed, "lost", "link lost")
+        self._set_state(managed, DeviceState.LOST, "link lost")
         self._notify_link(managed, up=False)
         return True
 

@@ -25,7 +25,6 @@ stops answering has its link dropped and is resumed like any lost link.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 import uuid
@@ -42,25 +41,11 @@ from gateway.events import EventBus, SessionNotice, SessionStateChanged
 from gateway.programs import Caps, Program, level_percent, limit_program, validate_program
 from gateway.safety import session_cap_s
 from gateway.scheduler import Streamer, compile_program
+from gateway.states import TERMINAL_STATES, SessionState
 from gateway.tasks import TaskOwner
 from gateway.telemetry import SessionFigures, TelemetryFrame, TelemetryHub
 
 log = logging.getLogger(__name__)
-
-
-class SessionState(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-
-
-TERMINAL = frozenset(
-    {SessionState.COMPLETED, SessionState.STOPPED, SessionState.FAILED, SessionState.INTERRUPTED}
-)
 
 
 class SessionRecorder(Protocol):
@@ -131,7 +116,7 @@ class Session:
 
     @property
     def active(self) -> bool:
-        return self.state not in TERMINAL
+        return self.state not in TERMINAL_STATES
 
     @property
     def limited_by_cap(self) -> bool:

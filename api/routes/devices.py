@@ -29,6 +29,7 @@ from api.schemas import DevicePublic, DeviceUpdate, OwnerChange, ScanRequest
 from gateway.access import DeviceAccess
 from gateway.errors import NotFound
 from gateway.runtime import Runtime
+from gateway.states import DeviceState
 from gateway.storage import repo
 from gateway.storage.models import DeviceRecord
 
@@ -55,13 +56,14 @@ def describe(
     managed = runtime.devices.devices.get(address)
     seen = next((d for a, d in runtime.devices.discovered.items() if a.upper() == address), None)
     session = runtime.sessions.active_on(address)
+    state: str
     if managed is not None:
         name, state = managed.name, managed.state
         rssi, battery, contact = managed.rssi, managed.battery_pct, managed.contact_quality
     elif seen is not None:
         name, state, rssi, battery, contact = (
             seen.name,
-            "discovered",
+            DeviceState.DISCOVERED,
             seen.rssi,
             seen.battery_pct,
             None,
@@ -80,7 +82,7 @@ def describe(
         managed=managed is not None,
         claimed=owner_id is not None,
         owned_by_you=owner_id == user.user_id,
-        bonded=(managed is not None and managed.state == "bonded")
+        bonded=(managed is not None and managed.state is DeviceState.BONDED)
         or (row is not None and row.bonded),
         rssi=rssi,
         battery_pct=battery,
@@ -198,7 +200,7 @@ async def claim(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) ->
         hub_id=runtime.settings.hub_id,
         address=address,
         name=managed.name,
-        bonded=managed.state == "bonded",
+        bonded=managed.state is DeviceState.BONDED,
         user_id=user.user_id,
     )
     await runtime.access_changed()

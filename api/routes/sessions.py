@@ -49,11 +49,12 @@ from api.strict import QueryDateTime
 from gateway.errors import NotFound
 from gateway.runtime import Runtime
 from gateway.sessions import Session as LiveSession
+from gateway.states import SessionState
 from gateway.storage import history
 from gateway.storage.engine import StorageUnavailable
 from gateway.storage.history import MAX_PAGE
 from gateway.storage.history import SessionDetail as StoredDetail
-from gateway.storage.models import SessionRecord, SessionState
+from gateway.storage.models import SessionRecord
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def from_live(session: LiveSession) -> SessionPublic:
         device=session.address,
         program=session.program.slug,
         level=session.level,
-        state=session.state.value,
+        state=session.state,
         reason=session.reason,
         created_at=datetime.fromtimestamp(session.created_at, UTC),
         started_at=_ts(session.started_at),
@@ -106,7 +107,7 @@ def from_record(record: SessionRecord) -> SessionPublic:
         device=record.device_address,
         program=record.program_slug,
         level=record.intensity,
-        state=SessionState(record.state).value,
+        state=SessionState(record.state),
         reason=record.end_reason,
         created_at=record.created_at,
         started_at=record.started_at,
@@ -297,8 +298,6 @@ def _revoked() -> NoReturn:
 
 # --- read -----------------------------------------------------------------------------------------
 
-StateName = Literal["pending", "running", "paused", "completed", "stopped", "failed", "interrupted"]
-
 
 def _page(
     *,
@@ -327,7 +326,9 @@ def _page(
 async def list_sessions(
     user: CurrentUser,
     runtime: RuntimeDep,
-    state: Annotated[list[StateName] | None, Query(description="Repeat to match several")] = None,
+    state: Annotated[
+        list[SessionState] | None, Query(description="Repeat to match several")
+    ] = None,
     device: Annotated[Address | None, Query()] = None,
     since: Annotated[
         QueryDateTime | None,

@@ -28,13 +28,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from gateway.errors import Conflict, NotFound
+from gateway.states import OPEN_STATES, TERMINAL_STATES, SessionState
 from gateway.storage.models import (
-    OPEN_STATES,
-    TERMINAL_STATES,
     ProgramRecord,
     SessionEventRecord,
     SessionRecord,
-    SessionState,
     User,
     utcnow,
 )

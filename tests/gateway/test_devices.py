@@ -15,7 +15,7 @@ from ble import protocol as p
 from gateway.devices import Discovered, ManagedDevice
 from gateway.errors import DeviceUnavailable, NotFound
 from gateway.events import DeviceStateChanged
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from gateway.telemetry import TelemetryFrame
 from tests.gateway.conftest import (
     Hub,

@@ -16,7 +16,7 @@ from ble import protocol as p
 from gateway.config import BleSettings, Settings
 from gateway.errors import GatewayError
 from gateway.runtime import BluetoothUnavailable, Runtime
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from gateway.storage import repo, session_log
 from gateway.storage.journal import JournalUnavailable
 from gateway.telemetry import Dropped, TelemetryFrame, TelemetryItem

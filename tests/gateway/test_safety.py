@@ -34,7 +34,7 @@ from gateway.programs import (
 )
 from gateway.safety import SafetySupervisor, session_cap_s
 from gateway.scheduler import compile_program
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from tests.gateway.conftest import (
     Hub,
     StartHub,

@@ -14,7 +14,7 @@ import pytest
 
 from ble import protocol as p
 from gateway.errors import Conflict, DeviceUnavailable, Forbidden, InvalidProgram, NotFound
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from gateway.storage import history, repo
 from gateway.telemetry import APPLY_MORE_GEL
 from tests.gateway.conftest import (
