@@ -55,7 +55,7 @@ class _GatewayCollector(Collector):
         if runtime is None:
             return
         devices = GaugeMetricFamily("mcgw_devices", "Managed devices by state", labels=["state"])
-        states = Counter(d.state for d in runtime.devices.devices.values())
+        states = Counter(d.state for d in runtime.devices.all())
         for state in DEVICE_STATES:
             devices.add_metric([state], states.get(state, 0))
         yield devices
@@ -63,7 +63,7 @@ class _GatewayCollector(Collector):
         sessions = GaugeMetricFamily(
             "mcgw_sessions", "Sessions held in memory by state", labels=["state"]
         )
-        by_state = Counter(s.state for s in runtime.sessions.sessions.values())
+        by_state = Counter(s.state for s in runtime.sessions.all())
         for session_state in SessionState:
             sessions.add_metric([session_state], by_state.get(session_state, 0))
         yield sessions
@@ -78,7 +78,7 @@ class _GatewayCollector(Collector):
         ):
             yield CounterMetricFamily(f"mcgw_telemetry_{name}", doc, value=value)
 
-        links = [d.link_totals() for d in runtime.devices.devices.values()]
+        links = [d.link_totals() for d in runtime.devices.all()]
         for name, doc in (
             ("nacks", "Commands the devices refused"),
             ("ack_timeouts", "Commands with no ACK in time"),
@@ -87,11 +87,11 @@ class _GatewayCollector(Collector):
         ):
             total = sum(getattr(c, name) for c in links)
             yield CounterMetricFamily(f"mcgw_ble_{name}", doc, value=total)
-        reconnects = sum(d.reconnects for d in runtime.devices.devices.values())
+        reconnects = sum(d.reconnects for d in runtime.devices.all())
         yield CounterMetricFamily(
             "mcgw_ble_reconnects", "Links lost and re-established", value=reconnects
         )
-        blocked = sum(d.supervisor.blocked for d in runtime.devices.devices.values())
+        blocked = sum(d.supervisor.blocked for d in runtime.devices.all())
         yield CounterMetricFamily(
             "mcgw_safety_commands_blocked",
             "Commands refused by the safety supervisor",

@@ -350,7 +350,7 @@ async def _subscribe(
         raise ApiProblem(
             409, f"already subscribed to {address} on this connection", kind="conflict"
         )
-    managed = runtime.devices.devices.get(address)
+    managed = runtime.devices.find(address)
     hub_device = managed.address if managed is not None else address
     telemetry = None
     if message.telemetry:

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from gateway.sessions import Session
+from gateway.session import Session
 from gateway.states import TERMINAL_STATES, SessionState
 from gateway.storage.journal import JournalUnavailable, SessionJournal
 from gateway.storage.writer import StorageWriter

@@ -53,8 +53,8 @@ async def load_rows(runtime: Runtime) -> dict[str, DeviceRecord]:
 def describe(
     runtime: Runtime, user: Principal, address: str, row: DeviceRecord | None
 ) -> DevicePublic:
-    managed = runtime.devices.devices.get(address)
-    seen = next((d for a, d in runtime.devices.discovered.items() if a.upper() == address), None)
+    managed = runtime.devices.find(address)
+    seen = runtime.devices.find_discovered(address)
     session = runtime.sessions.active_on(address)
     state: str
     if managed is not None:
@@ -97,8 +97,8 @@ def describe(
 
 
 def _known_addresses(runtime: Runtime) -> set[str]:
-    addresses = set(runtime.devices.devices) | runtime.access.recorded_devices()
-    return addresses | {a.upper() for a in runtime.devices.discovered}
+    addresses = set(runtime.devices.addresses()) | runtime.access.recorded_devices()
+    return addresses | runtime.devices.discovered_addresses()
 
 
 @router.get("", summary="Devices you can see: claimed by you, unclaimed, and discovered")
@@ -192,7 +192,7 @@ def _claim(
 async def claim(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) -> DevicePublic:
     """Yours from now on: nobody else sees it (admins excepted) and the hub keeps it connected."""
     address, _ = find_device(runtime, user, address)
-    managed = runtime.devices.devices.get(address)
+    managed = runtime.devices.find(address)
     if managed is None:
         managed = runtime.devices.manage(runtime.devices.seen(address))
     row = await runtime.db(
@@ -265,7 +265,7 @@ async def rename(
     address, access = find_device(runtime, user, address)
     require_control(address, access)
     row = await runtime.db(_rename, hub_id=runtime.settings.hub_id, address=address, name=body.name)
-    managed = runtime.devices.devices.get(address)
+    managed = runtime.devices.find(address)
     if managed is not None:
         managed.name = body.name
     return describe(runtime, user, address, row)

@@ -36,10 +36,13 @@ from gateway.storage.models import (
     User,
     utcnow,
 )
+from gateway.storage.reader import StorageReader
 
 log = logging.getLogger(__name__)
 
 MAX_REASON_LENGTH = 500
+KEY_LOOKUP_TIMEOUT_S = 1.0
+"""How long a start waits for storage to say whether its Idempotency-Key was used before."""
 
 
 def _reason(reason: str) -> str:
@@ -166,6 +169,31 @@ def _insert(session: Session, fields: Mapping[str, Any], key: str | None) -> Ses
         session.add(record)
         session.flush()
     return record
+
+
+def session_by_idempotency_key(
+    *, session: Session, owner_id: int, key: str
+) -> SessionRecord | None:
+    """The session ``owner_id`` started with this Idempotency-Key, if any (any hub, any age)."""
+    return _by_key(session, owner_id, key)
+
+
+class StoredStarts:
+    """The Idempotency-Keys of earlier runs, for ``gateway.sessions.StartHistory``.
+
+    Asked through the reader (never queued behind writes) and for at most ``timeout_s``:
+    a start waits that long at worst before it goes ahead without the answer.
+    """
+
+    def __init__(self, reader: StorageReader, *, timeout_s: float = KEY_LOOKUP_TIMEOUT_S) -> None:
+        self._reader = reader
+        self._timeout_s = timeout_s
+
+    async def started_with(self, owner: str, key: str) -> SessionRecord | None:
+        """The stored session; StorageUnavailable if storage does not answer in time."""
+        return await self._reader.run(
+            session_by_idempotency_key, timeout_s=self._timeout_s, owner_id=int(owner), key=key
+        )
 
 
 def _by_key(session: Session, owner_id: int, key: str) -> SessionRecord | None:

@@ -95,7 +95,7 @@ async def wait_until(predicate: Callable[[], bool], what: str) -> None:
 
 
 def device_states(runtime: Runtime) -> set[str]:
-    return {managed.state for managed in runtime.devices.devices.values()}
+    return {managed.state for managed in runtime.devices.all()}
 
 
 def radio_status(runtime: Runtime) -> RadioStatus:
@@ -108,7 +108,7 @@ async def start_hub(runtime: Runtime, sim: Sim) -> None:
     await runtime.start()
     await wait_until(
         lambda: (
-            set(runtime.devices.devices) == set(sim.addresses)
+            set(runtime.devices.addresses()) == set(sim.addresses)
             and device_states(runtime) == {"bonded"}
         ),
         "every device bonded",
