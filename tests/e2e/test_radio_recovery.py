@@ -30,7 +30,7 @@ from ble.supervisor import RadioStatus
 from gateway.config import BleSettings, SafetySettings, Settings
 from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime
-from gateway.sessions import Session
+from gateway.session import Session
 from gateway.states import SessionState
 from tests.e2e.served import Sim, SimFactory
 

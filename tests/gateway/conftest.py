@@ -28,7 +28,7 @@ from gateway.config import BleSettings, DatabaseSettings, SafetySettings, Settin
 from gateway.events import Event, SessionNotice, SessionStateChanged
 from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime, sim_address
-from gateway.sessions import Session
+from gateway.session import Session
 from gateway.states import SessionState
 
 HANG_S = 20.0
