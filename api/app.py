@@ -105,7 +105,6 @@ def create_app(
     app.state.connections = set[Connection]()
     app.state.pairing_guard = PairingGuard()
     app.state.scan_lock = asyncio.Lock()
-    app.state.inflight_starts = {}
 
     install_error_handlers(app)
     for module in (health, pairing, me, tokens, users, devices, programs, sessions):

@@ -27,14 +27,21 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from gateway.health import LAG_BUCKETS_S, checks
+from gateway.states import DeviceState, SessionState
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STOP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-DEVICE_STATES = ("discovered", "connecting", "connected", "bonded", "lost")
-SESSION_STATES = ("pending", "running", "paused", "completed", "stopped", "failed", "interrupted")
+DEVICE_STATES = (
+    DeviceState.DISCOVERED,
+    DeviceState.CONNECTING,
+    DeviceState.CONNECTED,
+    DeviceState.BONDED,
+    DeviceState.LOST,
+)
+"""Device states shown (a forgotten device is no longer counted: the manager dropped it)."""
 
 
 class _GatewayCollector(Collector):
@@ -47,78 +54,96 @@ class _GatewayCollector(Collector):
         runtime = self._metrics.runtime
         if runtime is None:
             return
-        devices = GaugeMetricFamily("mcgw_devices", "Managed devices by state", labels=["state"])
-        states = Counter(d.state for d in runtime.devices.devices.values())
-        for state in DEVICE_STATES:
-            devices.add_metric([state], states.get(state, 0))
-        yield devices
-
-        sessions = GaugeMetricFamily(
-            "mcgw_sessions", "Sessions held in memory by state", labels=["state"]
-        )
-        by_state = Counter(s.state.value for s in runtime.sessions.sessions.values())
-        for state in SESSION_STATES:
-            sessions.add_metric([state], by_state.get(state, 0))
-        yield sessions
-
-        hub = runtime.hub.counters
-        for name, value, doc in (
-            ("frames_in", hub.frames_in, "Telemetry frames published by devices"),
-            ("frames_out", hub.frames_out, "Telemetry frames handed to subscribers"),
-            ("frames_dropped", hub.frames_dropped, "Frames dropped for slow subscribers"),
-            ("device_frames_lost", hub.device_frames_lost, "Frames missing from devices"),
-            ("listener_errors", hub.listener_errors, "Telemetry listener failures"),
-        ):
-            yield CounterMetricFamily(f"mcgw_telemetry_{name}", doc, value=value)
-
-        links = [d.link_totals() for d in runtime.devices.devices.values()]
-        for name, doc in (
-            ("nacks", "Commands the devices refused"),
-            ("ack_timeouts", "Commands with no ACK in time"),
-            ("malformed_frames", "Malformed frames from devices"),
-            ("commands_sent", "Commands sent to devices"),
-        ):
-            total = sum(getattr(c, name) for c in links)
-            yield CounterMetricFamily(f"mcgw_ble_{name}", doc, value=total)
-        reconnects = sum(d.reconnects for d in runtime.devices.devices.values())
-        yield CounterMetricFamily(
-            "mcgw_ble_reconnects", "Links lost and re-established", value=reconnects
-        )
-        blocked = sum(d.supervisor.blocked for d in runtime.devices.devices.values())
-        yield CounterMetricFamily(
-            "mcgw_safety_commands_blocked",
-            "Commands refused by the safety supervisor",
-            value=blocked,
-        )
-        writer = getattr(runtime, "writer", None)
-        stats = getattr(writer, "stats", None)
-        if stats is not None:
-            yield GaugeMetricFamily(
-                "mcgw_storage_buffered_samples",
-                "Telemetry samples waiting",
-                value=stats.buffered_samples,
-            )
-            yield CounterMetricFamily(
-                "mcgw_storage_dropped_samples",
-                "Telemetry samples not stored",
-                value=stats.dropped_samples,
-            )
-            yield CounterMetricFamily(
-                "mcgw_storage_failed_jobs", "Storage jobs that failed", value=stats.jobs_failed
-            )
-            yield GaugeMetricFamily(
-                "mcgw_storage_records_pending",
-                "Session records waiting for the database (kept in the journal)",
-                value=stats.records_pending,
-            )
-            yield GaugeMetricFamily(
-                "mcgw_storage_failing_seconds",
-                "How long the database has refused writes (0 while it takes them)",
-                value=0.0
-                if stats.failing_since is None
-                else time.monotonic() - stats.failing_since,
-            )
+        yield from _states(runtime)
+        yield from _telemetry(runtime)
+        yield from _links(runtime)
+        yield from _storage(runtime)
         yield from _health(runtime)
+
+
+def _states(runtime: Runtime) -> Iterator[Metric]:
+    """Devices by connection state, sessions held in memory by state."""
+    devices = GaugeMetricFamily("mcgw_devices", "Managed devices by state", labels=["state"])
+    states = Counter(d.state for d in runtime.devices.all())
+    for state in DEVICE_STATES:
+        devices.add_metric([state], states.get(state, 0))
+    yield devices
+
+    sessions = GaugeMetricFamily(
+        "mcgw_sessions", "Sessions held in memory by state", labels=["state"]
+    )
+    by_state = Counter(s.state for s in runtime.sessions.all())
+    for session_state in SessionState:
+        sessions.add_metric([session_state], by_state.get(session_state, 0))
+    yield sessions
+
+
+def _telemetry(runtime: Runtime) -> Iterator[Metric]:
+    """The telemetry hub's counters."""
+    hub = runtime.hub.counters
+    for name, value, doc in (
+        ("frames_in", hub.frames_in, "Telemetry frames published by devices"),
+        ("frames_out", hub.frames_out, "Telemetry frames handed to subscribers"),
+        ("frames_dropped", hub.frames_dropped, "Frames dropped for slow subscribers"),
+        ("device_frames_lost", hub.device_frames_lost, "Frames missing from devices"),
+        ("listener_errors", hub.listener_errors, "Telemetry listener failures"),
+    ):
+        yield CounterMetricFamily(f"mcgw_telemetry_{name}", doc, value=value)
+
+
+def _links(runtime: Runtime) -> Iterator[Metric]:
+    """BLE link counters over every device's links, reconnects, commands the guard refused."""
+    devices = runtime.devices.all()
+    links = [d.link_totals() for d in devices]
+    for name, doc in (
+        ("nacks", "Commands the devices refused"),
+        ("ack_timeouts", "Commands with no ACK in time"),
+        ("malformed_frames", "Malformed frames from devices"),
+        ("commands_sent", "Commands sent to devices"),
+    ):
+        total = sum(getattr(c, name) for c in links)
+        yield CounterMetricFamily(f"mcgw_ble_{name}", doc, value=total)
+    reconnects = sum(d.reconnects for d in devices)
+    yield CounterMetricFamily(
+        "mcgw_ble_reconnects", "Links lost and re-established", value=reconnects
+    )
+    blocked = sum(d.supervisor.blocked for d in devices)
+    yield CounterMetricFamily(
+        "mcgw_safety_commands_blocked",
+        "Commands refused by the safety supervisor",
+        value=blocked,
+    )
+
+
+def _storage(runtime: Runtime) -> Iterator[Metric]:
+    """The storage writer's figures, when storage is open."""
+    writer = getattr(runtime, "writer", None)
+    stats = getattr(writer, "stats", None)
+    if stats is None:
+        return
+    yield GaugeMetricFamily(
+        "mcgw_storage_buffered_samples",
+        "Telemetry samples waiting",
+        value=stats.buffered_samples,
+    )
+    yield CounterMetricFamily(
+        "mcgw_storage_dropped_samples",
+        "Telemetry samples not stored",
+        value=stats.dropped_samples,
+    )
+    yield CounterMetricFamily(
+        "mcgw_storage_failed_jobs", "Storage jobs that failed", value=stats.jobs_failed
+    )
+    yield GaugeMetricFamily(
+        "mcgw_storage_records_pending",
+        "Session records waiting for the database (kept in the journal)",
+        value=stats.records_pending,
+    )
+    yield GaugeMetricFamily(
+        "mcgw_storage_failing_seconds",
+        "How long the database has refused writes (0 while it takes them)",
+        value=0.0 if stats.failing_since is None else time.monotonic() - stats.failing_since,
+    )
 
 
 def _health(runtime: Runtime) -> Iterator[Metric]:

@@ -333,7 +333,7 @@ async def _subscribe(
     connection: Connection, runtime: Runtime, user: Principal, message: Subscribe
 ) -> None:
     address, session_id = _subscription_target(connection, runtime, user, message)
-    managed = runtime.devices.devices.get(address)
+    managed = runtime.devices.find(address)
     hub_device = managed.address if managed is not None else address
     telemetry = None
     if message.telemetry:

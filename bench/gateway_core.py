@@ -44,7 +44,7 @@ from ble.sim.peripheral import SimulatedDevice
 from gateway.config import BleSettings, Settings
 from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime, sim_address
-from gateway.sessions import Session
+from gateway.session import Session
 
 HANG_S = 30.0
 STALLS_MS = (100, 300, 500)

@@ -299,7 +299,7 @@ async def hub_main(config: dict[str, Any]) -> None:
             rt.devices.discovered[FAKE_DEVICE] = Discovered(FAKE_DEVICE, "fake", -50, 88, "idle")
         return {
             "token": token,
-            "devices": sorted(rt.devices.devices),
+            "devices": rt.devices.addresses(),
             "base_url": f"http://127.0.0.1:{_port}",
         }
 
@@ -362,9 +362,9 @@ def counters(rt: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     links = {}
-    for address, managed in rt.devices.devices.items():
+    for managed in rt.devices.all():
         if managed.link is not None:
-            links[address] = asdict(managed.link.counters)
+            links[managed.address] = asdict(managed.link.counters)
     return {"hub": asdict(rt.hub.counters), "links": links}
 
 

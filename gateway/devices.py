@@ -8,8 +8,10 @@ device tries to connect; when it is back (``radio_restored``, with the new backe
 set) every device tries again at once, with its backoff reset. State changes (discovered,
 connecting, connected, bonded, lost) are published on the event bus.
 
-Telemetry from a device goes to the telemetry hub and, while a session holds the device, to that
-session first. This module decides nothing about treatment: sessions and safety do.
+Telemetry from a device goes to the telemetry hub and, first, to whoever listens to the device
+(``ManagedDevice.listen``, which returns the function that stops exactly that listener): the
+session holding the device. Other parts look devices up through ``get``/``find``/``all``; the
+table itself is private. This module decides nothing about treatment: sessions and safety do.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from gateway.config import BleSettings, SafetySettings
 from gateway.errors import DeviceUnavailable, NotFound
 from gateway.events import DeviceStateChanged, EventBus
 from gateway.safety import SafetySupervisor
+from gateway.states import DeviceState
 from gateway.tasks import TaskOwner
 from gateway.telemetry import TelemetryHub
 
@@ -42,8 +45,19 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S = 0.2
 """First reconnect delay; doubles per failure up to BleSettings.reconnect_max_backoff_s."""
 
-SampleHandler = Callable[[p.TelemetrySample], tuple[str | None, p.Zone | None]]
-StatusHandler = Callable[[p.DeviceStatus], None]
+SampleListener = Callable[[p.TelemetrySample], tuple[str | None, p.Zone | None]]
+"""Sees each sample first; the device's holder answers (session id, zone) to tag the frame."""
+StatusListener = Callable[[p.DeviceStatus], None]
+LinkListener = Callable[[bool], None]
+"""Told True when a link is up (bonded, handshaken), False when it is gone."""
+Unlisten = Callable[[], None]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class _Listener:
+    on_sample: SampleListener | None
+    on_status: StatusListener | None
+    on_link: LinkListener | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +78,13 @@ class ManagedDevice:
     ble_device: BLEDevice
     supervisor: SafetySupervisor
     name: str = ""
-    state: str = "discovered"
+    state: DeviceState = DeviceState.DISCOVERED
     rssi: int | None = None
     battery_pct: int | None = None
     contact_quality: int | None = None
     link: DeviceLink | None = None
     last_status: p.DeviceStatus | None = None
-    sample_handler: SampleHandler | None = None
-    status_handler: StatusHandler | None = None
-    link_listeners: list[Callable[[bool], None]] = field(default_factory=list)
+    _listeners: tuple[_Listener, ...] = field(default=(), init=False, repr=False)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event | None = None
     """Set when the present link is gone, however it went (see ``DeviceManager.stop_output``)."""
@@ -93,6 +105,49 @@ class ManagedDevice:
             for name, value in dataclasses.asdict(self.link.counters).items():
                 setattr(totals, name, getattr(totals, name) + value)
         return totals
+
+    def listen(
+        self,
+        *,
+        on_sample: SampleListener | None = None,
+        on_status: StatusListener | None = None,
+        on_link: LinkListener | None = None,
+    ) -> Unlisten:
+        """Hear this device's samples, status notifications and link changes; call the
+        returned function to stop (it removes exactly this registration; calling it again
+        does nothing)."""
+        listener = _Listener(on_sample, on_status, on_link)
+        self._listeners = (*self._listeners, listener)
+
+        def unlisten() -> None:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return unlisten
+
+    def tell_sample(self, sample: p.TelemetrySample) -> tuple[str | None, p.Zone | None]:
+        """Hand a sample to the listeners; the first tag (session id, zone) given is kept."""
+        tag: tuple[str | None, p.Zone | None] = (None, None)
+        for listener in self._listeners:
+            if listener.on_sample is not None:
+                got = listener.on_sample(sample)
+                if tag == (None, None):
+                    tag = got
+        return tag
+
+    def tell_status(self, status: p.DeviceStatus) -> None:
+        for listener in self._listeners:
+            if listener.on_status is not None:
+                listener.on_status(status)
+
+    def tell_link(self, *, up: bool) -> None:
+        """Tell the link listeners; one that fails is logged and does not stop the others."""
+        for listener in self._listeners:
+            if listener.on_link is None:
+                continue
+            try:
+                listener.on_link(up)
+            except Exception:
+                log.exception("link listener for %s failed", self.address)
 
     def require_link(self) -> DeviceLink:
         link = self.link
@@ -125,7 +180,7 @@ class DeviceManager:
         self.tasks = tasks
         self.client_backend = client_backend
         self.scanner_backend = scanner_backend
-        self.devices: dict[str, ManagedDevice] = {}
+        self._devices: dict[str, ManagedDevice] = {}
         self.discovered: dict[str, Discovered] = {}
         self._seen: dict[str, BLEDevice] = {}
         self._slots = asyncio.Semaphore(ble.connection_slots)
@@ -176,12 +231,12 @@ class DeviceManager:
         for device, adv in found.values():
             item = self._describe(device, adv)
             self.discovered[device.address] = item
-            managed = self.devices.get(device.address)
+            managed = self._devices.get(device.address)
             if managed is not None:
                 managed.rssi = adv.rssi
                 managed.ble_device = device
             else:
-                self.bus.publish(DeviceStateChanged(device.address, "discovered"))
+                self.bus.publish(DeviceStateChanged(device.address, DeviceState.DISCOVERED))
             self._seen[device.address.upper()] = device
             result.append(item)
         return sorted(result, key=lambda d: d.address)
@@ -201,10 +256,32 @@ class DeviceManager:
     # --- supervision -----------------------------------------------------------------------
 
     def get(self, address: str) -> ManagedDevice:
-        try:
-            return self.devices[address.upper()]
-        except KeyError:
-            raise NotFound(f"no device {address} on this hub; scan and claim it first") from None
+        """The managed device at ``address`` (any case); NotFound if the hub has none."""
+        managed = self._devices.get(address.upper())
+        if managed is None:
+            raise NotFound(f"no device {address} on this hub; scan and claim it first")
+        return managed
+
+    def find(self, address: str) -> ManagedDevice | None:
+        """The managed device at ``address`` (any case), or None."""
+        return self._devices.get(address.upper())
+
+    def all(self) -> list[ManagedDevice]:
+        """Every managed device, in the order the hub took them on (a copy)."""
+        return list(self._devices.values())
+
+    def addresses(self) -> list[str]:
+        """The managed devices' addresses (upper case), sorted."""
+        return sorted(self._devices)
+
+    def find_discovered(self, address: str) -> Discovered | None:
+        """What the scans heard of ``address`` (any case), or None."""
+        key = address.upper()
+        return next((d for a, d in self.discovered.items() if a.upper() == key), None)
+
+    def discovered_addresses(self) -> set[str]:
+        """Every address the scans heard (upper case)."""
+        return {address.upper() for address in self.discovered}
 
     def seen(self, address: str) -> BLEDevice:
         """The BLEDevice of a device found by the last scans; NotFound if none was."""
@@ -216,7 +293,7 @@ class DeviceManager:
     def manage(self, ble_device: BLEDevice, name: str | None = None) -> ManagedDevice:
         """Start looking after a device: connect now and reconnect whenever it drops."""
         address = ble_device.address.upper()
-        existing = self.devices.get(address)
+        existing = self._devices.get(address)
         if existing is not None:
             return existing
         managed = ManagedDevice(
@@ -224,14 +301,14 @@ class DeviceManager:
             supervisor=SafetySupervisor(address, self.safety),
             name=name or ble_device.name or address,
         )
-        self.devices[address] = managed
+        self._devices[address] = managed
         managed.task = self.tasks.spawn(self._supervise(managed), name=f"device:{address}")
         return managed
 
     async def forget(self, address: str) -> None:
         """Stop looking after a device and forget it was seen (until a new scan sees it)."""
         key = address.upper()
-        managed = self.devices.pop(key, None)
+        managed = self._devices.pop(key, None)
         seen = self._seen.pop(key, None)
         for name in [a for a in self.discovered if a.upper() == key]:
             del self.discovered[name]
@@ -246,12 +323,12 @@ class DeviceManager:
         if link is not None:
             await link.close()
             # A session on it must not think the link is still there (it never comes back).
-            self._notify_link(managed, up=False)
-        self._set_state(managed, "forgotten")
+            managed.tell_link(up=False)
+        self._set_state(managed, DeviceState.FORGOTTEN)
 
     async def drop_link(self, address: str) -> None:
         """Disconnect a device that stopped answering; it reconnects like any lost link."""
-        managed = self.devices.get(address.upper())
+        managed = self.find(address)
         link = managed.link if managed is not None else None
         if managed is None or link is None:
             return
@@ -270,7 +347,7 @@ class DeviceManager:
         (the device turns its output off on disconnect) and reconnected like any lost link; the
         ``LinkError`` is raised so the caller can record why.
         """
-        managed = self.devices.get(address.upper())
+        managed = self.find(address)
         link = managed.link if managed is not None else None
         if managed is None or link is None or not link.is_connected:
             return
@@ -284,7 +361,7 @@ class DeviceManager:
                 lost.set()
             raise
 
-    def _set_state(self, managed: ManagedDevice, state: str, detail: str = "") -> None:
+    def _set_state(self, managed: ManagedDevice, state: DeviceState, detail: str = "") -> None:
         if managed.state != state:
             managed.state = state
             self.bus.publish(DeviceStateChanged(managed.address, state, detail))
@@ -319,7 +396,7 @@ class DeviceManager:
         """Connect and hold the link until it drops. False if the connect itself failed."""
         lost = asyncio.Event()
         managed.lost = lost
-        self._set_state(managed, "connecting")
+        self._set_state(managed, DeviceState.CONNECTING)
         link = DeviceLink(
             managed.ble_device,
             client_backend=self.client_backend,
@@ -331,17 +408,17 @@ class DeviceManager:
         try:
             await link.connect(telemetry_hz=self.settings.telemetry_hz)
         except BleError as exc:
-            self._set_state(managed, "lost", str(exc))
+            self._set_state(managed, DeviceState.LOST, str(exc))
             return False
         except Exception as exc:
             log.exception("unexpected error connecting to %s", managed.address)
-            self._set_state(managed, "lost", f"unexpected error: {exc}")
+            self._set_state(managed, DeviceState.LOST, f"unexpected error: {exc}")
             return False
         managed.link = link
         managed.connected.set()
-        self._set_state(managed, "connected")
-        self._set_state(managed, "bonded")
-        self._notify_link(managed, up=True)
+        self._set_state(managed, DeviceState.CONNECTED)
+        self._set_state(managed, DeviceState.BONDED)
+        managed.tell_link(up=True)
         try:
             await lost.wait()
         finally:
@@ -354,26 +431,16 @@ class DeviceManager:
             # possible.
             await link.close()
         managed.reconnects += 1
-        self._set_state(managed, "lost", "link lost")
-        self._notify_link(managed, up=False)
+        self._set_state(managed, DeviceState.LOST, "link lost")
+        managed.tell_link(up=False)
         return True
-
-    def _notify_link(self, managed: ManagedDevice, *, up: bool) -> None:
-        for listener in list(managed.link_listeners):
-            try:
-                listener(up)
-            except Exception:
-                log.exception("link listener for %s failed", managed.address)
 
     def _on_telemetry(self, managed: ManagedDevice, telemetry: p.Telemetry) -> None:
         received = time.monotonic()
         for sample in telemetry.samples:
             managed.battery_pct = sample.battery_pct
             managed.contact_quality = sample.contact_quality
-            session_id = zone = None
-            handler = managed.sample_handler
-            if handler is not None:
-                session_id, zone = handler(sample)
+            session_id, zone = managed.tell_sample(sample)
             self.hub.publish(
                 managed.address, sample, session_id=session_id, zone=zone, received_at=received
             )
@@ -381,12 +448,11 @@ class DeviceManager:
     def _on_status(self, managed: ManagedDevice, status: p.DeviceStatus) -> None:
         managed.last_status = status
         managed.battery_pct = status.battery_pct
-        if managed.status_handler is not None:
-            managed.status_handler(status)
+        managed.tell_status(status)
 
     async def close(self) -> None:
         """Disconnect every device (the devices stop output on disconnect)."""
-        for managed in list(self.devices.values()):
+        for managed in list(self._devices.values()):
             if managed.task is not None:
                 managed.task.cancel()
             if managed.link is not None:

@@ -45,7 +45,7 @@ async def discovery_loop(devices: DeviceManager, settings: BleSettings) -> None:
                 log.info("background scans work again")
             failing = False
             for item in found:
-                if item.address.upper() not in devices.devices:
+                if devices.find(item.address) is None:
                     log.info("found %s (%s); connecting", item.name, item.address)
                     devices.manage(devices.seen(item.address), name=item.name)
         await asyncio.sleep(settings.discovery_interval_s)

@@ -20,7 +20,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from gateway.sessions import TERMINAL, Session, SessionState
+from gateway.session import Session
+from gateway.states import TERMINAL_STATES, SessionState
 from gateway.storage.journal import JournalUnavailable, SessionJournal
 from gateway.storage.writer import StorageWriter
 from gateway.telemetry import TelemetryFrame
@@ -116,7 +117,7 @@ class StorageRecorder:
             return
         if session.state is SessionState.PENDING:
             return
-        if session.state in TERMINAL:
+        if session.state in TERMINAL_STATES:
             figures = session.figures.snapshot()
             self.journal.append(
                 "finish",

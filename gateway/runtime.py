@@ -113,7 +113,7 @@ class Runtime:
         self.started = False
 
     def _session_owner(self, session_id: str) -> int | None:
-        session = self.sessions.sessions.get(session_id)
+        session = self.sessions.find(session_id)
         return None if session is None else int(session.owner)
 
     def _access_changed(self, change: AccessChange) -> None:
@@ -239,6 +239,7 @@ class Runtime:
         reader and the access snapshot."""
         from gateway.access_sync import AccessSync
         from gateway.recorder import StorageRecorder
+        from gateway.storage import session_log
         from gateway.storage.engine import create_engine_from_settings, upgrade
         from gateway.storage.reader import StorageReader
         from gateway.storage.writer import StorageWriter
@@ -259,6 +260,7 @@ class Runtime:
         reader = StorageReader(engine)
         self.reader = reader
         self._stack.callback(reader.close)
+        self.sessions.history = session_log.StoredStarts(reader)
         self.access_sync = AccessSync(self.access, reader=reader, writer=writer, hub_id=hub_id)
         await self.access_sync.load()
 
@@ -392,7 +394,7 @@ class Runtime:
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         """Wait until every managed device is connected (tests and demos)."""
         async with asyncio.timeout(timeout_s):
-            for managed in list(self.devices.devices.values()):
+            for managed in self.devices.all():
                 await managed.connected.wait()
 
     async def stop(self) -> None:

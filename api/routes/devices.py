@@ -29,6 +29,7 @@ from api.schemas.devices import DevicePublic, DeviceUpdate, OwnerChange, ScanReq
 from gateway.access import DeviceAccess
 from gateway.errors import NotFound
 from gateway.runtime import Runtime
+from gateway.states import DeviceState
 from gateway.storage import repo
 from gateway.storage.models import DeviceRecord
 
@@ -52,16 +53,17 @@ async def load_rows(runtime: Runtime) -> dict[str, DeviceRecord]:
 def describe(
     runtime: Runtime, user: Principal, address: str, row: DeviceRecord | None
 ) -> DevicePublic:
-    managed = runtime.devices.devices.get(address)
-    seen = next((d for a, d in runtime.devices.discovered.items() if a.upper() == address), None)
+    managed = runtime.devices.find(address)
+    seen = runtime.devices.find_discovered(address)
     session = runtime.sessions.active_on(address)
+    state: str
     if managed is not None:
         name, state = managed.name, managed.state
         rssi, battery, contact = managed.rssi, managed.battery_pct, managed.contact_quality
     elif seen is not None:
         name, state, rssi, battery, contact = (
             seen.name,
-            "discovered",
+            DeviceState.DISCOVERED,
             seen.rssi,
             seen.battery_pct,
             None,
@@ -80,7 +82,7 @@ def describe(
         managed=managed is not None,
         claimed=owner_id is not None,
         owned_by_you=owner_id == user.user_id,
-        bonded=(managed is not None and managed.state == "bonded")
+        bonded=(managed is not None and managed.state is DeviceState.BONDED)
         or (row is not None and row.bonded),
         rssi=rssi,
         battery_pct=battery,
@@ -95,8 +97,8 @@ def describe(
 
 
 def _known_addresses(runtime: Runtime) -> set[str]:
-    addresses = set(runtime.devices.devices) | runtime.access.recorded_devices()
-    return addresses | {a.upper() for a in runtime.devices.discovered}
+    addresses = set(runtime.devices.addresses()) | runtime.access.recorded_devices()
+    return addresses | runtime.devices.discovered_addresses()
 
 
 @router.get("", summary="Devices you can see: claimed by you, unclaimed, and discovered")
@@ -190,7 +192,7 @@ def _claim(
 async def claim(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) -> DevicePublic:
     """Yours from now on: nobody else sees it (admins excepted) and the hub keeps it connected."""
     address, _ = find_device(runtime, user, address)
-    managed = runtime.devices.devices.get(address)
+    managed = runtime.devices.find(address)
     if managed is None:
         managed = runtime.devices.manage(runtime.devices.seen(address))
     row = await runtime.db(
@@ -198,7 +200,7 @@ async def claim(address: AddressPath, user: CurrentUser, runtime: RuntimeDep) ->
         hub_id=runtime.settings.hub_id,
         address=address,
         name=managed.name,
-        bonded=managed.state == "bonded",
+        bonded=managed.state is DeviceState.BONDED,
         user_id=user.user_id,
     )
     await runtime.access_changed()
@@ -263,7 +265,7 @@ async def rename(
     address, access = find_device(runtime, user, address)
     require_control(address, access)
     row = await runtime.db(_rename, hub_id=runtime.settings.hub_id, address=address, name=body.name)
-    managed = runtime.devices.devices.get(address)
+    managed = runtime.devices.find(address)
     if managed is not None:
         managed.name = body.name
     return describe(runtime, user, address, row)

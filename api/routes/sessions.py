@@ -9,8 +9,10 @@ a caller (live, else stored, else 404), for REST and the WebSocket alike.
 
 Idempotency: ``POST /sessions`` with an ``Idempotency-Key`` header starts at most one session
 per (user, key). The first request answers 201; a retry, even one sent while the first is still
-starting, answers 200 with the same session (whatever its body says). Keys are remembered in
-the session manager, in the database (across restarts) and, while a start is in flight, here.
+starting, answers 200 with the same session (whatever its body says). The session manager keeps
+the keys (``SessionManager.replay`` and ``start_or_replay``: starts under way, sessions in
+memory, and through storage the keys of earlier runs); this module only maps its answer to
+201 or 200.
 
 A live session (held by this hub's session manager) is shown from memory, where its state is
 current; an ended or older one from the database.
@@ -18,7 +20,6 @@ current; an ended or older one from the database.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -30,7 +31,6 @@ from sqlmodel import Session as DbSession
 from api.auth import CurrentUser, Principal, RuntimeDep
 from api.errors import ApiProblem, unauthorized
 from api.metrics import ApiMetrics
-from api.queries import session_by_idempotency_key
 from api.routes.devices import find_device, require_control
 from api.routes.programs import resolve_program
 from api.schemas.fields import MAX_DB_ID, Address
@@ -47,18 +47,15 @@ from api.schemas.sessions import (
 from api.strict import QueryDateTime
 from gateway.errors import NotFound
 from gateway.runtime import Runtime
-from gateway.sessions import Session as LiveSession
+from gateway.session import Session as LiveSession
+from gateway.states import SessionState
 from gateway.storage import history
-from gateway.storage.engine import StorageUnavailable
 from gateway.storage.history import MAX_PAGE
 from gateway.storage.history import SessionDetail as StoredDetail
-from gateway.storage.models import SessionRecord, SessionState
+from gateway.storage.models import SessionRecord
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 log = logging.getLogger(__name__)
-
-KEY_LOOKUP_TIMEOUT_S = 1.0
-"""How long a start waits for storage to say whether its Idempotency-Key was used before."""
 
 SessionIdPath = Annotated[str, Path(min_length=1, max_length=36, pattern="^[0-9a-fA-F-]+$")]
 IdempotencyKey = Annotated[
@@ -84,7 +81,7 @@ def from_live(session: LiveSession) -> SessionPublic:
         device=session.address,
         program=session.program.slug,
         level=session.level,
-        state=session.state.value,
+        state=session.state,
         reason=session.reason,
         created_at=datetime.fromtimestamp(session.created_at, UTC),
         started_at=_ts(session.started_at),
@@ -105,7 +102,7 @@ def from_record(record: SessionRecord) -> SessionPublic:
         device=record.device_address,
         program=record.program_slug,
         level=record.intensity,
-        state=SessionState(record.state).value,
+        state=SessionState(record.state),
         reason=record.end_reason,
         created_at=record.created_at,
         started_at=record.started_at,
@@ -121,7 +118,7 @@ def from_record(record: SessionRecord) -> SessionPublic:
 
 def visible_live(runtime: Runtime, user: Principal, session_id: str) -> LiveSession | None:
     """The session from memory if this hub holds it and the user may see it (no storage)."""
-    session = runtime.sessions.sessions.get(session_id)
+    session = runtime.sessions.find(session_id)
     if session is not None and runtime.access.may_see_owned(user, int(session.owner)):
         return session
     return None
@@ -154,55 +151,9 @@ def _not_found(session_id: str) -> ApiProblem:
 
 # --- start ----------------------------------------------------------------------------------------
 
-Inflight = dict[tuple[int, str], asyncio.Future[str]]
-"""Starts in flight per (user id, Idempotency-Key); one dict per app (``app.state``)."""
 
-
-def _existing(runtime: Runtime, user: Principal, key: str) -> LiveSession | None:
-    for session in runtime.sessions.sessions.values():
-        if session.idempotency_key == key and session.owner == user.owner:
-            return session
-    return None
-
-
-async def _first_result(runtime: Runtime, future: asyncio.Future[str]) -> SessionPublic:
-    """What a duplicate of an in-flight start answers: the first request's session."""
-    try:
-        session_id = await asyncio.shield(future)
-    except asyncio.CancelledError:
-        if not future.cancelled():
-            raise  # this request itself was cancelled
-        raise ApiProblem(
-            409, "the first request with this Idempotency-Key was abandoned; retry", kind="conflict"
-        ) from None
-    return from_live(runtime.sessions.get(session_id))
-
-
-async def _replay(
-    runtime: Runtime, inflight: Inflight, user: Principal, key: str
-) -> SessionPublic | None:
-    """The session this (user, key) already started, from any source, or None."""
-    future = inflight.get((user.user_id, key))
-    if future is not None:
-        return await _first_result(runtime, future)
-    live = _existing(runtime, user, key)
-    if live is not None:
-        return from_live(live)
-    if runtime.reader is None:
-        return None
-    try:
-        record = await runtime.reader.run(
-            session_by_idempotency_key,
-            timeout_s=KEY_LOOKUP_TIMEOUT_S,
-            owner_id=user.user_id,
-            key=key,
-        )
-    except StorageUnavailable as exc:
-        # A session must still start while storage is away (its record is journaled); only a
-        # key used before the hub's last restart goes unrecognised meanwhile (docs/api.md).
-        log.warning("Idempotency-Key checked against this run's sessions only: %s", exc)
-        return None
-    return None if record is None else from_record(record)
+def _public(found: LiveSession | SessionRecord) -> SessionPublic:
+    return from_live(found) if isinstance(found, LiveSession) else from_record(found)
 
 
 @router.post(
@@ -217,7 +168,6 @@ async def _replay(
 )
 async def start_session(
     body: SessionStart,
-    request: Request,
     user: CurrentUser,
     runtime: RuntimeDep,
     response: Response,
@@ -227,12 +177,11 @@ async def start_session(
     Needs accepted consent (403 ``consent-required``, S7) and a device you control (403
     ``claim-required``); one session per device (409, S8). With an ``Idempotency-Key`` a
     retry answers 200 with the session the first request started."""
-    inflight: Inflight = request.app.state.inflight_starts
     if idempotency_key is not None:
-        replayed = await _replay(runtime, inflight, user, idempotency_key)
+        replayed = await runtime.sessions.replay(user.owner, idempotency_key)
         if replayed is not None:
             response.status_code = status.HTTP_200_OK
-            return replayed
+            return _public(replayed)
     _may_start(runtime, user, body.device)
     program, _ = await resolve_program(runtime, user, body.program)
     # Again after the program lookup's await: a revocation, consent withdrawn or hand-over
@@ -240,40 +189,19 @@ async def start_session(
     # by the runtime, which stops a session whose device changed hands.)
     user = runtime.access.principal(user.token_id) or _revoked()
     address = _may_start(runtime, user, body.device)
-    future: asyncio.Future[str] | None = None
-    if idempotency_key is not None:
-        # Look again, with no await between this look and the registration below: a duplicate
-        # that arrived during the awaits above is either in flight or already started.
-        key = (user.user_id, idempotency_key)
-        if key in inflight:
-            response.status_code = status.HTTP_200_OK
-            return await _first_result(runtime, inflight[key])
-        live = _existing(runtime, user, idempotency_key)
-        if live is not None:
-            response.status_code = status.HTTP_200_OK
-            return from_live(live)
-        future = inflight[key] = asyncio.get_running_loop().create_future()
-    try:
-        session = await runtime.sessions.start(
-            owner=user.owner,
-            address=address,
-            program=program,
-            level=body.level,
-            consented=True,
-            user_cap_ua=user.cap_ua,
-            idempotency_key=idempotency_key,
-        )
-        if future is not None:
-            future.set_result(session.id)
-    except Exception as exc:
-        if future is not None:
-            future.set_exception(exc)
-            future.exception()  # mark it retrieved: no warning when no duplicate was waiting
-        raise
-    finally:
-        if future is not None:
-            future.cancel()  # a no-op once it has a result; tells waiters if we were cancelled
-            inflight.pop((user.user_id, idempotency_key or ""), None)
+    # The session manager looks for the key again (a duplicate that arrived during the awaits
+    # above is either under way or already started) and answers that session if so.
+    session, started = await runtime.sessions.start_or_replay(
+        owner=user.owner,
+        address=address,
+        program=program,
+        level=body.level,
+        consented=True,
+        user_cap_ua=user.cap_ua,
+        idempotency_key=idempotency_key,
+    )
+    if not started:
+        response.status_code = status.HTTP_200_OK
     return from_live(session)
 
 
@@ -295,8 +223,6 @@ def _revoked() -> NoReturn:
 
 
 # --- read -----------------------------------------------------------------------------------------
-
-StateName = Literal["pending", "running", "paused", "completed", "stopped", "failed", "interrupted"]
 
 
 def _page(
@@ -326,7 +252,9 @@ def _page(
 async def list_sessions(
     user: CurrentUser,
     runtime: RuntimeDep,
-    state: Annotated[list[StateName] | None, Query(description="Repeat to match several")] = None,
+    state: Annotated[
+        list[SessionState] | None, Query(description="Repeat to match several")
+    ] = None,
     device: Annotated[Address | None, Query()] = None,
     since: Annotated[
         QueryDateTime | None,
@@ -360,7 +288,7 @@ async def list_sessions(
     )
     items = []
     for record in page.items:
-        live = runtime.sessions.sessions.get(record.id)
+        live = runtime.sessions.find(record.id)
         items.append(from_live(live) if live is not None else from_record(record))
     return SessionPage(
         items=items,

@@ -6,7 +6,7 @@ This module checks shapes only; the state machine is ``gateway.sessions``'s.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -19,6 +19,7 @@ from api.schemas.fields import (
     Slug,
     examples,
 )
+from gateway.states import SessionState
 
 _SESSION_EXAMPLE: dict[str, Any] = {
     "id": EXAMPLE_SESSION_ID,
@@ -76,7 +77,7 @@ class SessionPublic(BaseModel):
     device: str
     program: str
     level: int
-    state: Literal["pending", "running", "paused", "completed", "stopped", "failed", "interrupted"]
+    state: SessionState
     reason: str | None = Field(description="Why the session is in this state (S9).")
     created_at: datetime
     started_at: datetime | None

@@ -27,13 +27,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from gateway.errors import NotFound
-from gateway.storage.models import (
-    TELEMETRY_TABLE,
-    TERMINAL_STATES,
-    SessionEventRecord,
-    SessionRecord,
-    SessionState,
-)
+from gateway.states import TERMINAL_STATES, SessionState
+from gateway.storage.models import TELEMETRY_TABLE, SessionEventRecord, SessionRecord
 from gateway.storage.samples import (
     LAYOUT_RAW,
     TelemetryRow,

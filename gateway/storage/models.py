@@ -16,13 +16,14 @@ This module defines schema only: it opens no connection and builds no engine.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
+
+from gateway.states import SessionState
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -54,22 +55,6 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (the only clock the storage layer reads)."""
     return datetime.now(UTC)
-
-
-class SessionState(enum.StrEnum):
-    """Stored session states (the same values as ``gateway.sessions.SessionState``)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-
-
-OPEN_STATES = frozenset({SessionState.PENDING, SessionState.RUNNING, SessionState.PAUSED})
-TERMINAL_STATES = frozenset(SessionState) - OPEN_STATES
 
 
 def _ts(*, nullable: bool = False, index: bool = False) -> Any:

@@ -28,20 +28,21 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from gateway.errors import Conflict, NotFound
+from gateway.states import OPEN_STATES, TERMINAL_STATES, SessionState
 from gateway.storage.models import (
-    OPEN_STATES,
-    TERMINAL_STATES,
     ProgramRecord,
     SessionEventRecord,
     SessionRecord,
-    SessionState,
     User,
     utcnow,
 )
+from gateway.storage.reader import StorageReader
 
 log = logging.getLogger(__name__)
 
 MAX_REASON_LENGTH = 500
+KEY_LOOKUP_TIMEOUT_S = 1.0
+"""How long a start waits for storage to say whether its Idempotency-Key was used before."""
 
 
 def _reason(reason: str) -> str:
@@ -105,12 +106,11 @@ def create_session(
         raise ValueError(f"intensity level must be 1-5, got {intensity}")
     key = idempotency_key
     duplicate_of: SessionRecord | None = None
-    if key is not None:
-        existing = _by_key(session, owner_id, key)
-        if existing is not None:
-            if session_id is None or existing.id == session_id:
-                return existing, False
-            duplicate_of, key = existing, None
+    existing = _by_key(session, owner_id, key) if key is not None else None
+    if existing is not None:
+        if session_id is None or existing.id == session_id:
+            return existing, False
+        duplicate_of, key = existing, None
     if session.get(User, owner_id) is None:
         raise NotFound(f"user {owner_id} does not exist")
     now = now or utcnow()
@@ -121,53 +121,87 @@ def create_session(
         "device_address": device_address,
         "program_slug": program_slug,
         "intensity": intensity,
-        "state": SessionState.PENDING.value,
         "created_at": now,
         "planned_s": planned_s,
         "limited_by_cap": limited_by_cap,
-        "dose_uas_by_zone": {},
-        "seconds_by_zone": {},
     }
     try:
         record = _insert(session, fields, key)
     except sa.exc.IntegrityError:
-        if key is None:
+        winner = _by_key(session, owner_id, key) if key is not None else None
+        if winner is None:
             raise
-        existing = _by_key(session, owner_id, key)
-        if existing is None:
-            raise
-        if session_id is None or existing.id == session_id:
-            return existing, False  # another writer won the race with the same key
-        duplicate_of = existing
-        record = _insert(session, fields, None)
+        if session_id is None or winner.id == session_id:
+            return winner, False  # another writer won the race with the same key
+        duplicate_of, record = winner, _insert(session, fields, None)
     _event(session, record.id, "created", {"hub_id": hub_id, "program": program_slug}, now)
-    if duplicate_of is not None:
-        log.warning(
-            "session %s reuses idempotency key %r of session %s (owner %d); stored without it",
-            record.id,
-            idempotency_key,
-            duplicate_of.id,
-            owner_id,
-        )
-        _event(
-            session,
-            record.id,
-            "duplicate_idempotency_key",
-            {"idempotency_key": idempotency_key, "session_id": duplicate_of.id},
-            now,
-        )
+    if duplicate_of is not None and idempotency_key is not None:
+        _note_duplicate(session, record, idempotency_key, duplicate_of, now)
     session.flush()
     return record, True
 
 
+def _note_duplicate(
+    session: Session, record: SessionRecord, key: str, first: SessionRecord, now: datetime
+) -> None:
+    """``record`` was stored without ``key``, which ``first`` holds: say so, in the log and
+    as an event of ``record``."""
+    log.warning(
+        "session %s reuses idempotency key %r of session %s (owner %d); stored without it",
+        record.id,
+        key,
+        first.id,
+        record.owner_id,
+    )
+    _event(
+        session,
+        record.id,
+        "duplicate_idempotency_key",
+        {"idempotency_key": key, "session_id": first.id},
+        now,
+    )
+
+
 def _insert(session: Session, fields: Mapping[str, Any], key: str | None) -> SessionRecord:
-    record = SessionRecord(**fields, idempotency_key=key)
+    """A new pending row with ``fields`` (no dose yet) and ``key``, in a savepoint of its own."""
+    record = SessionRecord(
+        **fields,
+        state=SessionState.PENDING.value,
+        dose_uas_by_zone={},
+        seconds_by_zone={},
+        idempotency_key=key,
+    )
     # Only this insert is undone if the unique index refuses it: a rollback of the whole
     # session would also undo the records applied before it in the same journal batch.
     with session.begin_nested():
         session.add(record)
         session.flush()
     return record
+
+
+def session_by_idempotency_key(
+    *, session: Session, owner_id: int, key: str
+) -> SessionRecord | None:
+    """The session ``owner_id`` started with this Idempotency-Key, if any (any hub, any age)."""
+    return _by_key(session, owner_id, key)
+
+
+class StoredStarts:
+    """The Idempotency-Keys of earlier runs, for ``gateway.sessions.StartHistory``.
+
+    Asked through the reader (never queued behind writes) and for at most ``timeout_s``:
+    a start waits that long at worst before it goes ahead without the answer.
+    """
+
+    def __init__(self, reader: StorageReader, *, timeout_s: float = KEY_LOOKUP_TIMEOUT_S) -> None:
+        self._reader = reader
+        self._timeout_s = timeout_s
+
+    async def started_with(self, owner: str, key: str) -> SessionRecord | None:
+        """The stored session; StorageUnavailable if storage does not answer in time."""
+        return await self._reader.run(
+            session_by_idempotency_key, timeout_s=self._timeout_s, owner_id=int(owner), key=key
+        )
 
 
 def _by_key(session: Session, owner_id: int, key: str) -> SessionRecord | None:

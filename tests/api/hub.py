@@ -103,7 +103,7 @@ class Hub:
     async def claimed_device(self, token: str, index: int = 0) -> str:
         """The address of simulated device ``index``, claimed by the token's user."""
         await self.runtime.wait_connected()
-        address = sorted(self.runtime.devices.devices)[index]
+        address = self.runtime.devices.addresses()[index]
         response = await self.client(token).post(f"/api/v1/devices/{address}/claim")
         assert response.status_code == 200, response.text
         return address

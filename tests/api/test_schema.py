@@ -554,7 +554,7 @@ def device_in_range(hub: Hub, loop: asyncio.AbstractEventLoop, run: Run) -> Iter
 
     async def rescan() -> None:
         devices = hub.runtime.devices
-        heard = {address.upper() for address in devices.discovered} | set(devices.devices)
+        heard = devices.discovered_addresses() | set(devices.addresses())
         if not {sim_address(0), sim_address(1)} <= heard:
             await devices.scan(timeout_s=RESCAN_S)
             run.rescans.append(time.time())

@@ -36,7 +36,7 @@ async def test_a_retried_start_returns_the_same_session_with_200(hub: Hub) -> No
     late = await phone.post("/api/v1/sessions", json={"device": address, **START}, headers=headers)
     assert late.status_code == 200
     assert late.json()["state"] == "stopped"
-    assert len(hub.runtime.sessions.sessions) == 1
+    assert len(hub.runtime.sessions.all()) == 1
 
 
 async def test_concurrent_duplicates_start_exactly_one_session(hub: Hub) -> None:
@@ -53,7 +53,7 @@ async def test_concurrent_duplicates_start_exactly_one_session(hub: Hub) -> None
     codes = sorted(r.status_code for r in responses)
     assert codes == [200, 200, 200, 200, 200, 201], [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1
-    assert len(hub.runtime.sessions.sessions) == 1
+    assert len(hub.runtime.sessions.all()) == 1
 
 
 async def test_same_key_of_another_user_is_another_session(hub: Hub) -> None:
@@ -95,7 +95,7 @@ async def test_no_session_before_consent(hub: Hub) -> None:
 async def test_unclaimed_device_must_be_claimed_first(hub: Hub) -> None:
     _, token = await hub.user("ada")
     await hub.runtime.wait_connected()
-    address = sorted(hub.runtime.devices.devices)[0]
+    address = hub.runtime.devices.addresses()[0]
     refused = await hub.client(token).post("/api/v1/sessions", json={"device": address, **START})
     assert refused.status_code == 403
     assert refused.json()["type"] == "urn:mcgw:problem:claim-required"

@@ -30,7 +30,8 @@ from ble.supervisor import RadioStatus
 from gateway.config import BleSettings, SafetySettings, Settings
 from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime
-from gateway.sessions import Session, SessionState
+from gateway.session import Session
+from gateway.states import SessionState
 from tests.e2e.served import Sim, SimFactory
 
 HANG_S = 30.0
@@ -94,7 +95,7 @@ async def wait_until(predicate: Callable[[], bool], what: str) -> None:
 
 
 def device_states(runtime: Runtime) -> set[str]:
-    return {managed.state for managed in runtime.devices.devices.values()}
+    return {managed.state for managed in runtime.devices.all()}
 
 
 def radio_status(runtime: Runtime) -> RadioStatus:
@@ -107,7 +108,7 @@ async def start_hub(runtime: Runtime, sim: Sim) -> None:
     await runtime.start()
     await wait_until(
         lambda: (
-            set(runtime.devices.devices) == set(sim.addresses)
+            set(runtime.devices.addresses()) == set(sim.addresses)
             and device_states(runtime) == {"bonded"}
         ),
         "every device bonded",

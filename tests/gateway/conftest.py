@@ -28,7 +28,8 @@ from gateway.config import BleSettings, DatabaseSettings, SafetySettings, Settin
 from gateway.events import Event, SessionNotice, SessionStateChanged
 from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime, sim_address
-from gateway.sessions import Session, SessionState
+from gateway.session import Session
+from gateway.states import SessionState
 
 HANG_S = 20.0
 """Upper bound for any one wait in this suite: a hang guard, never a measurement."""

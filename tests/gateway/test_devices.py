@@ -15,7 +15,7 @@ from ble import protocol as p
 from gateway.devices import Discovered, ManagedDevice
 from gateway.errors import DeviceUnavailable, NotFound
 from gateway.events import DeviceStateChanged
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from gateway.telemetry import TelemetryFrame
 from tests.gateway.conftest import (
     Hub,
@@ -171,7 +171,7 @@ async def test_connection_slots_limit_the_links_and_a_forgotten_device_frees_one
     assert sum(sim.is_connected for sim in hub.sims) == 1
 
     await devices.forget(connected.address)
-    assert connected.address not in devices.devices
+    assert devices.find(connected.address) is None
     assert connected.state == "forgotten"
     await asyncio.wait_for(waiting.connected.wait(), 10)
     await wait_until(lambda: sum(sim.is_connected for sim in hub.sims) == 1)

@@ -16,7 +16,7 @@ from ble import protocol as p
 from gateway.config import BleSettings, Settings
 from gateway.errors import GatewayError
 from gateway.runtime import BluetoothUnavailable, Runtime
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from gateway.storage import repo, session_log
 from gateway.storage.journal import JournalUnavailable
 from gateway.telemetry import Dropped, TelemetryFrame, TelemetryItem
@@ -38,7 +38,7 @@ async def test_a_sim_hub_starts_connected_and_stops_every_task(start_hub: StartH
     assert runtime.started
     assert len(runtime.sim_devices) == 3
     assert all(sim.is_connected for sim in runtime.sim_devices)
-    assert {m.state for m in runtime.devices.devices.values()} == {"bonded"}
+    assert {m.state for m in runtime.devices.all()} == {"bonded"}
     assert set(runtime.programs) >= {"quick-lift", "full-face", "eye-refresh"}
     assert len(runtime.tasks) == 4  # one supervisor per device and the loop monitor
     with pytest.raises(GatewayError, match="storage is not open"):

@@ -34,7 +34,7 @@ from gateway.programs import (
 )
 from gateway.safety import SafetySupervisor, session_cap_s
 from gateway.scheduler import compile_program
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from tests.gateway.conftest import (
     Hub,
     StartHub,
@@ -590,7 +590,7 @@ async def test_no_session_starts_on_a_charging_device(hub: Hub) -> None:
     assert hub.spies[0].since(mark, p.QueueSegment) == []
     assert hub.firmware(0).max_output_ua == 0
     assert hub.runtime.sessions.active_on(hub.address(0)) is None
-    assert hub.runtime.sessions.sessions == {}
+    assert hub.runtime.sessions.all() == []
 
 
 # --- S3: stop wins -------------------------------------------------------------------------------

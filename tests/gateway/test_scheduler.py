@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ble import protocol as p
 from gateway.programs import Program, ProgramStep
 from gateway.scheduler import LOOKAHEAD_MS, SEGMENT_MS, compile_program
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from tests.gateway.conftest import (
     Hub,
     StartHub,

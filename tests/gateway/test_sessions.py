@@ -15,7 +15,7 @@ import pytest
 from ble import protocol as p
 from gateway.errors import Conflict, DeviceUnavailable, Forbidden, InvalidProgram, NotFound
 from gateway.figures import APPLY_MORE_GEL
-from gateway.sessions import SessionState
+from gateway.states import SessionState
 from gateway.storage import history, repo
 from tests.gateway.conftest import (
     SOFT_START_MS,
@@ -393,7 +393,7 @@ async def test_only_recent_ended_sessions_stay_in_memory(
         session = await hub.start(0, idempotency_key=f"k{number}")
         await sessions.stop(session.id, actor="u1")
         ended.append(session)
-    assert list(sessions.sessions) == [ended[2].id, ended[3].id]
+    assert [s.id for s in sessions.all()] == [ended[2].id, ended[3].id]
     with pytest.raises(NotFound):
         sessions.get(ended[0].id)
     assert sessions.get(ended[3].id).state is SessionState.STOPPED

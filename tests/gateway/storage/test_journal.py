@@ -29,7 +29,7 @@ from gateway import recorder
 from gateway.config import DatabaseSettings
 from gateway.errors import NotFound
 from gateway.recorder import StorageRecorder
-from gateway.sessions import Session
+from gateway.session import Session
 from gateway.storage import history, repo
 from gateway.storage.engine import create_engine_from_settings, upgrade
 from gateway.storage.journal import OPS, Entry, JournalUnavailable, SessionJournal

@@ -13,8 +13,9 @@ from sqlmodel import Session
 
 from ble.protocol import TelemetrySample
 from gateway.errors import Conflict, NotFound
+from gateway.states import SessionState
 from gateway.storage import history, session_log
-from gateway.storage.models import SessionRecord, SessionState
+from gateway.storage.models import SessionRecord
 from gateway.storage.writer import StorageWriter
 
 HUB = "hub-test"
