@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.listeners import ClosesOnExit, Listeners
+from gateway.states import DeviceState, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class DeviceStateChanged(Event):
     address: str
-    state: str
+    state: DeviceState
     detail: str = ""
     kind: str = field(init=False, default="device_state")
 
@@ -50,7 +51,7 @@ class SessionStateChanged(Event):
     session_id: str
     address: str
     owner: str
-    state: str
+    state: SessionState
     reason: str
     kind: str = field(init=False, default="session_state")
 

@@ -105,7 +105,7 @@ class Runtime:
             pepper=settings.token_pepper.get_secret_value(), session_owner=self._session_owner
         )
         """Who may see and control what (``gateway.access``); loaded from storage at start."""
-        self.access.add_listener(self._access_changed)
+        self._unlisten_access = self.access.add_listener(self._access_changed)
         self.loop_monitor = LoopMonitor()
         """Event-loop stalls (what the keepalive margin must survive), for /metrics."""
         self.mdns: MdnsAdvertiser | None = None
@@ -407,6 +407,7 @@ class Runtime:
         await self.devices.close()
         self.hub.close()
         await self._stack.aclose()
+        self._unlisten_access()
         self.started = False
 
     async def __aenter__(self) -> Self:

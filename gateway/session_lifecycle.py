@@ -69,7 +69,7 @@ class SessionLifecycle:
             return
         session.state, session.reason = state, reason
         self.bus.publish(
-            SessionStateChanged(session.id, session.address, session.owner, state.value, reason)
+            SessionStateChanged(session.id, session.address, session.owner, state, reason)
         )
         self.recorder.session_changed(session)
         self.recorder.session_event(session, "state", {"state": state.value, "reason": reason})
