@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,23 +145,24 @@ class DeviceLink:
                 f"{self.address} speaks protocol v{self.limits.protocol_version}; this gateway "
                 f"speaks v{p.PROTOCOL_VERSION}. Update the gateway or the device firmware."
             )
-        await self.send(p.Hello(self._next_seq()))
+        await self.send(p.Hello())
         hz = min(telemetry_hz, self.limits.telemetry_max_hz)
-        await self.send(p.SetTelemetryRate(self._next_seq(), hz, per_notification))
+        await self.send(p.SetTelemetryRate(rate_hz=hz, samples_per_notification=per_notification))
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
-    def next_seq(self) -> int:
-        """A fresh command sequence number for a command the caller builds."""
-        return self._next_seq()
-
     async def send(self, command: p.Command, *, timeout_s: float = ACK_TIMEOUT_S) -> p.Response:
-        """Write one command and wait for its ACK. Raises CommandRefused on a NACK."""
+        """Write one command and wait for its ACK. Raises CommandRefused on a NACK.
+
+        The link stamps its next sequence number on the command (whatever ``seq`` it was built
+        with), so the ACK is matched to this write and callers never count sequence numbers.
+        """
         client = self._client
         if client is None or not client.is_connected:
             raise LinkError(f"{self.address} is not connected")
+        command = dataclasses.replace(command, seq=self._next_seq())
         data = bytes(command)
         if self.write_guard is not None and not isinstance(command, p.Stop):
             self.write_guard(command, data)
@@ -190,7 +192,7 @@ class DeviceLink:
     async def stop(self) -> None:
         """S3: send STOP; if it is not confirmed within a second, drop the link."""
         try:
-            await self.send(p.Stop(self._next_seq()), timeout_s=STOP_CONFIRM_TIMEOUT_S)
+            await self.send(p.Stop(), timeout_s=STOP_CONFIRM_TIMEOUT_S)
         except LinkError:
             log.warning("STOP to %s not confirmed; dropping the link", self.address)
             await self.close()

@@ -186,12 +186,18 @@ _CMD_HEADER = struct.Struct("<BBH")
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """Base of every control-point command: version, opcode, sequence number."""
+    """Base of every control-point command: version, opcode, sequence number.
+
+    ``seq`` defaults to 0 because a command built for sending leaves it out:
+    :meth:`ble.link.DeviceLink.send` stamps the link's next sequence number on a copy. Pass the
+    payload fields by keyword (``SetIntensity(percent=60, ramp_ms=1500)``) so a value is never
+    taken for the sequence number; decoders and golden vectors give ``seq`` explicitly.
+    """
 
     OPCODE: ClassVar[Opcode]
     _BODY: ClassVar[struct.Struct] = struct.Struct("<")
 
-    seq: int
+    seq: int = 0
 
     def _fields(self) -> tuple[int, ...]:
         return ()
