@@ -43,20 +43,19 @@ from bumble.keys import KeyStore, MemoryKeyStore
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
-from ble.errors import BleError, LinkError, RadioError
+from ble.errors import BleError, LinkError, RadioError, describe, translate
 from ble.host import (
     TransportHost,
     cancelled_by_peer,
     cancels_requested,
-    describe,
     restore_swallowed_cancel,
 )
 from ble.radio import VirtualRadio
 
 __all__ = [
     "ATT_MTU",
-    "CONNECT_TIMEOUT_S",
     "CONTROLLER_STALL_S",
+    "LE_CONNECT_TIMEOUT_S",
     "AdvertisementListener",
     "BumbleAdapter",
     "BumbleDeviceDetails",
@@ -69,9 +68,9 @@ logger = logging.getLogger(__name__)
 #: ATT MTU requested after every connect: the largest that fits one LE data PDU (251 - 4).
 ATT_MTU = 247
 #: Default budget for one LE connect when the caller gives none.
-CONNECT_TIMEOUT_S = 10.0
+LE_CONNECT_TIMEOUT_S = 10.0
 #: Opening a transport (TCP connect, USB open) and powering the controller on.
-OPEN_TIMEOUT_S = 10.0
+TRANSPORT_OPEN_TIMEOUT_S = 10.0
 #: One HCI command round trip (scan enable, create-connection cancel, disconnect).
 HCI_COMMAND_TIMEOUT_S = 5.0
 #: Re-encrypting a link with stored bonding keys; a peer that lost its keys fails fast.
@@ -79,7 +78,7 @@ ENCRYPT_TIMEOUT_S = 5.0
 #: The ATT MTU exchange after connecting.
 MTU_EXCHANGE_TIMEOUT_S = 5.0
 #: Waiting for a Disconnection Complete after asking for a disconnect.
-DISCONNECT_TIMEOUT_S = 5.0
+DISCONNECTION_COMPLETE_TIMEOUT_S = 5.0
 #: An HCI command unanswered this long means the controller (or the process serving it) has
 #: hung: the adapter declares its transport lost. Real controllers answer in milliseconds; a
 #: ``mcgw sim`` stopped for a few seconds stays below it and resumes where it was.
@@ -184,13 +183,15 @@ class BumbleAdapter:
             device = radio.attach(name, own_address)
         else:
             try:
-                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                async with asyncio.timeout(TRANSPORT_OPEN_TIMEOUT_S):
                     transport = await open_transport(moniker)
             except (core.BaseBumbleError, OSError, TimeoutError) as exc:
-                raise RadioError(
-                    f"cannot open bumble transport {moniker!r}: {describe(exc)}; check the "
-                    "moniker (tcp-client:HOST:PORT, usb:0, serial:/dev/ttyX) and that the far "
-                    "end is up"
+                raise translate(
+                    exc,
+                    f"cannot open bumble transport {moniker!r}",
+                    into=RadioError,
+                    advice="; check the moniker (tcp-client:HOST:PORT, usb:0, serial:/dev/ttyX) "
+                    "and that the far end is up",
                 ) from exc
             host = TransportHost(controller_source=transport.source, controller_sink=transport.sink)
             device = Device(name=name, address=hci.Address(own_address), host=host)
@@ -205,7 +206,7 @@ class BumbleAdapter:
         )
         cancels = cancels_requested()
         try:
-            async with asyncio.timeout(OPEN_TIMEOUT_S):
+            async with asyncio.timeout(TRANSPORT_OPEN_TIMEOUT_S):
                 await device.power_on()
             restore_swallowed_cancel(cancels)
         except BaseException as exc:
@@ -401,8 +402,8 @@ class BumbleAdapter:
                     f"within {HCI_COMMAND_TIMEOUT_S:g} s"
                 ) from exc
             except (core.BaseBumbleError, LinkError) as exc:
-                raise RadioError(
-                    f"cannot change scanning on {self.moniker}: {describe(exc)}"
+                raise translate(
+                    exc, f"cannot change scanning on {self.moniker}", into=RadioError
                 ) from exc
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
@@ -442,7 +443,7 @@ class BumbleAdapter:
         self,
         address: hci.Address,
         *,
-        timeout_s: float = CONNECT_TIMEOUT_S,
+        timeout_s: float = LE_CONNECT_TIMEOUT_S,
         on_disconnect: Callable[[int], None] | None = None,
     ) -> Connection:
         """Connect to ``address``; re-encrypt if bonded; exchange the ATT MTU.
@@ -483,7 +484,7 @@ class BumbleAdapter:
             if isinstance(exc, asyncio.CancelledError) and not cancelled_by_peer():
                 raise
             if isinstance(exc, core.BaseBumbleError | asyncio.CancelledError):
-                raise LinkError(f"link to {address} failed during setup: {exc!s}") from exc
+                raise translate(exc, f"link to {address} failed during setup") from exc
             raise
         return connection
 
@@ -508,7 +509,7 @@ class BumbleAdapter:
             if isinstance(exc, TimeoutError):
                 raise TimeoutError(f"connecting to {address} timed out") from exc
             if isinstance(exc, core.BaseBumbleError):
-                raise LinkError(f"cannot connect to {address}: {exc!s}") from exc
+                raise translate(exc, f"cannot connect to {address}") from exc
             raise
         if cancels_requested() > cancels:
             # Leave no link behind a cancelled connect (see restore_swallowed_cancel).
@@ -569,7 +570,7 @@ class BumbleAdapter:
         try:
             await self.bounded(connection.pair(), timeout_s, "pairing")
         except core.BaseBumbleError as exc:
-            raise LinkError(f"pairing with {connection.peer_address} failed: {exc!s}") from exc
+            raise translate(exc, f"pairing with {connection.peer_address} failed") from exc
 
     async def forget(self, address: hci.Address) -> None:
         """Delete the stored bonding keys for ``address`` (no-op if there are none)."""
@@ -592,7 +593,9 @@ class BumbleAdapter:
                 connection.EVENT_DISCONNECTION, lambda _reason: self._leaving.discard(connection)
             )
         with contextlib.suppress(core.BaseBumbleError, BleError, TimeoutError):
-            await self.bounded(connection.disconnect(), DISCONNECT_TIMEOUT_S, "disconnecting")
+            await self.bounded(
+                connection.disconnect(), DISCONNECTION_COMPLETE_TIMEOUT_S, "disconnecting"
+            )
 
     async def _departure(self, connection: Connection, timeout_s: float) -> None:
         """Wait until ``connection`` is gone; ``TimeoutError`` if it is still there after that."""

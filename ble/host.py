@@ -26,7 +26,6 @@ __all__ = [
     "TransportHost",
     "cancelled_by_peer",
     "cancels_requested",
-    "describe",
     "restore_swallowed_cancel",
 ]
 
@@ -102,11 +101,6 @@ class TransportHost(Host):
             logger.debug("dropped a late HCI answer (opcode 0x%04X)", event.command_opcode)
             return
         super().on_command_processed(event)
-
-
-def describe(exc: BaseException) -> str:
-    """An exception as text that is never empty (``str(TimeoutError())`` is "")."""
-    return str(exc) or type(exc).__name__
 
 
 def cancels_requested() -> int:

@@ -25,7 +25,7 @@ from ble.supervisor import RadioState
 from gateway.access import AccessChange, AccessPolicy, DeviceAccess
 from gateway.config import Settings
 from gateway.devices import DeviceManager
-from gateway.errors import GatewayError
+from gateway.errors import BluetoothUnavailable, GatewayError
 from gateway.events import EventBus
 from gateway.health import LoopMonitor
 from gateway.programs import Program, builtin_programs
@@ -59,10 +59,6 @@ intervals. Short scans repeated until every device is heard make a sim hub ready
 def sim_address(index: int) -> str:
     """Address of the index-th in-process simulated device (a random static address)."""
     return f"C0:4D:43:00:{index // 256:02X}:{index % 256:02X}"
-
-
-class BluetoothUnavailable(GatewayError):
-    """No usable Bluetooth stack; the message says how to fix it or to use --ble sim."""
 
 
 class Runtime:

@@ -46,11 +46,10 @@ from api.schemas import (
     TelemetryRowPublic,
 )
 from api.strict import QueryDateTime
-from gateway.errors import NotFound
+from gateway.errors import NotFound, StorageUnavailable
 from gateway.runtime import Runtime
 from gateway.sessions import Session as LiveSession
 from gateway.storage import history
-from gateway.storage.engine import StorageUnavailable
 from gateway.storage.history import MAX_PAGE
 from gateway.storage.history import SessionDetail as StoredDetail
 from gateway.storage.models import SessionRecord, SessionState
