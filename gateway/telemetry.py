@@ -39,7 +39,14 @@ from typing import Any, Self, TypedDict
 
 import orjson
 
-from ble.protocol import NO_SEGMENT, DeviceState, FaultFlags, TelemetrySample, Zone
+from ble.protocol import (
+    DEVICE_TIME_MOD,
+    NO_SEGMENT,
+    DeviceState,
+    TelemetrySample,
+    Zone,
+    fault_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +56,6 @@ DEFAULT_QUEUE_SIZE = 256
 """Frames a subscriber may fall behind before its oldest ones are dropped: ~5 s at 50 Hz."""
 
 _COUNTER_MOD = 1 << 16
-_DEVICE_TIME_MASK = (1 << 32) - 1
-_FAULT_NAMES = tuple((flag, (flag.name or "").lower()) for flag in FaultFlags if flag)
 
 TelemetryListener = Callable[["TelemetryFrame"], None]
 """A synchronous in-process consumer of every published frame."""
@@ -102,7 +107,7 @@ class TelemetryFrame:
             "contact_quality": sample.contact_quality,
             "battery_pct": sample.battery_pct,
             "temperature_c": sample.temperature_c,
-            "faults": [name for flag, name in _FAULT_NAMES if flag & faults] if faults else [],
+            "faults": list(fault_names(faults)) if faults else [],
         }
 
 
@@ -615,7 +620,7 @@ class SessionFigures:
         self._peak_ua = max(self._peak_ua, sample.current_peak_ua)
         gap = False
         if self._last_time is not None:
-            step = (now - self._last_time) & _DEVICE_TIME_MASK
+            step = (now - self._last_time) % DEVICE_TIME_MOD
             if step > self._max_gap_ms:
                 gap = True
                 self._gaps += 1
@@ -640,7 +645,7 @@ class SessionFigures:
             if since is None or gap:
                 # After a gap nobody knows what quality was: the hold starts over.
                 self._low_since = now
-            elif self._gel_armed and (now - since) & _DEVICE_TIME_MASK >= self._gel_hold_ms:
+            elif self._gel_armed and (now - since) % DEVICE_TIME_MOD >= self._gel_hold_ms:
                 self._gel_armed = False
                 self._warnings += 1
                 return [

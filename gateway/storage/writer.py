@@ -48,11 +48,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from ble.protocol import TelemetrySample
+from ble.protocol import DEVICE_TIME_MOD, TelemetrySample, pack_samples
 from gateway.errors import GatewayError, StorageUnavailable
 from gateway.storage.journal import Entry, apply_entries
 from gateway.storage.models import TELEMETRY_TABLE
-from gateway.storage.samples import DEVICE_TIME_MOD, LAYOUT_RAW, pack_sample
+from gateway.storage.samples import LAYOUT_RAW
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class StorageWriter:
         first, last = samples[0], samples[-1]
         span_ms = (last.device_time_ms - first.device_time_ms) % DEVICE_TIME_MOD
         arrival_ms = round((self._clock() if received_at is None else received_at) * 1000)
-        packed = b"".join([pack_sample(sample) for sample in samples])
+        packed = pack_samples(samples)
         count = len(samples)
         with self._lock:
             if self._closing or self._buffered + count > self._max_buffered:
