@@ -404,8 +404,8 @@ async def sim_main(config: dict[str, Any]) -> None:
     """Child side: N simulated devices on a virtual radio, served over HCI over TCP."""
     import logging
 
-    from ble.hci_server import HciTcpServer
-    from ble.radio import VirtualRadio
+    from ble.bumble.hci_server import HciTcpServer
+    from ble.bumble.radio import VirtualRadio
     from ble.sim.peripheral import SimulatedDevice
     from gateway.runtime import sim_address
 

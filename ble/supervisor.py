@@ -102,7 +102,7 @@ class RadioState:
 
 
 class SupervisedAdapter(Protocol):
-    """What the supervisor needs of an adapter (``ble.adapter.BumbleAdapter`` has it)."""
+    """What the supervisor needs of an adapter (``ble.bumble.adapter.BumbleAdapter`` has it)."""
 
     def on_lost(self, listener: Callable[[str], None]) -> Callable[[], None]: ...
 

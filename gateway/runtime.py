@@ -36,8 +36,8 @@ from gateway.telemetry import TelemetryHub
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from ble.adapter import BumbleAdapter
-    from ble.radio import VirtualRadio
+    from ble.bumble.adapter import BumbleAdapter
+    from ble.bumble.radio import VirtualRadio
     from ble.sim.peripheral import SimulatedDevice
     from ble.supervisor import RadioSupervisor
     from gateway.access_sync import AccessSync
@@ -161,8 +161,8 @@ class Runtime:
         """Open the radio (and the simulated devices) without supervising any device yet."""
         mode = self.settings.ble.mode
         if mode.startswith("sim"):
-            from ble.adapter import BumbleAdapter
-            from ble.radio import VirtualRadio
+            from ble.bumble.adapter import BumbleAdapter
+            from ble.bumble.radio import VirtualRadio
             from ble.sim.peripheral import SimulatedDevice
 
             self.radio = VirtualRadio()
@@ -195,7 +195,7 @@ class Runtime:
 
     async def _open_hci(self) -> BumbleAdapter:
         """Open the hci: transport; a reopen keeps the hub's address and bonds."""
-        from ble.adapter import BumbleAdapter
+        from ble.bumble.adapter import BumbleAdapter
 
         previous = self.adapter
         return await BumbleAdapter.open(
@@ -205,8 +205,8 @@ class Runtime:
         )
 
     def _use_adapter(self, adapter: BumbleAdapter) -> None:
-        from ble.bumble_client import BumbleClient
-        from ble.bumble_scanner import BumbleScanner
+        from ble.bumble.client import BumbleClient
+        from ble.bumble.scanner import BumbleScanner
 
         self.adapter = adapter
         self.devices.client_backend = BumbleClient.bound_to(adapter)

@@ -20,8 +20,8 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ble.hci_server import HciTcpServer
-from ble.radio import VirtualRadio
+from ble.bumble.hci_server import HciTcpServer
+from ble.bumble.radio import VirtualRadio
 from ble.sim.control import ControlServer
 from ble.sim.peripheral import SimulatedDevice
 

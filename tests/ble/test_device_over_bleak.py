@@ -15,12 +15,12 @@ from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError
 
 from ble import protocol as p
-from ble.adapter import BumbleAdapter
-from ble.bumble_client import BumbleClient
-from ble.bumble_scanner import BumbleScanner
+from ble.bumble.adapter import BumbleAdapter
+from ble.bumble.client import BumbleClient
+from ble.bumble.radio import VirtualRadio
+from ble.bumble.scanner import BumbleScanner
 from ble.errors import CommandRefused, LinkError
 from ble.link import DeviceLink
-from ble.radio import VirtualRadio
 from ble.sim.peripheral import SimulatedDevice
 
 HANG_GUARD_S = 10.0

@@ -22,13 +22,13 @@ from bleak.backends.device import BLEDevice
 from bumble import hci
 
 from ble import protocol as p
-from ble.adapter import BumbleAdapter
-from ble.bumble_client import BumbleClient
-from ble.bumble_scanner import BumbleScanner
+from ble.bumble.adapter import BumbleAdapter
+from ble.bumble.client import BumbleClient
+from ble.bumble.hci_server import HciTcpServer
+from ble.bumble.radio import VirtualRadio
+from ble.bumble.scanner import BumbleScanner
 from ble.errors import LinkError, RadioError
-from ble.hci_server import HciTcpServer
 from ble.link import DeviceLink
-from ble.radio import VirtualRadio
 from ble.sim.peripheral import SimulatedDevice
 from ble.supervisor import (
     REOPEN_BACKOFF_START_S,

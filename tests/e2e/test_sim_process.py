@@ -16,9 +16,9 @@ import pytest
 from bleak import BleakScanner
 
 from ble import protocol as p
-from ble.adapter import BumbleAdapter
-from ble.bumble_client import BumbleClient
-from ble.bumble_scanner import BumbleScanner
+from ble.bumble.adapter import BumbleAdapter
+from ble.bumble.client import BumbleClient
+from ble.bumble.scanner import BumbleScanner
 from ble.link import DeviceLink
 from ble.sim import control
 from tests.e2e.served import Sim, SimFactory

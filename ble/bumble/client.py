@@ -41,7 +41,8 @@ from bumble.device import Connection
 from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
 from bumble.gatt_client import CharacteristicProxy, Client, ServiceProxy
 
-from ble.adapter import LE_CONNECT_TIMEOUT_S, BumbleAdapter, BumbleDeviceDetails, guarded
+from ble.bumble.adapter import LE_CONNECT_TIMEOUT_S, BumbleAdapter, BumbleDeviceDetails
+from ble.bumble.host import guarded
 from ble.errors import BleError, LinkError
 
 __all__ = [
