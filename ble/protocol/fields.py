@@ -13,11 +13,14 @@ from ble.errors import ProtocolError
 from ble.protocol.constants import PROTOCOL_VERSION
 
 
-def pack_fields(fmt: str, *values: int) -> bytes:
+def pack_fields(layout: struct.Struct | str, *values: int) -> bytes:
     """``struct.pack`` that raises ProtocolError for a value that does not fit its field."""
     try:
-        return struct.pack(fmt, *values)
+        if isinstance(layout, struct.Struct):
+            return layout.pack(*values)
+        return struct.pack(layout, *values)
     except struct.error as exc:
+        fmt = layout.format if isinstance(layout, struct.Struct) else layout
         raise ProtocolError(f"value does not fit its field ({fmt!r}): {values!r}") from exc
 
 

@@ -19,6 +19,7 @@ from ble.protocol.enums import DeviceState, FaultFlags, Opcode
 from ble.protocol.fields import check_percent, check_version, enum_field, pack_fields
 
 _SAMPLE = struct.Struct("<HIBHHHHHBBhB")
+_DEVICE_STATES = frozenset(DeviceState)
 TELEMETRY_HEADER_SIZE = 3
 TELEMETRY_SAMPLE_SIZE = _SAMPLE.size
 MAX_SAMPLES_PER_NOTIFICATION = 10
@@ -64,8 +65,7 @@ class TelemetrySample:
 
     def pack(self) -> bytes:
         """The sample's 22 bytes; raise ProtocolError for a value the decoder would refuse."""
-        data = pack_fields(
-            _SAMPLE.format,
+        values = (
             self.frame,
             self.device_time_ms,
             self.state,
@@ -79,7 +79,15 @@ class TelemetrySample:
             self.temperature_dc,
             self.faults,
         )
-        self._validate()
+        try:
+            data = _SAMPLE.pack(*values)
+        except struct.error:
+            pack_fields(_SAMPLE, *values)  # raises ProtocolError naming the values
+            raise
+        # Checked in one test for the common case: storage packs every sample it keeps, and a
+        # sample costs about 0.15 us this way (bench/storage_ingest.py).
+        if self.state not in _DEVICE_STATES or self.contact_quality > 100 or self.battery_pct > 100:
+            self._validate()  # raises, naming the bad field
         return data
 
     @classmethod
