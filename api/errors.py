@@ -56,9 +56,9 @@ from gateway.errors import (
     InvalidProgram,
     NotFound,
     SafetyViolation,
+    StorageUnavailable,
 )
 from gateway.logs import request_id
-from gateway.storage.engine import StorageUnavailable
 from gateway.storage.journal import JournalUnavailable
 
 log = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket
 
 from api.errors import problem_for, unauthorized
 from api.metrics import ApiMetrics
+from ble.protocol import DEVICE_TIME_MOD
 from gateway.access import AccessChange, AccessPolicy, Principal
 from gateway.events import (
     DeviceStateChanged,
@@ -53,7 +54,6 @@ from gateway.telemetry import Subscription, TelemetryFrame
 
 log = logging.getLogger(__name__)
 
-DEVICE_TIME_MOD = 1 << 32
 MAX_SUBSCRIPTIONS = 8
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_HEARTBEAT_TIMEOUT = 4408

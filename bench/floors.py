@@ -536,8 +536,8 @@ async def connected(adapter: Any) -> AsyncIterator[Any]:
     """A bleak client (bumble backend) connected to the bench peripheral through ``adapter``."""
     from bleak import BleakClient, BleakScanner
 
-    from ble.bumble_client import BumbleClient
-    from ble.bumble_scanner import BumbleScanner
+    from ble.bumble.client import BumbleClient
+    from ble.bumble.scanner import BumbleScanner
 
     device = await BleakScanner.find_device_by_address(
         PERIPHERAL_ADDRESS, timeout=FIND_TIMEOUT_S, backend=BumbleScanner.bound_to(adapter)
@@ -554,8 +554,8 @@ async def _repeat(client: Any, repeats: int, sizes: dict[str, int]) -> list[dict
 
 async def in_process(repeats: int, **sizes: int) -> list[dict[str, Any]]:
     """Every floor with the peripheral and the central on one VirtualRadio in this process."""
-    from ble.adapter import BumbleAdapter
-    from ble.radio import VirtualRadio
+    from ble.bumble.adapter import BumbleAdapter
+    from ble.bumble.radio import VirtualRadio
 
     radio = VirtualRadio()
     try:
@@ -574,7 +574,7 @@ async def in_process(repeats: int, **sizes: int) -> list[dict[str, Any]]:
 
 async def cross_process(repeats: int, loop: str = "auto", **sizes: int) -> list[dict[str, Any]]:
     """Every floor with the peripheral in a child process, over HCI over TCP."""
-    from ble.adapter import BumbleAdapter
+    from ble.bumble.adapter import BumbleAdapter
 
     chosen = loop_name(loop)
     child = await Child.start(sys.executable, __file__, "--serve", "--loop", chosen)
@@ -589,8 +589,8 @@ async def cross_process(repeats: int, loop: str = "auto", **sizes: int) -> list[
 
 async def serve() -> None:
     """Child side: the bench peripheral on a radio served over TCP until stdin closes."""
-    from ble.hci_server import HciTcpServer
-    from ble.radio import VirtualRadio
+    from ble.bumble.hci_server import HciTcpServer
+    from ble.bumble.radio import VirtualRadio
 
     radio = VirtualRadio()
     peripheral = await start_bench_peripheral(radio)

@@ -40,10 +40,11 @@ from bleak import BleakClient
 from floors import loop_name, machine, percentile, run_loop, spread_line, summarize
 
 from ble import protocol as p
+from ble.sim.fleet import sim_address
 from ble.sim.peripheral import SimulatedDevice
 from gateway.config import BleSettings, Settings
 from gateway.programs import Program, ProgramStep
-from gateway.runtime import Runtime, sim_address
+from gateway.runtime import Runtime
 from gateway.session import Session
 
 HANG_S = 30.0

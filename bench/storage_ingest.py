@@ -35,11 +35,11 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ble.protocol import DeviceState, FaultFlags, TelemetrySample
+from ble.protocol import TELEMETRY_SAMPLE_SIZE as SAMPLE_SIZE
+from ble.protocol import DeviceState, FaultFlags, TelemetrySample, pack_samples
 from gateway.config import DatabaseSettings
 from gateway.storage import history, repo, session_log
 from gateway.storage.engine import create_engine_from_settings, upgrade
-from gateway.storage.samples import SAMPLE_SIZE, pack_samples
 from gateway.storage.writer import StorageWriter
 
 HZ = 50

@@ -229,6 +229,7 @@ async def hub_main(config: dict[str, Any]) -> None:
     from ws_fanout import FAKE_DEVICE, Stepper, run_server_with_steps, sample, uvicorn_config
 
     from api.app import create_app
+    from ble.mode import BleMode
     from gateway.config import Settings
     from gateway.runtime import Runtime
     from gateway.storage import repo
@@ -245,7 +246,7 @@ async def hub_main(config: dict[str, Any]) -> None:
         import gc
 
         gc.disable()
-    count = int(ble.split(":")[1]) if ble.startswith("sim:") else 0
+    count = 0 if ble == "none" else BleMode.parse(ble).sim_devices
     slots = config.get("slots") or max(count, config.get("expect") or 0, 7)
     tmp = tempfile.mkdtemp(prefix="mcgw-bench-")
     settings = Settings(
@@ -404,10 +405,9 @@ async def sim_main(config: dict[str, Any]) -> None:
     """Child side: N simulated devices on a virtual radio, served over HCI over TCP."""
     import logging
 
-    from ble.hci_server import HciTcpServer
-    from ble.radio import VirtualRadio
-    from ble.sim.peripheral import SimulatedDevice
-    from gateway.runtime import sim_address
+    from ble.bumble.hci_server import HciTcpServer
+    from ble.bumble.radio import VirtualRadio
+    from ble.sim.fleet import start_sim_devices, stop_sim_devices
 
     logging.basicConfig(level=logging.WARNING, format="sim %(levelname)s %(name)s: %(message)s")
     recorder = AirRecorder() if config.get("record") else None
@@ -418,12 +418,7 @@ async def sim_main(config: dict[str, Any]) -> None:
     lag = LoopLag()
     lag.start()
     try:
-        for index in range(config["devices"]):
-            sim = SimulatedDevice(
-                radio, name=f"MC-SIM-{index + 1}", address=sim_address(index), seed=index + 1
-            )
-            await sim.start()
-            sims.append(sim)
+        sims = await start_sim_devices(radio, config["devices"])
         async with HciTcpServer(radio, port=0) as server:
             emit("ready", port=server.port, pid=os.getpid(), devices=[s.address for s in sims])
             async for message in commands():
@@ -436,8 +431,7 @@ async def sim_main(config: dict[str, Any]) -> None:
                     lag.lateness_ms.clear()
                     emit("reset")
     finally:
-        for sim in reversed(sims):
-            await sim.stop()
+        await stop_sim_devices(sims)
         await radio.close()
 
 

@@ -1,4 +1,4 @@
-"""The exception tree of the ble package.
+"""The exception tree of the ble package, and the one translator into it.
 
 BleError
 ├── ProtocolError       a frame that is not valid Microcurrent GATT profile v1
@@ -6,8 +6,15 @@ BleError
 │   └── CommandRefused  the device answered a command with a NACK
 └── RadioError          a transport or virtual radio could not be opened
 
-Lower-level exceptions (bleak's, bumble's) are translated to these at the package boundary, so
-callers in gateway/ handle one tree.
+Lower-level exceptions (bleak's ``BleakError``, bumble's ``BaseBumbleError`` and ``ATT_Error``,
+``TimeoutError``, ``OSError``) are translated to these at the package boundary by
+:func:`translate`, so callers in gateway/ handle one tree: the link (ble/link.py) translates
+what bleak raises, the bumble adapter (ble/bumble/adapter.py) what bumble raises. The one
+translation the other way is deliberate: the bumble bleak backend (ble/bumble/client.py)
+raises bleak's errors to bleak, because that is the contract of a bleak backend.
+
+This module imports neither bleak nor bumble (the codec imports it and stays pure), so the
+translator takes the failure as it is and the caller says which branch of the tree it is.
 """
 
 from __future__ import annotations
@@ -36,3 +43,20 @@ class CommandRefused(LinkError):
 
 class RadioError(BleError):
     """A radio transport could not be opened or has failed."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as text that is never empty (``str(TimeoutError())`` is "")."""
+    return str(exc) or type(exc).__name__
+
+
+def translate(
+    exc: BaseException, what: str, *, into: type[BleError] = LinkError, advice: str = ""
+) -> BleError:
+    """The error of this tree to raise ``from exc`` for a lower-level failure of ``what``.
+
+    ``what`` says what failed ("could not connect to AA:BB:..."), ``into`` which branch it is
+    (a device's link by default, ``RadioError`` for a transport) and ``advice`` what to try;
+    the text reads ``"<what>: <exc><advice>"``.
+    """
+    return into(f"{what}: {describe(exc)}{advice}")

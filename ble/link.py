@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,18 +28,21 @@ from bleak.exc import BleakError
 from bleak_retry_connector import establish_connection
 
 from ble import protocol as p
-from ble.errors import CommandRefused, LinkError, ProtocolError
+from ble.errors import CommandRefused, LinkError, ProtocolError, translate
 
 log = logging.getLogger(__name__)
 
 CONNECT_ATTEMPTS = 3
-GATT_TIMEOUT_S = 2.0
-"""Upper bound for one GATT read, write or subscription."""
+SETUP_STEP_TIMEOUT_S = 2.0
+"""The link's bound on one step of its setup: a subscription or the limits read."""
+BOND_TIMEOUT_S = 2 * SETUP_STEP_TIMEOUT_S
+"""The link's bound on bonding during setup (the backend may allow its pairing longer)."""
 ACK_TIMEOUT_S = 1.0
 """How long a command waits for the device's ACK/NACK indication."""
 STOP_CONFIRM_TIMEOUT_S = 1.0
 """S3: a STOP not confirmed within this time makes the link drop (the device stops on loss)."""
 DISCONNECT_TIMEOUT_S = 2.0
+"""How long ``close()`` waits for the backend's disconnect before letting the link go."""
 
 TelemetryCallback = Callable[[p.Telemetry], None]
 StatusCallback = Callable[[p.DeviceStatus], None]
@@ -108,9 +112,10 @@ class DeviceLink:
                 backend=self._backend,
             )
         except (BleakError, TimeoutError) as exc:
-            raise LinkError(
-                f"could not connect to {self.address}: {exc}. Is the device on, in range and "
-                "not connected to another hub?"
+            raise translate(
+                exc,
+                f"could not connect to {self.address}",
+                advice=". Is the device on, in range and not connected to another hub?",
             ) from exc
         self._client = client
         self._closing = False
@@ -123,18 +128,18 @@ class DeviceLink:
     async def _setup(self, client: BleakClient, telemetry_hz: int, per_notification: int) -> None:
         try:
             if self._pair:
-                async with asyncio.timeout(GATT_TIMEOUT_S * 2):
+                async with asyncio.timeout(BOND_TIMEOUT_S):
                     await client.pair()
-            async with asyncio.timeout(GATT_TIMEOUT_S):
+            async with asyncio.timeout(SETUP_STEP_TIMEOUT_S):
                 await client.start_notify(p.RESPONSE_UUID, self._handle_response)
-            async with asyncio.timeout(GATT_TIMEOUT_S):
+            async with asyncio.timeout(SETUP_STEP_TIMEOUT_S):
                 await client.start_notify(p.TELEMETRY_UUID, self._handle_telemetry)
-            async with asyncio.timeout(GATT_TIMEOUT_S):
+            async with asyncio.timeout(SETUP_STEP_TIMEOUT_S):
                 await client.start_notify(p.STATUS_UUID, self._handle_status)
-            async with asyncio.timeout(GATT_TIMEOUT_S):
+            async with asyncio.timeout(SETUP_STEP_TIMEOUT_S):
                 raw_limits = await client.read_gatt_char(p.LIMITS_UUID)
         except (BleakError, TimeoutError) as exc:
-            raise LinkError(f"setting up {self.address} failed: {exc}") from exc
+            raise translate(exc, f"setting up {self.address} failed") from exc
         try:
             self.limits = p.DeviceLimits.from_bytes(bytes(raw_limits))
         except ProtocolError as exc:
@@ -144,23 +149,24 @@ class DeviceLink:
                 f"{self.address} speaks protocol v{self.limits.protocol_version}; this gateway "
                 f"speaks v{p.PROTOCOL_VERSION}. Update the gateway or the device firmware."
             )
-        await self.send(p.Hello(self._next_seq()))
+        await self.send(p.Hello())
         hz = min(telemetry_hz, self.limits.telemetry_max_hz)
-        await self.send(p.SetTelemetryRate(self._next_seq(), hz, per_notification))
+        await self.send(p.SetTelemetryRate(rate_hz=hz, samples_per_notification=per_notification))
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
-    def next_seq(self) -> int:
-        """A fresh command sequence number for a command the caller builds."""
-        return self._next_seq()
-
     async def send(self, command: p.Command, *, timeout_s: float = ACK_TIMEOUT_S) -> p.Response:
-        """Write one command and wait for its ACK. Raises CommandRefused on a NACK."""
+        """Write one command and wait for its ACK. Raises CommandRefused on a NACK.
+
+        The link stamps its next sequence number on the command (whatever ``seq`` it was built
+        with), so the ACK is matched to this write and callers never count sequence numbers.
+        """
         client = self._client
         if client is None or not client.is_connected:
             raise LinkError(f"{self.address} is not connected")
+        command = dataclasses.replace(command, seq=self._next_seq())
         data = bytes(command)
         if self.write_guard is not None and not isinstance(command, p.Stop):
             self.write_guard(command, data)
@@ -177,9 +183,7 @@ class DeviceLink:
                 f"{self.address} did not acknowledge {command.OPCODE.name} within {timeout_s} s"
             ) from exc
         except BleakError as exc:
-            raise LinkError(
-                f"writing {command.OPCODE.name} to {self.address} failed: {exc}"
-            ) from exc
+            raise translate(exc, f"writing {command.OPCODE.name} to {self.address} failed") from exc
         finally:
             _settle(self._pending.pop(command.seq, future))
         if not response.ok:
@@ -190,7 +194,7 @@ class DeviceLink:
     async def stop(self) -> None:
         """S3: send STOP; if it is not confirmed within a second, drop the link."""
         try:
-            await self.send(p.Stop(self._next_seq()), timeout_s=STOP_CONFIRM_TIMEOUT_S)
+            await self.send(p.Stop(), timeout_s=STOP_CONFIRM_TIMEOUT_S)
         except LinkError:
             log.warning("STOP to %s not confirmed; dropping the link", self.address)
             await self.close()

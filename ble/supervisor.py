@@ -56,7 +56,7 @@ REOPEN_JITTER = 0.5
 #: Up this long, a radio counts as stable again: its next loss starts the backoff afresh.
 REOPEN_STABLE_S = 30.0
 #: Closing a lost adapter may hang on a dead transport; it is abandoned after this long.
-CLOSE_TIMEOUT_S = 2.0
+ADAPTER_CLOSE_TIMEOUT_S = 2.0
 
 
 class RadioStatus(StrEnum):
@@ -102,7 +102,7 @@ class RadioState:
 
 
 class SupervisedAdapter(Protocol):
-    """What the supervisor needs of an adapter (``ble.adapter.BumbleAdapter`` has it)."""
+    """What the supervisor needs of an adapter (``ble.bumble.adapter.BumbleAdapter`` has it)."""
 
     def on_lost(self, listener: Callable[[str], None]) -> Callable[[], None]: ...
 
@@ -185,7 +185,7 @@ class RadioSupervisor(Generic[_A]):
         old, self._adapter = self._adapter, None
         if old is not None:
             try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                async with asyncio.timeout(ADAPTER_CLOSE_TIMEOUT_S):
                     await old.close()
             except TimeoutError:
                 logger.warning("closing the lost adapter on %s hung; abandoned it", self.moniker)

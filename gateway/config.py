@@ -37,17 +37,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
     TomlConfigSettingsSource,
 )
 
+from ble.mode import BleMode, BleModeKind
 from ble.protocol import Zone
 from gateway.errors import GatewayError
 
@@ -103,13 +114,23 @@ def default_database_url() -> str:
     return f"sqlite:///{Path(platformdirs.user_data_dir('mcgw', appauthor=False)) / 'mcgw.db'}"
 
 
+def _ble_mode(value: object) -> object:
+    """A mode given as text (settings file, environment, command line) parsed by ``BleMode``."""
+    return BleMode.parse(value) if isinstance(value, str) else value
+
+
 class BleSettings(BaseModel):
     """How the hub reaches its devices."""
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: str = Field(
-        default="auto",
+    mode: Annotated[
+        BleMode,
+        NoDecode,  # given as text in the environment, not as JSON
+        BeforeValidator(_ble_mode),
+        PlainSerializer(str, return_type=str),
+    ] = Field(
+        default=BleMode(BleModeKind.AUTO),
         description="auto | bluez | sim[:N] (in-process simulated devices) | "
         "hci:<bumble transport> (e.g. hci:tcp-client:127.0.0.1:9100, hci:usb:0)",
     )
@@ -121,31 +142,6 @@ class BleSettings(BaseModel):
     auto_connect: bool = True
     """Look after every microcurrent device found in a scan (ownership is claimed separately)."""
     discovery_interval_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
-
-    @field_validator("mode")
-    @classmethod
-    def _known_mode(cls, value: str) -> str:
-        if value in ("auto", "bluez"):
-            return value
-        if value == "sim" or value.startswith("sim:"):
-            count = value.partition(":")[2] or "2"
-            if not count.isdigit() or not 1 <= int(count) <= 50:
-                raise ValueError(f"sim:N needs N between 1 and 50, got {count!r}")
-            return value
-        if value.startswith("hci:") and len(value) > 4:
-            return value
-        raise ValueError(
-            f"unknown BLE mode {value!r}: use auto, bluez, sim[:N] or hci:<bumble transport>"
-        )
-
-    @property
-    def sim_devices(self) -> int:
-        """Number of in-process simulated devices (0 unless mode is sim[:N])."""
-        if self.mode == "sim":
-            return 2
-        if self.mode.startswith("sim:"):
-            return int(self.mode[4:])
-        return 0
 
 
 class SafetySettings(BaseModel):
@@ -497,6 +493,8 @@ def public_settings(settings: Settings) -> dict[str, Any]:
 def _public(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return MASK if value.get_secret_value() else ""
+    if isinstance(value, BleMode):
+        return str(value)
     if isinstance(value, BaseModel):
         return {name: _public(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, str):

@@ -16,10 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypedDict
 
-from ble.protocol import DeviceState, Zone
+from ble.protocol import DEVICE_TIME_MOD, DeviceState, Zone
 from gateway.telemetry import TelemetryFrame
-
-_DEVICE_TIME_MASK = (1 << 32) - 1
 
 APPLY_MORE_GEL = "apply more gel"
 DEFAULT_GEL_THRESHOLD = 40
@@ -100,7 +98,7 @@ class SessionFigures:
         self._peak_ua = max(self._peak_ua, sample.current_peak_ua)
         gap = False
         if self._last_time is not None:
-            step = (now - self._last_time) & _DEVICE_TIME_MASK
+            step = (now - self._last_time) % DEVICE_TIME_MOD
             if step > self._max_gap_ms:
                 gap = True
                 self._gaps += 1
@@ -125,7 +123,7 @@ class SessionFigures:
             if since is None or gap:
                 # After a gap nobody knows what quality was: the hold starts over.
                 self._low_since = now
-            elif self._gel_armed and (now - since) & _DEVICE_TIME_MASK >= self._gel_hold_ms:
+            elif self._gel_armed and (now - since) % DEVICE_TIME_MOD >= self._gel_hold_ms:
                 self._gel_armed = False
                 self._warnings += 1
                 return [

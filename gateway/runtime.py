@@ -1,13 +1,14 @@
 """The gateway runtime: builds every part from settings, starts it and stops it cleanly.
 
-This is the one place where wiring happens (STYLE: no import-time globals). ``Runtime`` chooses
-the BLE side from ``settings.ble.mode``:
+This is the one place where wiring happens (STYLE: no import-time globals). The BLE side is
+what ``settings.ble.mode`` (a ``ble.mode.BleMode``) names, opened by ``ble.backends.BleStack``:
 
 * ``sim[:N]``: an in-process virtual radio with N simulated devices and a bumble central;
 * ``hci:<moniker>``: a bumble central on any bumble transport (``tcp-client:`` to ``mcgw sim``,
   ``usb:0``, ``serial:...``), kept open by a ``RadioSupervisor``: a lost transport is reopened
-  with backoff and the devices reconnect through the new adapter (``radio_state`` shows it);
-* ``bluez`` / ``auto``: bleak's stock backend (BlueZ over D-Bus on Linux).
+  with backoff and the devices reconnect through the new backends (``radio_state`` shows it);
+* ``bluez`` / ``auto``: bleak's stock backend (BlueZ over D-Bus on Linux), after checking that
+  the host can reach BlueZ at all.
 
 Every task is owned by ``Runtime.tasks`` and cancelled and awaited in ``stop()``. bumble is only
 imported for the modes that use it (it costs half a second of start-up).
@@ -25,7 +26,7 @@ from ble.supervisor import RadioState
 from gateway.access import AccessChange, AccessPolicy, DeviceAccess
 from gateway.config import Settings
 from gateway.devices import DeviceManager
-from gateway.errors import GatewayError
+from gateway.errors import BluetoothUnavailable, GatewayError
 from gateway.events import EventBus
 from gateway.health import LoopMonitor
 from gateway.programs import Program, builtin_programs
@@ -36,10 +37,8 @@ from gateway.telemetry import TelemetryHub
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from ble.adapter import BumbleAdapter
-    from ble.radio import VirtualRadio
+    from ble.backends import BleakBackends, BleStack
     from ble.sim.peripheral import SimulatedDevice
-    from ble.supervisor import RadioSupervisor
     from gateway.access_sync import AccessSync
     from gateway.mdns import MdnsAdvertiser
     from gateway.storage.journal import SessionJournal
@@ -57,15 +56,6 @@ SIM_SCAN_S = 0.1
 intervals. Short scans repeated until every device is heard make a sim hub ready sooner."""
 
 
-def sim_address(index: int) -> str:
-    """Address of the index-th in-process simulated device (a random static address)."""
-    return f"C0:4D:43:00:{index // 256:02X}:{index % 256:02X}"
-
-
-class BluetoothUnavailable(GatewayError):
-    """No usable Bluetooth stack; the message says how to fix it or to use --ble sim."""
-
-
 class Runtime:
     """Everything a running gateway holds. ``async with Runtime(settings) as rt: ...``."""
 
@@ -80,10 +70,8 @@ class Runtime:
         self.tasks = TaskOwner("gateway")
         self.bus = EventBus()
         self.hub = TelemetryHub()
-        self.radio: VirtualRadio | None = None
-        self.adapter: BumbleAdapter | None = None
-        """The bumble central in use (sim and hci modes); replaced when a lost radio reopens."""
-        self.radio_supervisor: RadioSupervisor[BumbleAdapter] | None = None
+        self.ble: BleStack | None = None
+        """What ``settings.ble.mode`` opened (ble/backends.py); None until ``open_ble()``."""
         self.sim_devices: list[SimulatedDevice] = []
         self._stack = AsyncExitStack()
         self.devices = DeviceManager(
@@ -158,69 +146,27 @@ class Runtime:
         in-process radio cannot be lost); ``auto``/``bluez`` give None: BlueZ owns the adapter
         there and bleak does not report its loss.
         """
-        if self.radio_supervisor is not None:
-            return self.radio_supervisor.state
-        if self.radio is not None:
-            return RadioState("virtual")
-        return None
+        return self.ble.radio_state if self.ble is not None else None
 
     async def open_ble(self) -> None:
         """Open the radio (and the simulated devices) without supervising any device yet."""
         mode = self.settings.ble.mode
-        if mode.startswith("sim"):
-            from ble.adapter import BumbleAdapter
-            from ble.radio import VirtualRadio
-            from ble.sim.peripheral import SimulatedDevice
-
-            self.radio = VirtualRadio()
-            self._stack.push_async_callback(self.radio.close)
-            for index in range(self.settings.ble.sim_devices):
-                device = SimulatedDevice(
-                    self.radio,
-                    name=f"MC-SIM-{index + 1}",
-                    address=sim_address(index),
-                    seed=index + 1,
-                )
-                await device.start()
-                self._stack.push_async_callback(device.stop)
-                self.sim_devices.append(device)
-            adapter = await BumbleAdapter.open("virtual", radio=self.radio)
-            self._stack.push_async_callback(adapter.close)
-            self._use_adapter(adapter)
-        elif mode.startswith("hci:"):
-            from ble.supervisor import RadioSupervisor
-
-            supervisor = RadioSupervisor(
-                mode[4:], self._open_hci, on_down=self.devices.radio_lost, on_up=self._radio_back
-            )
-            adapter = await supervisor.open()
-            self._stack.push_async_callback(supervisor.close)
-            self.radio_supervisor = supervisor
-            self._use_adapter(adapter)
-        else:
+        if not mode.uses_bumble:
             self._check_bluez()
+        from ble.backends import BleStack
 
-    async def _open_hci(self) -> BumbleAdapter:
-        """Open the hci: transport; a reopen keeps the hub's address and bonds."""
-        from ble.adapter import BumbleAdapter
+        stack = await BleStack.open(mode, on_down=self.devices.radio_lost, on_up=self._radio_back)
+        self._stack.push_async_callback(stack.close)
+        self.ble = stack
+        self.sim_devices = stack.sim_devices
+        self._use_backends(stack.backends)
 
-        previous = self.adapter
-        return await BumbleAdapter.open(
-            self.settings.ble.mode[4:],
-            address=previous.address if previous is not None else None,
-            keystore=previous.keystore if previous is not None else None,
-        )
+    def _use_backends(self, backends: BleakBackends) -> None:
+        self.devices.client_backend = backends.client
+        self.devices.scanner_backend = backends.scanner
 
-    def _use_adapter(self, adapter: BumbleAdapter) -> None:
-        from ble.bumble_client import BumbleClient
-        from ble.bumble_scanner import BumbleScanner
-
-        self.adapter = adapter
-        self.devices.client_backend = BumbleClient.bound_to(adapter)
-        self.devices.scanner_backend = BumbleScanner.bound_to(adapter)
-
-    def _radio_back(self, adapter: BumbleAdapter) -> None:
-        self._use_adapter(adapter)
+    def _radio_back(self, backends: BleakBackends) -> None:
+        self._use_backends(backends)
         self.devices.radio_restored()
 
     def _check_bluez(self) -> None:
@@ -333,8 +279,8 @@ class Runtime:
             await self._open_storage()
         await self.open_ble()
         self._stack.push_async_callback(self.tasks.close)
-        if self.radio_supervisor is not None:
-            self.tasks.spawn(self.radio_supervisor.run(), name="radio")
+        if self.ble is not None and self.ble.supervisor is not None:
+            self.tasks.spawn(self.ble.supervisor.run(), name="radio")
         if self.sim_devices:
             await self._adopt_sim_devices()
         if self.settings.ble.auto_connect and not self.sim_devices:

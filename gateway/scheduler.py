@@ -213,15 +213,14 @@ class Streamer:
         self._queued[segment_id] = _Queued(segment, skip_ms)
         self._order.append(segment_id)
         command = p.QueueSegment(
-            self.link.next_seq(),
-            segment_id,
-            segment.zone,
-            segment.waveform,
-            segment.frequency_dhz,
-            segment.amplitude_ua,
-            segment.pulse_width_us,
-            segment.duration_ms - skip_ms,
-            self.soft_start_ms,
+            segment_id=segment_id,
+            zone=segment.zone,
+            waveform=segment.waveform,
+            frequency_dhz=segment.frequency_dhz,
+            amplitude_ua=segment.amplitude_ua,
+            pulse_width_us=segment.pulse_width_us,
+            duration_ms=segment.duration_ms - skip_ms,
+            ramp_ms=self.soft_start_ms,
         )
         try:
             await self.link.send(command)
@@ -260,9 +259,7 @@ class Streamer:
             return
         if self._stopping():
             return
-        await self.link.send(
-            p.SetIntensity(self.link.next_seq(), intensity_pct, self.soft_start_ms)
-        )
+        await self.link.send(p.SetIntensity(percent=intensity_pct, ramp_ms=self.soft_start_ms))
         first = self.segments[index]
         if self._stopping():
             return
@@ -271,7 +268,7 @@ class Streamer:
         await self._fill()
         if self._stopping():
             return  # a STOP may already be on its way: never START behind it
-        await self.link.send(p.Start(self.link.next_seq()))
+        await self.link.send(p.Start())
         self.paused = False
 
     async def _fill(self) -> None:
@@ -321,7 +318,7 @@ class Streamer:
                     late_s = max(0.0, time.perf_counter() - self._last_write_pc - keepalive_every)
                     self.max_lateness_ms = max(self.max_lateness_ms, late_s * 1000)
                     self.lateness_ms.append(late_s * 1000)
-                    await self.link.send(p.Keepalive(self.link.next_seq()))
+                    await self.link.send(p.Keepalive())
                     self._written()
             except (BleError, SafetyViolation) as exc:
                 # Either way the bytes did not (all) reach the device; the session decides.

@@ -127,7 +127,7 @@ class SessionLifecycle:
 
     async def device_pause(self, session: Session) -> None:
         link = self.devices.get(session.address).require_link()
-        await link.send(p.Pause(link.next_seq()))
+        await link.send(p.Pause())
         if session.streamer is not None:
             session.streamer.paused = True
 
@@ -145,7 +145,7 @@ class SessionLifecycle:
                 return
             self.restart_stream(session)
         else:
-            await link.send(p.Resume(link.next_seq(), self.safety.soft_start_ms))
+            await link.send(p.Resume(ramp_ms=self.safety.soft_start_ms))
             streamer.paused = False
             streamer.wake()
 

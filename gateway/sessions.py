@@ -307,7 +307,7 @@ class SessionManager:
             # asks the firmware to clear it, which it does only once every cause is gone. Done
             # before the session takes the device, so samples from before the clear cannot
             # fail it.
-            await link.send(p.ClearFault(link.next_seq()))
+            await link.send(p.ClearFault())
         except BleError as exc:
             raise DeviceUnavailable(
                 f"device {managed.address} cannot start a session: {exc}. Unplug the charger "
@@ -426,7 +426,7 @@ class SessionManager:
         link = self.devices.get(session.address).require_link()
         # Increases ramp over the soft start; the device applies decreases at once (S2).
         try:
-            await link.send(p.SetIntensity(link.next_seq(), percent, self.safety.soft_start_ms))
+            await link.send(p.SetIntensity(percent=percent, ramp_ms=self.safety.soft_start_ms))
         except BleError as exc:
             raise DeviceUnavailable(f"device {session.address} did not change: {exc}") from exc
         previous, session.level = session.level, level

@@ -39,7 +39,7 @@ from typing import Any, Self
 
 import orjson
 
-from ble.protocol import NO_SEGMENT, FaultFlags, TelemetrySample, Zone
+from ble.protocol import NO_SEGMENT, TelemetrySample, Zone, fault_names
 from gateway.listeners import ClosesOnExit, Listeners
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ DEFAULT_QUEUE_SIZE = 256
 """Frames a subscriber may fall behind before its oldest ones are dropped: ~5 s at 50 Hz."""
 
 _COUNTER_MOD = 1 << 16
-_FAULT_NAMES = tuple((flag, (flag.name or "").lower()) for flag in FaultFlags if flag)
 
 TelemetryListener = Callable[["TelemetryFrame"], None]
 """A synchronous in-process consumer of every published frame."""
@@ -102,7 +101,7 @@ class TelemetryFrame:
             "contact_quality": sample.contact_quality,
             "battery_pct": sample.battery_pct,
             "temperature_c": sample.temperature_c,
-            "faults": [name for flag, name in _FAULT_NAMES if flag & faults] if faults else [],
+            "faults": list(fault_names(faults)) if faults else [],
         }
 
 

@@ -128,7 +128,8 @@ def scan(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Scan for microcurrent devices and list them."""
-    from gateway.runtime import BluetoothUnavailable, Runtime
+    from gateway.errors import BluetoothUnavailable
+    from gateway.runtime import Runtime
 
     settings = load(**{"ble.mode": ble})
 

@@ -632,7 +632,7 @@ def test_env_template_names_only_real_settings(monkeypatch: pytest.MonkeyPatch) 
     for name, value in active:
         monkeypatch.setenv(name, value)
     settings = Settings()
-    assert settings.ble.mode == "bluez"
+    assert str(settings.ble.mode) == "bluez"
     assert settings.db.url == "sqlite:////var/lib/mcgw/mcgw.db"
 
 

@@ -8,7 +8,7 @@ Modules, from the inside out:
 - ``faults``: fault latching and clearing (pure);
 - ``telemetry``: the sample clock and notification packing (pure);
 - ``firmware``: the state machine tying them together, driven by explicit milliseconds (pure);
-- ``peripheral``: a bumble GATT peripheral on a :class:`~ble.radio.VirtualRadio` that carries
+- ``peripheral``: a bumble GATT peripheral on a :class:`~ble.bumble.radio.VirtualRadio` that carries
   bytes between the radio and the firmware, with the scenario API for tests;
 - ``control``: a local JSON-over-HTTP endpoint exposing the scenario API to other processes.
 

@@ -1,7 +1,10 @@
 """A local control endpoint for simulated devices: the scenario API for other processes.
 
-:class:`ControlServer` listens on 127.0.0.1 and speaks a minimal HTTP/1.1 with JSON bodies, so
-``curl`` works as well as :func:`call`. One request per connection (``Connection: close``).
+:class:`ControlServer` serves a small Starlette app with uvicorn on 127.0.0.1 (JSON bodies), so
+``curl`` works as well as :func:`call`. The server is started and stopped with the simulator's
+lifecycle (``async with ControlServer(devices, host=..., port=...)``); it binds its socket
+itself, so a port in use is an ``OSError`` at ``start()``, and it leaves signal handling to the
+process that embeds it.
 
 Wire format::
 
@@ -32,18 +35,32 @@ Example::
 
     curl -X POST -d '{"on_skin": false}' localhost:PORT/devices/C0:00:00:00:10:01/set_on_skin
 
+:func:`request` and :func:`call` are its client (the standard library's ``urllib`` in a thread:
+the client is for tests and scripts, and httpx is only a development dependency).
+
 It deliberately has no authentication (it binds to loopback only and exists for tests and
-demos), no keep-alive and no HTTP features beyond this; it is not part of the gateway's API.
+demos) and is not part of the gateway's API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
-from collections.abc import Collection
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from ble.errors import BleError
 from ble.sim.peripheral import SimulatedDevice
@@ -51,8 +68,10 @@ from ble.sim.peripheral import SimulatedDevice
 log = logging.getLogger(__name__)
 
 CONTROL_TIMEOUT_S = 5.0
-"""Upper bound for reading one request (server) or one whole exchange (client)."""
+"""Upper bound for one exchange (client), and for finishing requests in flight at ``stop()``."""
 MAX_BODY_BYTES = 64 * 1024
+_START_POLL_S = 0.005
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 _NUMBER = (int, float)
 # action -> {argument: (accepted types, required)}; bool is checked apart because it is an int.
@@ -73,14 +92,6 @@ _ACTIONS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "stall": {"ms": (_NUMBER, True)},
     "send_malformed": {"n": ((int,), True)},
 }
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Content Too Large",
-    500: "Internal Server Error",
-}
 
 
 class ControlError(BleError):
@@ -93,6 +104,19 @@ class _HttpError(Exception):
         self.status = status
 
 
+def _json(payload: Any, status: int = 200) -> Response:
+    # json.dumps as is (Starlette's JSONResponse refuses NaN, which a snapshot may hold).
+    return Response(json.dumps(payload), status_code=status, media_type="application/json")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the simulator's event loop: the embedding process owns its signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class ControlServer:
     """Serves the scenario API of ``devices`` (a live collection: devices may come and go)."""
 
@@ -102,31 +126,55 @@ class ControlServer:
         self._devices = devices
         self._host = host
         self._port = port
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[Any]] = set()
+        self._socket: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/devices", self._list, methods=["GET"]),
+                Route("/devices/{address}", self._read, methods=["GET"]),
+                Route("/devices/{address}/{action}", self._act, methods=_ALL_METHODS),
+            ],
+            exception_handlers={HTTPException: self._no_route},
+        )
 
     @property
     def port(self) -> int:
         """The bound port (useful with ``port=0``)."""
-        if self._server is None:
+        if self._socket is None:
             raise ControlError("the control server is not started; call start() first")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._socket.getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        """Bind (``OSError`` if the port is taken) and serve until ``stop()``."""
+        self._socket = socket.create_server((self._host, self._port))
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(CONTROL_TIMEOUT_S),
+        )
+        server = _EmbeddedServer(config)
+        self._server = server
+        self._task = asyncio.create_task(server.serve([self._socket]), name="sim-control")
+        while not server.started:
+            if self._task.done():
+                await self._task  # raises what stopped it
+                raise ControlError("the control server stopped while starting")
+            await asyncio.sleep(_START_POLL_S)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
+        server, task, sock = self._server, self._task, self._socket
+        self._server = self._task = self._socket = None
         if server is not None:
-            server.close()
-        handlers, self._handlers = list(self._handlers), set()
-        for task in handlers:
-            task.cancel()
-        for task in handlers:
-            with contextlib.suppress(asyncio.CancelledError):
+            server.should_exit = True
+        if task is not None:
+            try:
                 await task
-        if server is not None:
-            await server.wait_closed()
+            finally:
+                if sock is not None:
+                    sock.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -135,47 +183,30 @@ class ControlServer:
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:  # owned, so stop() can cancel a handler stuck on a slow client
-            self._handlers.add(task)
-        try:
-            try:
-                async with asyncio.timeout(CONTROL_TIMEOUT_S):
-                    method, path, body = await _read_request(reader)
-                status, payload = 200, self._dispatch(method, path, body)
-            except _HttpError as exc:
-                status, payload = exc.status, {"error": str(exc)}
-            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-                return  # the client went away; nobody to answer
-            except Exception as exc:
-                log.exception("control request failed")
-                status, payload = 500, {"error": f"simulator error: {exc!r}"}
-            data = json.dumps(payload).encode()
-            head = (
-                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + data)
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
-        finally:
-            writer.close()
-            self._handlers.discard(task)
+    # -- endpoints ---------------------------------------------------------------------------
 
-    def _dispatch(self, method: str, path: str, body: bytes) -> Any:
-        parts = [part for part in path.split("?")[0].split("/") if part]
-        if parts == ["devices"] and method == "GET":
-            return {"devices": [device.snapshot() for device in self._devices]}
-        if len(parts) == 2 and parts[0] == "devices" and method == "GET":
-            return self._device(parts[1]).snapshot()
-        if len(parts) == 3 and parts[0] == "devices":
-            if method != "POST":
-                raise _HttpError(405, f"use POST for actions, not {method}")
-            device = self._device(parts[1])
-            result = _run_action(device, parts[2], _parse_args(body))
+    async def _list(self, _request: Request) -> Response:
+        return await _answer(lambda: {"devices": [d.snapshot() for d in self._devices]})
+
+    async def _read(self, request: Request) -> Response:
+        return await _answer(lambda: self._device(request.path_params["address"]).snapshot())
+
+    async def _act(self, request: Request) -> Response:
+        async def act() -> Any:
+            if request.method != "POST":
+                raise _HttpError(405, f"use POST for actions, not {request.method}")
+            device = self._device(request.path_params["address"])
+            result = _run_action(
+                device, request.path_params["action"], _parse_args(await _body(request))
+            )
             return {"result": result, "device": device.snapshot()}
-        raise _HttpError(404, f"no route {method} {path}; see ble/sim/control.py for the routes")
+
+        return await _answer(act)
+
+    async def _no_route(self, request: Request, _exc: Exception) -> Response:
+        # Starlette's own 404 and 405 (a GET-only path asked with another method): no route.
+        where = f"{request.method} {request.url.path}"
+        return _json({"error": f"no route {where}; see ble/sim/control.py for the routes"}, 404)
 
     def _device(self, address: str) -> SimulatedDevice:
         for device in self._devices:
@@ -185,22 +216,29 @@ class ControlServer:
         raise _HttpError(404, f"no simulated device at {address}; known: {known}")
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
-    request_line = (await reader.readline()).decode("latin-1").split()
-    if len(request_line) != 3:
-        raise _HttpError(400, "malformed HTTP request line")
-    method, path, _version = request_line
-    length = 0
-    while (line := (await reader.readline()).decode("latin-1").strip()) != "":
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            try:
-                length = int(value.strip())
-            except ValueError:
-                raise _HttpError(400, f"bad Content-Length {value.strip()!r}") from None
+async def _answer(handler: Callable[[], Any]) -> Response:
+    """Run an endpoint's work; its refusal or a simulator bug becomes the JSON error reply."""
+    try:
+        payload = handler()
+        if inspect.isawaitable(payload):
+            payload = await payload
+    except _HttpError as exc:
+        return _json({"error": str(exc)}, exc.status)
+    except Exception as exc:
+        log.exception("control request failed")
+        return _json({"error": f"simulator error: {exc!r}"}, 500)
+    return _json(payload)
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "0")
+    try:
+        length = int(declared)
+    except ValueError:
+        raise _HttpError(400, f"bad Content-Length {declared!r}") from None
     if length > MAX_BODY_BYTES:
         raise _HttpError(413, f"body of {length} bytes is over {MAX_BODY_BYTES}")
-    return method.upper(), path, await reader.readexactly(length) if length else b""
+    return await request.body()
 
 
 def _parse_args(body: bytes) -> dict[str, Any]:
@@ -259,31 +297,34 @@ async def request(
     host: str = "127.0.0.1",
 ) -> Any:
     """One HTTP exchange with a control server; return the decoded JSON reply."""
-    data = json.dumps(body).encode() if body is not None else b""
-    head = (
-        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
-    )
+    data = json.dumps(body).encode() if body is not None else None
+    url = f"http://{host}:{port}{path}"
     try:
         async with asyncio.timeout(CONTROL_TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(head.encode() + data)
-                await writer.drain()
-                raw = await reader.read()
-            finally:
-                writer.close()
+            status, raw = await asyncio.to_thread(_exchange, url, method, data)
     except (OSError, TimeoutError) as exc:
         raise ControlError(f"no simulator control endpoint at {host}:{port}: {exc}") from exc
-    status_line, _, rest = raw.partition(b"\r\n")
-    _, _, payload = rest.partition(b"\r\n\r\n")
     try:
-        status = int(status_line.split()[1])
-        reply = json.loads(payload)
-    except (IndexError, ValueError) as exc:
+        reply = json.loads(raw)
+    except ValueError as exc:
         raise ControlError(
             f"{host}:{port} did not answer like a simulator control endpoint"
         ) from exc
     if status != 200:
         raise ControlError(f"{method} {path} failed ({status}): {reply.get('error', reply)}")
     return reply
+
+
+# No proxy: the endpoint is local, whatever http_proxy says.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _exchange(url: str, method: str, data: bytes | None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    exchange = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - http to a given host
+    try:
+        with _OPENER.open(exchange, timeout=CONTROL_TIMEOUT_S) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()

@@ -1,6 +1,6 @@
 """A simulated microcurrent device on a virtual radio: the firmware behind a bumble GATT server.
 
-:class:`SimulatedDevice` attaches a bumble ``Device`` to a :class:`~ble.radio.VirtualRadio`,
+:class:`SimulatedDevice` attaches a bumble ``Device`` to a :class:`~ble.bumble.radio.VirtualRadio`,
 serves the Microcurrent GATT profile (ble/sim/profile.py), advertises every 20 ms, accepts
 Just Works bonding (LE Secure Connections) and carries bytes between the radio and a
 :class:`~ble.sim.firmware.Firmware`:
@@ -16,7 +16,7 @@ faults and situations tests need; ble/sim/control.py exposes it to other process
 the firmware are milliseconds since the :class:`SimulatedDevice` was created.
 
 It deliberately does not: decide anything about output (the firmware does), run a central, or
-cross process boundaries by itself (ble/hci_server.py and ble/sim/process.py do).
+cross process boundaries by itself (ble/bumble/hci_server.py and ble/sim/process.py do).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from bumble.att import ATT_Error, ErrorCode
 from bumble.device import Connection, Device
 
 from ble import protocol as p
+from ble.bumble.radio import VirtualRadio
 from ble.errors import ProtocolError
-from ble.radio import VirtualRadio
 from ble.sim.firmware import DEFAULT_LIMITS, Firmware
 from ble.sim.physics import PhysicsConfig
 from ble.sim.profile import advertising_data, build_profile

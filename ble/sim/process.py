@@ -20,15 +20,11 @@ import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ble.hci_server import HciTcpServer
-from ble.radio import VirtualRadio
+from ble.bumble.hci_server import HciTcpServer
+from ble.bumble.radio import VirtualRadio
 from ble.sim.control import ControlServer
+from ble.sim.fleet import SIM_PROCESS_FLEET, start_sim_devices, stop_sim_devices
 from ble.sim.peripheral import SimulatedDevice
-
-
-def sim_device_address(index: int) -> str:
-    """Address of the index-th device of a ``mcgw sim`` process (a random static address)."""
-    return f"C0:4D:43:01:{index // 256:02X}:{index % 256:02X}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +81,7 @@ async def run_sim_process(
     radio = VirtualRadio()
     sims: list[SimulatedDevice] = []
     try:
-        for index in range(devices):
-            sim = SimulatedDevice(
-                radio,
-                name=f"MC-SIM-{index + 1}",
-                address=sim_device_address(index),
-                seed=seed + index,
-            )
-            await sim.start()
-            sims.append(sim)
+        sims = await start_sim_devices(radio, devices, fleet=SIM_PROCESS_FLEET, seed=seed)
         async with (
             HciTcpServer(radio, host=host, port=hci_port) as hci,
             ControlServer(sims, host=host, port=control_port) as control,
@@ -106,8 +94,7 @@ async def run_sim_process(
             announce(f"gateway:      mcgw serve --ble hci:tcp-client:{host}:{hci.port}")
             await stop.wait()
     finally:
-        for sim in reversed(sims):
-            await sim.stop()
+        await stop_sim_devices(sims)
         await radio.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

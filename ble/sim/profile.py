@@ -1,6 +1,6 @@
 """The GATT table and advertising data of the simulated device, as bumble objects.
 
-:func:`build_profile` lays out the Microcurrent GATT profile v1 (UUIDs from ble/protocol.py):
+:func:`build_profile` lays out the Microcurrent GATT profile v1 (UUIDs from ble/protocol/):
 
 ==================  =========================  ==========================================
 characteristic      properties                 permissions

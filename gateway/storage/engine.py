@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel
 
 from gateway.config import DatabaseSettings
-from gateway.errors import GatewayError
+from gateway.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ PG_CONNECT_TIMEOUT_S = 5
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_KEY = 0x6D6367770001
 """PostgreSQL advisory lock held while migrating ("mcgw" + 1)."""
-
-
-class StorageUnavailable(GatewayError):
-    """The database could not be reached or refused a write; the text says which and why."""
 
 
 def _sqlite_pragmas(lock_timeout_ms: int) -> Callable[[Any, Any], None]:

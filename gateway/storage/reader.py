@@ -21,8 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gateway.errors import GatewayError
-from gateway.storage.engine import StorageUnavailable
+from gateway.errors import GatewayError, StorageUnavailable
 
 _T = TypeVar("_T")
 

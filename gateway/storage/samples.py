@@ -1,8 +1,9 @@
 """The stored telemetry layout, and turning stored samples into rows, averages and CSV.
 
-A :class:`~gateway.storage.models.TelemetryBatch` ``data`` blob (layout 1) is ``n`` records of
-:data:`SAMPLE_SIZE` (22) bytes, in frame order, little-endian, the same fields and order as a
-sample in the v1 telemetry notification (docs/protocol.md)::
+A :class:`~gateway.storage.models.TelemetryBatch` ``data`` blob (layout 1) is ``n`` sample records
+in frame order, exactly as the codec packs them (``ble.protocol.pack_samples``, the payload of
+a v1 telemetry notification after its header; docs/protocol.md). For reference, a record is
+22 bytes, little-endian::
 
     offset size field                 type
     0      2    frame                 u16  (wraps at 65536)
@@ -19,9 +20,9 @@ sample in the v1 telemetry notification (docs/protocol.md)::
     21     1    faults                u8   (FaultFlags)
 
 A sample's wall-clock time is ``t0_ms + (device_time_ms - device_time_ms of the batch's first
-sample) mod 2**32``: device time is exact between samples, and one wall-clock anchor per batch is
-enough. The writer starts a new batch whenever device time goes backwards or jumps (a device
-reboot), so the offset is always meaningful.
+sample) mod DEVICE_TIME_MOD`` (2**32): device time is exact between samples, and one wall-clock
+anchor per batch is enough. The writer starts a new batch whenever device time goes backwards or
+jumps (a device reboot), so the offset is always meaningful.
 
 CSV (``to_csv``): a header line, then one line per row, comma-separated, ``\\n`` line ends::
 
@@ -36,37 +37,33 @@ segment (empty: none), ``current_mean_ua`` / ``contact_quality`` / ``temperature
 when all were open circuit), ``battery_pct`` the minimum, ``faults`` every fault flag seen,
 lower-case names joined by ``|``.
 
-This module is pure: no database, no I/O.
+This module is pure: no database, no I/O. It does not pack or unpack samples itself: the layout
+is the codec's, defined once in ble/protocol/telemetry.py.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 from ble.protocol import (
+    DEVICE_TIME_MOD,
     IMPEDANCE_OPEN,
     IMPEDANCE_UNIT_OHM,
     NO_SEGMENT,
     TELEMETRY_SAMPLE_SIZE,
-    DeviceState,
-    FaultFlags,
     TelemetrySample,
+    fault_names,
 )
+from ble.protocol import unpack_samples as unpack_records
 
 LAYOUT_RAW = 1
-"""``TelemetryBatch.layout`` of raw SAMPLE_STRUCT records (the only layout so far)."""
+"""``TelemetryBatch.layout`` of the codec's sample records (the only layout so far)."""
 
-SAMPLE_STRUCT = struct.Struct("<HIBHHHHHBBhB")
-SAMPLE_SIZE = SAMPLE_STRUCT.size
-assert SAMPLE_SIZE == TELEMETRY_SAMPLE_SIZE == 22
-
-DEVICE_TIME_MOD = 1 << 32
 CSV_HEADER = (
     "t_ms",
     "time_utc",
@@ -82,67 +79,15 @@ CSV_HEADER = (
     "temperature_c",
     "faults",
 )
-_FAULT_NAMES = tuple((flag, (flag.name or "").lower()) for flag in FaultFlags if flag)
-
-
-def pack_sample(sample: TelemetrySample) -> bytes:
-    """One sample as its 22-byte stored record."""
-    return SAMPLE_STRUCT.pack(
-        sample.frame,
-        sample.device_time_ms,
-        sample.state,
-        sample.segment_id,
-        sample.segment_elapsed_ms,
-        sample.current_mean_ua,
-        sample.current_peak_ua,
-        sample.impedance_10ohm,
-        sample.contact_quality,
-        sample.battery_pct,
-        sample.temperature_dc,
-        sample.faults,
-    )
-
-
-def pack_samples(samples: Iterable[TelemetrySample]) -> bytes:
-    return b"".join(pack_sample(sample) for sample in samples)
 
 
 def unpack_samples(data: bytes) -> list[TelemetrySample]:
-    """Decode a layout-1 blob. Values were validated when they arrived; none is re-checked."""
-    if len(data) % SAMPLE_SIZE:
+    """Decode a layout-1 blob through the codec; ValueError if it is not whole records."""
+    if len(data) % TELEMETRY_SAMPLE_SIZE:
         raise ValueError(
-            f"telemetry blob of {len(data)} bytes is not whole {SAMPLE_SIZE}-byte samples"
+            f"telemetry blob of {len(data)} bytes is not whole {TELEMETRY_SAMPLE_SIZE}-byte samples"
         )
-    return [
-        TelemetrySample(
-            frame,
-            time_ms,
-            DeviceState(state),
-            sid,
-            elapsed,
-            mean,
-            peak,
-            imp,
-            contact,
-            battery,
-            temp,
-            FaultFlags(faults),
-        )
-        for (
-            frame,
-            time_ms,
-            state,
-            sid,
-            elapsed,
-            mean,
-            peak,
-            imp,
-            contact,
-            battery,
-            temp,
-            faults,
-        ) in SAMPLE_STRUCT.iter_unpack(data)
-    ]
+    return unpack_records(data)
 
 
 class TimedSample(NamedTuple):
@@ -180,10 +125,6 @@ class TelemetryRow:
     faults: tuple[str, ...]
 
 
-def _fault_names(faults: int) -> tuple[str, ...]:
-    return tuple(name for flag, name in _FAULT_NAMES if flag & faults)
-
-
 def _summarise(t_ms: int, bucket: Sequence[TelemetrySample]) -> TelemetryRow:
     count = len(bucket)
     last = bucket[-1]
@@ -205,7 +146,7 @@ def _summarise(t_ms: int, bucket: Sequence[TelemetrySample]) -> TelemetryRow:
         contact_quality=round(sum(s.contact_quality for s in bucket) / count, 1),
         battery_pct=min(s.battery_pct for s in bucket),
         temperature_c=round(sum(s.temperature_dc for s in bucket) / count / 10, 2),
-        faults=_fault_names(faults),
+        faults=fault_names(faults),
     )
 
 

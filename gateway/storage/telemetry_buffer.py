@@ -24,9 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ble.protocol import TelemetrySample
+from ble.protocol import DEVICE_TIME_MOD, TelemetrySample, pack_samples
 from gateway.storage.models import TELEMETRY_TABLE
-from gateway.storage.samples import DEVICE_TIME_MOD, LAYOUT_RAW, pack_sample
+from gateway.storage.samples import LAYOUT_RAW
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class TelemetryBuffer:
         first, last = samples[0], samples[-1]
         span_ms = (last.device_time_ms - first.device_time_ms) % DEVICE_TIME_MOD
         arrival_ms = round((self._clock() if received_at is None else received_at) * 1000)
-        packed = b"".join([pack_sample(sample) for sample in samples])
+        packed = pack_samples(samples)
         count = len(samples)
         with self._lock:
             if closed or self._buffered + count > self._max_samples:

@@ -49,8 +49,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from ble.protocol import TelemetrySample
-from gateway.errors import GatewayError
-from gateway.storage.engine import StorageUnavailable
+from gateway.errors import GatewayError, StorageUnavailable
 from gateway.storage.journal import Entry
 from gateway.storage.journal_applier import apply_entries
 from gateway.storage.models import TELEMETRY_TABLE

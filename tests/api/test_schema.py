@@ -45,7 +45,7 @@ from schemathesis.engine import events, from_schema
 
 from api.app import create_app
 from api.docs import STATIC_DIR
-from gateway.runtime import sim_address
+from ble.sim.fleet import sim_address
 from tests.api.hub import Hub, make_settings, serve
 
 MAX_EXAMPLES = 10

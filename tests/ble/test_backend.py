@@ -23,12 +23,12 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.hci import Address
 from bumble.transport import open_transport
 
-from ble.adapter import ATT_MTU, BumbleAdapter, BumbleDeviceDetails
-from ble.bumble_client import BumbleClient
-from ble.bumble_scanner import BumbleScanner
+from ble.bumble.adapter import ATT_MTU, BumbleAdapter, BumbleDeviceDetails
+from ble.bumble.client import BumbleClient
+from ble.bumble.hci_server import HciTcpServer
+from ble.bumble.radio import VirtualRadio
+from ble.bumble.scanner import BumbleScanner
 from ble.errors import RadioError
-from ble.hci_server import HciTcpServer
-from ble.radio import VirtualRadio
 
 SERVICE = "7d2a0001-6b1c-4f6e-9a0a-3c5e2f1b0001"
 READ_CHAR = "7d2a0002-6b1c-4f6e-9a0a-3c5e2f1b0001"

@@ -15,12 +15,12 @@ from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError
 
 from ble import protocol as p
-from ble.adapter import BumbleAdapter
-from ble.bumble_client import BumbleClient
-from ble.bumble_scanner import BumbleScanner
+from ble.bumble.adapter import BumbleAdapter
+from ble.bumble.client import BumbleClient
+from ble.bumble.radio import VirtualRadio
+from ble.bumble.scanner import BumbleScanner
 from ble.errors import CommandRefused, LinkError
 from ble.link import DeviceLink
-from ble.radio import VirtualRadio
 from ble.sim.peripheral import SimulatedDevice
 
 HANG_GUARD_S = 10.0
@@ -67,19 +67,16 @@ async def bench() -> AsyncIterator[Bench]:
         await radio.close()
 
 
-def segment(
-    seq: int, segment_id: int, amplitude: int = 200, duration: int = 2000
-) -> p.QueueSegment:
+def segment(segment_id: int, amplitude: int = 200, duration: int = 2000) -> p.QueueSegment:
     return p.QueueSegment(
-        seq,
-        segment_id,
-        p.Zone.CHEEKS,
-        p.Waveform.SQUARE_BIPHASIC,
-        100,
-        amplitude,
-        500,
-        duration,
-        200,
+        segment_id=segment_id,
+        zone=p.Zone.CHEEKS,
+        waveform=p.Waveform.SQUARE_BIPHASIC,
+        frequency_dhz=100,
+        amplitude_ua=amplitude,
+        pulse_width_us=500,
+        duration_ms=duration,
+        ramp_ms=200,
     )
 
 
@@ -141,7 +138,7 @@ async def test_queue_segments_and_get_acks(bench: Bench) -> None:
     try:
         free = []
         for i in range(1, 4):
-            response = await link.send(segment(link.next_seq(), i))
+            response = await link.send(segment(i))
             assert response.ok
             free.append(response.queue_free)
         assert free == sorted(free, reverse=True)
@@ -157,7 +154,7 @@ async def test_segment_above_the_hard_cap_is_refused(bench: Bench) -> None:
     try:
         assert link.limits is not None
         with pytest.raises(CommandRefused) as refused:
-            await link.send(segment(link.next_seq(), 1, amplitude=link.limits.hard_cap_ua + 1))
+            await link.send(segment(1, amplitude=link.limits.hard_cap_ua + 1))
         assert refused.value.status == p.Status.ABOVE_HARD_CAP.name
         assert sim.sync().queue == ()
     finally:
@@ -194,8 +191,8 @@ async def test_output_runs_then_lease_expiry_stops_it(bench: Bench) -> None:
     sim = bench.sims[0]
     link = await bench.find(sim)
     await link.connect()
-    await link.send(segment(link.next_seq(), 1, amplitude=200, duration=10_000))
-    await link.send(p.Start(link.next_seq()))
+    await link.send(segment(1, amplitude=200, duration=10_000))
+    await link.send(p.Start())
     await bench.wait_for(lambda: sim.sync().output_ua > 0, "output on")
     # Stop sending anything: no keepalive. The firmware's lease must cut output by itself.
     await bench.wait_for(lambda: sim.sync().output_ua == 0, "output off by lease")
@@ -210,14 +207,14 @@ async def test_disconnect_stops_output(bench: Bench) -> None:
     sim = bench.sims[2]
     link = await bench.find(sim)
     await link.connect()
-    await link.send(segment(link.next_seq(), 1, amplitude=200, duration=10_000))
-    await link.send(p.Start(link.next_seq()))
+    await link.send(segment(1, amplitude=200, duration=10_000))
+    await link.send(p.Start())
     await bench.wait_for(lambda: sim.sync().output_ua > 0, "output on")
     bench.radio.drop_links(sim.address)
     await bench.wait_for(lambda: sim.sync().output_ua == 0, "output off on disconnect")
     assert sim.sync().state is p.DeviceState.IDLE
     with pytest.raises(LinkError):
-        await link.send(p.Keepalive(link.next_seq()))
+        await link.send(p.Keepalive())
     await link.close()
 
 
@@ -225,13 +222,13 @@ async def test_contact_loss_gates_output(bench: Bench) -> None:
     sim = bench.sims[0]
     link = await bench.find(sim)
     await link.connect()
-    await link.send(segment(link.next_seq(), 1, amplitude=200, duration=10_000))
-    await link.send(p.Start(link.next_seq()))
+    await link.send(segment(1, amplitude=200, duration=10_000))
+    await link.send(p.Start())
     await bench.wait_for(lambda: sim.sync().output_ua > 0, "output on")
     sim.set_on_skin(False)
     await bench.wait_for(lambda: sim.sync().output_ua == 0, "output gated")
     for _ in range(20):
-        await link.send(p.Keepalive(link.next_seq()))
+        await link.send(p.Keepalive())
         assert sim.sync().output_ua == 0
     sim.set_on_skin(True)
     await bench.wait_for(lambda: sim.sync().output_ua > 0, "output back")
@@ -245,8 +242,8 @@ async def test_stop_is_immediate_and_clears_the_queue(bench: Bench) -> None:
     link = await bench.find(sim)
     await link.connect()
     for i in range(1, 4):
-        await link.send(segment(link.next_seq(), i, amplitude=250, duration=5_000))
-    await link.send(p.Start(link.next_seq()))
+        await link.send(segment(i, amplitude=250, duration=5_000))
+    await link.send(p.Start())
     await bench.wait_for(lambda: sim.sync().output_ua > 0, "output on")
     await link.stop()
     firmware = sim.sync()

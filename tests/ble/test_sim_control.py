@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ble.radio import VirtualRadio
+from ble.bumble.radio import VirtualRadio
 from ble.sim.control import ControlError, ControlServer, call, request
 from ble.sim.peripheral import SimulatedDevice
 

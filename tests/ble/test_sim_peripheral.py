@@ -21,8 +21,8 @@ from bumble.gatt_client import CharacteristicProxy
 from bumble.hci import Address
 
 from ble import protocol as p
+from ble.bumble.radio import VirtualRadio
 from ble.errors import ProtocolError
-from ble.radio import VirtualRadio
 from ble.sim.firmware import DEFAULT_LIMITS
 from ble.sim.peripheral import SimulatedDevice
 

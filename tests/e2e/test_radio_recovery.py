@@ -24,7 +24,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from ble.adapter import CONTROLLER_STALL_S, HCI_COMMAND_TIMEOUT_S
+from ble.bumble.adapter import CONTROLLER_STALL_S
+from ble.bumble.host import HCI_COMMAND_TIMEOUT_S
 from ble.sim import control
 from ble.supervisor import RadioStatus
 from gateway.config import BleSettings, SafetySettings, Settings

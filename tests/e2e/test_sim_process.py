@@ -16,9 +16,9 @@ import pytest
 from bleak import BleakScanner
 
 from ble import protocol as p
-from ble.adapter import BumbleAdapter
-from ble.bumble_client import BumbleClient
-from ble.bumble_scanner import BumbleScanner
+from ble.bumble.adapter import BumbleAdapter
+from ble.bumble.client import BumbleClient
+from ble.bumble.scanner import BumbleScanner
 from ble.link import DeviceLink
 from ble.sim import control
 from tests.e2e.served import Sim, SimFactory
@@ -80,15 +80,22 @@ async def test_second_process_finds_bonds_and_streams_from_every_device(
         link = links[0]
         address = link.address.upper()
         segment = p.QueueSegment(
-            link.next_seq(), 1, p.Zone.FOREHEAD, p.Waveform.SINE, 100, 200, 500, 5000, 200
+            segment_id=1,
+            zone=p.Zone.FOREHEAD,
+            waveform=p.Waveform.SINE,
+            frequency_dhz=100,
+            amplitude_ua=200,
+            pulse_width_us=500,
+            duration_ms=5000,
+            ramp_ms=200,
         )
         assert (await link.send(segment)).ok
-        assert (await link.send(p.Start(link.next_seq()))).ok
+        assert (await link.send(p.Start())).ok
         async with asyncio.timeout(10):
             while (await control.request(sim_process.control_port, "GET", f"/devices/{address}"))[
                 "output_ua"
             ] == 0:
-                await link.send(p.Keepalive(link.next_seq()))
+                await link.send(p.Keepalive())
                 await asyncio.sleep(0.05)
         snapshot = await control.call(
             sim_process.control_port, address, "set_on_skin", on_skin=False

@@ -23,11 +23,12 @@ import pytest
 from ble import protocol as p
 from ble.errors import ProtocolError
 from ble.sim.firmware import Firmware
+from ble.sim.fleet import sim_address
 from ble.sim.peripheral import SimulatedDevice
 from gateway.config import BleSettings, DatabaseSettings, SafetySettings, Settings
 from gateway.events import Event, SessionNotice, SessionStateChanged
 from gateway.programs import Program, ProgramStep
-from gateway.runtime import Runtime, sim_address
+from gateway.runtime import Runtime
 from gateway.session import Session
 from gateway.states import SessionState
 

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from ble import protocol as p
 from gateway.config import BleSettings, Settings
-from gateway.errors import GatewayError
-from gateway.runtime import BluetoothUnavailable, Runtime
+from gateway.errors import BluetoothUnavailable, GatewayError
+from gateway.runtime import Runtime
 from gateway.states import SessionState
 from gateway.storage import repo, session_log
 from gateway.storage.journal import JournalUnavailable

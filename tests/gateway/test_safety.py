@@ -513,7 +513,14 @@ async def test_a_direct_write_above_the_cap_never_reaches_the_device(hub: Hub) -
     await wait_output(hub.sim(0))
     link = hub.runtime.devices.get(hub.address(0)).require_link()
     rogue = p.QueueSegment(
-        link.next_seq(), 999, p.Zone.CHEEKS, p.Waveform.SQUARE_BIPHASIC, 100, 450, 500, 1000, 1000
+        segment_id=999,
+        zone=p.Zone.CHEEKS,
+        waveform=p.Waveform.SQUARE_BIPHASIC,
+        frequency_dhz=100,
+        amplitude_ua=450,
+        pulse_width_us=500,
+        duration_ms=1000,
+        ramp_ms=1000,
     )
     mark = spy.mark()
     with pytest.raises(SafetyViolation, match="450 µA"):
@@ -525,7 +532,7 @@ async def test_a_direct_write_above_the_cap_never_reaches_the_device(hub: Hub) -
     assert [c for c in spy.since(mark) if not isinstance(c, p.Keepalive | p.Stop)] == []
     assert hub.firmware(0).output_ua == 0
     # With no session holding the device, nothing that makes output passes at all.
-    for command in (p.Start(link.next_seq()), p.QueueSegment(link.next_seq(), 5, p.Zone.CHEEKS)):
+    for command in (p.Start(), p.QueueSegment(segment_id=5, zone=p.Zone.CHEEKS)):
         with pytest.raises(SafetyViolation, match="no session"):
             await link.send(command)
 

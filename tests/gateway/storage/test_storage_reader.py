@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gateway.storage.engine import StorageUnavailable
+from gateway.errors import StorageUnavailable
 from gateway.storage.reader import READ_THREADS, StorageReader
 
 

@@ -9,13 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ble.protocol import IMPEDANCE_OPEN, NO_SEGMENT, DeviceState, FaultFlags, TelemetrySample
+from ble.protocol import (
+    IMPEDANCE_OPEN,
+    NO_SEGMENT,
+    TELEMETRY_SAMPLE_SIZE,
+    DeviceState,
+    FaultFlags,
+    TelemetrySample,
+    pack_samples,
+)
 from gateway.storage.samples import (
     CSV_HEADER,
-    SAMPLE_SIZE,
     TimedSample,
-    pack_sample,
-    pack_samples,
     timed_samples,
     to_csv,
     to_rows,
@@ -43,15 +48,15 @@ samples_st = st.builds(
 @given(st.lists(samples_st, max_size=60))
 def test_layout_round_trips_every_field(samples: list[TelemetrySample]) -> None:
     data = pack_samples(samples)
-    assert len(data) == SAMPLE_SIZE * len(samples)
+    assert len(data) == TELEMETRY_SAMPLE_SIZE * len(samples)
     assert unpack_samples(data) == samples
 
 
 def test_layout_is_the_v1_wire_sample() -> None:
     sample = TelemetrySample(1, 2, DeviceState.RUNNING, 3, 4, 5, 6, 7, 8, 9, -10, FaultFlags(0x21))
-    assert pack_sample(sample) == sample.pack()
+    assert pack_samples([sample]) == sample.pack()
     # frame, time, state, segment, elapsed, mean, peak, impedance + contact, battery, temp, faults
-    assert pack_sample(sample).hex() == "0100020000000103000400050006000700" + "0809f6ff21"
+    assert pack_samples([sample]).hex() == "0100020000000103000400050006000700" + "0809f6ff21"
     with pytest.raises(ValueError, match="whole"):
         unpack_samples(b"\x00" * 23)
 

@@ -12,9 +12,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import Session
 
 from gateway.config import DatabaseSettings
+from gateway.errors import StorageUnavailable
 from gateway.storage import repo
 from gateway.storage.engine import (
-    StorageUnavailable,
     create_engine_from_settings,
     current_revision,
     storage_metadata,

@@ -21,9 +21,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
 from ble.protocol import TelemetrySample
-from gateway.errors import NotFound
+from gateway.errors import NotFound, StorageUnavailable
 from gateway.storage import history, repo, session_log
-from gateway.storage.engine import StorageUnavailable
 from gateway.storage.models import SessionRecord, TelemetryBatch
 from gateway.storage.writer import StorageWriter
 

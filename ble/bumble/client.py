@@ -41,25 +41,27 @@ from bumble.device import Connection
 from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
 from bumble.gatt_client import CharacteristicProxy, Client, ServiceProxy
 
-from ble.adapter import CONNECT_TIMEOUT_S, BumbleAdapter, BumbleDeviceDetails, guarded
+from ble.bumble.adapter import LE_CONNECT_TIMEOUT_S, BumbleAdapter, BumbleDeviceDetails
+from ble.bumble.host import guarded
 from ble.errors import BleError, LinkError
 
 __all__ = [
+    "ATT_TRANSACTION_TIMEOUT_S",
     "DISCOVERY_TIMEOUT_S",
-    "GATT_TIMEOUT_S",
-    "PAIR_TIMEOUT_S",
+    "PAIRING_PROCEDURE_TIMEOUT_S",
     "BumbleClient",
     "resolve_adapter",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: One GATT read/write/subscribe round trip (measured: about 1 ms; the margin covers load).
-GATT_TIMEOUT_S = 10.0
+#: The backend's bound on one ATT transaction (a GATT read, write or subscribe; measured at
+#: about 1 ms, the margin covers load). The link bounds its own setup steps tighter.
+ATT_TRANSACTION_TIMEOUT_S = 10.0
 #: Full service, characteristic and descriptor discovery.
 DISCOVERY_TIMEOUT_S = 15.0
 #: Pairing, generous because passkey entry waits for a human.
-PAIR_TIMEOUT_S = 30.0
+PAIRING_PROCEDURE_TIMEOUT_S = 30.0
 
 _T = TypeVar("_T")
 
@@ -114,7 +116,7 @@ class BumbleClient(BaseBleakClient):
         address_or_ble_device: BLEDevice | str,
         *,
         disconnected_callback: Callable[[], None] | None = None,
-        timeout: float = CONNECT_TIMEOUT_S,
+        timeout: float = LE_CONNECT_TIMEOUT_S,
         services: set[str] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -196,7 +198,7 @@ class BumbleClient(BaseBleakClient):
         self._connection = connection
         try:
             if pair:
-                await self._adapter.pair(connection, timeout_s=PAIR_TIMEOUT_S)
+                await self._adapter.pair(connection, timeout_s=PAIRING_PROCEDURE_TIMEOUT_S)
             self.services = await self._adapter.bounded(
                 self._discover(connection.gatt_client), DISCOVERY_TIMEOUT_S, "service discovery"
             )
@@ -218,7 +220,7 @@ class BumbleClient(BaseBleakClient):
     async def pair(self, *args: Any, **kwargs: Any) -> None:
         connection = self._require_connection()
         try:
-            await self._adapter.pair(connection, timeout_s=PAIR_TIMEOUT_S)
+            await self._adapter.pair(connection, timeout_s=PAIRING_PROCEDURE_TIMEOUT_S)
         except BleError as exc:
             raise BleakError(str(exc)) from exc
 
@@ -368,11 +370,11 @@ class BumbleClient(BaseBleakClient):
         )
 
     async def _gatt(self, what: str, operation: Callable[[Client], Awaitable[_T]]) -> _T:
-        """Run one GATT operation under GATT_TIMEOUT_S and translate bumble's errors."""
+        """Run one GATT operation under ATT_TRANSACTION_TIMEOUT_S and translate bumble's errors."""
         connection = self._require_connection()
         try:
             return await self._adapter.bounded(
-                operation(connection.gatt_client), GATT_TIMEOUT_S, what
+                operation(connection.gatt_client), ATT_TRANSACTION_TIMEOUT_S, what
             )
         except BaseException as exc:
             if isinstance(exc, TimeoutError | asyncio.CancelledError):

@@ -1,11 +1,12 @@
 """Living with bumble's host: a Host for transports that fail, and rules for awaiting bumble.
 
-``TransportHost`` is the bumble ``Host`` the adapter (ble/adapter.py) puts on every real
+``TransportHost`` is the bumble ``Host`` the adapter (ble/bumble/adapter.py) puts on every real
 transport (TCP to ``mcgw sim``, a USB or serial dongle): it turns a lost or hung transport into
 one report to its owner instead of tracebacks, and drops controller answers that cannot belong
-to the pending command. The functions are the cancellation rules every await on bumble follows:
-bumble cancels pending requests when a link or transport goes (that ``CancelledError`` is not
-the caller's), and its ``asyncio.wait_for`` (Python 3.11) can swallow the caller's own one.
+to the pending command. The functions are the cancellation rules every await on bumble follows
+(and ``guarded``, the rule for every callback handed to bumble): bumble cancels pending
+requests when a link or transport goes (that ``CancelledError`` is not the caller's), and its
+``asyncio.wait_for`` (Python 3.11) can swallow the caller's own one.
 
 It deliberately does not: open transports, keep state beyond one host, or log at more than
 DEBUG (whoever owns the transport reports its loss, once).
@@ -14,30 +15,50 @@ DEBUG (whoever owns the transport reports its loss, once).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec
 
 from bumble import hci
 from bumble.host import Host
 from bumble.transport.common import TransportLostError
 
 __all__ = [
+    "HCI_COMMAND_TIMEOUT_S",
     "TransportHost",
     "cancelled_by_peer",
     "cancels_requested",
-    "describe",
+    "guarded",
     "restore_swallowed_cancel",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: One HCI command round trip (scan enable, create-connection cancel, disconnect).
+HCI_COMMAND_TIMEOUT_S = 5.0
+
+_P = ParamSpec("_P")
+
+
+def guarded(callback: Callable[_P, object], what: str) -> Callable[_P, None]:
+    """Wrap ``callback`` so an exception is logged instead of escaping into bumble."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            callback(*args, **kwargs)
+        except Exception:
+            logger.exception("%s raised; ignored so bumble keeps processing packets", what)
+
+    return wrapper
 
 
 class TransportHost(Host):
     """bumble's Host for a transport that can stall or go away (anything but the virtual radio).
 
     Stock behaviours are replaced where they raise, log a traceback or carry on in a broken
-    state for events this gateway expects and handles (``ble.adapter.BumbleAdapter``):
+    state for events this gateway expects and handles (``ble.bumble.adapter.BumbleAdapter``):
     - on transport loss the stock host sets ``TransportLostError`` on the pending command, which
       bumble then logs at ERROR with a traceback; here the loss goes to the adapter, which
       releases the pending command by cancelling it and drops every link;
@@ -102,11 +123,6 @@ class TransportHost(Host):
             logger.debug("dropped a late HCI answer (opcode 0x%04X)", event.command_opcode)
             return
         super().on_command_processed(event)
-
-
-def describe(exc: BaseException) -> str:
-    """An exception as text that is never empty (``str(TimeoutError())`` is "")."""
-    return str(exc) or type(exc).__name__
 
 
 def cancels_requested() -> int:

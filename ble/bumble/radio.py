@@ -2,15 +2,15 @@
 
 ``VirtualRadio`` owns one shared link. ``attach()`` puts a new software controller on it and
 returns a bumble ``Device`` (a full host: GAP, ATT/GATT, SMP) wired to that controller, not yet
-powered on. Simulated peripherals (ble/sim/), the hub's central (ble/adapter.py) and the
-HCI-over-TCP server (ble/hci_server.py) all meet on this link.
+powered on. Simulated peripherals (ble/sim/), the hub's central (ble/bumble/adapter.py) and the
+HCI-over-TCP server (ble/bumble/hci_server.py) all meet on this link.
 
 Fault injection for tests and simulations: ``drop_links()`` (supervision timeout on both ends),
 ``vanish()`` / ``reappear()`` (the controller moves to an isolated link and back).
 
 It deliberately does not: power devices on or off (their owners do), simulate RF (RSSI is fixed
 at -50, scan/connection intervals are ignored, scan responses are not sent separately), or cross
-process boundaries (that is ble/hci_server.py's job).
+process boundaries (that is ble/bumble/hci_server.py's job).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class VirtualRadio:
             )
 
     def add_controller(self, name: str) -> VirtualController:
-        """Create a controller with no host, for an external host (see ble/hci_server.py).
+        """Create a controller with no host, for an external host (see ble/bumble/hci_server.py).
 
         Its address is whatever the external host sets; tear it down with ``remove_controller``.
         """

@@ -29,8 +29,8 @@ from bleak.exc import BleakError
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Advertisement
 
-from ble.adapter import BumbleAdapter, BumbleDeviceDetails
-from ble.bumble_client import bleak_uuid, resolve_adapter
+from ble.bumble.adapter import BumbleAdapter, BumbleDeviceDetails
+from ble.bumble.client import bleak_uuid, resolve_adapter
 from ble.errors import BleError
 
 __all__ = ["REPEAT_REPORT_INTERVAL_S", "BumbleScanner", "advertisement_data"]

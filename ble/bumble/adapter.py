@@ -3,14 +3,15 @@
 ``BumbleAdapter.open(moniker)`` opens a bumble transport by moniker (``"virtual"`` with a
 ``VirtualRadio``, ``"tcp-client:HOST:PORT"`` for a ``mcgw sim`` process, ``"usb:0"``,
 ``"serial:/dev/ttyUSB0"``, any other bumble transport) and powers a central on it. The bleak
-backend (ble/bumble_client.py, ble/bumble_scanner.py) drives every BLE operation through it.
+backend (ble/bumble/client.py, ble/bumble/scanner.py) drives every BLE operation through it.
 
 What it adds over a bare bumble Device, each measured as necessary:
 - one pending LE connect at a time (the controller refuses a second one), with the controller's
   create-connection cancelled when a connect times out or is abandoned;
 - ATT MTU 247 requested after each connect (bumble does not exchange it by itself);
 - bonding keys in an in-memory keystore, and re-encryption on reconnect to a bonded peer;
-- advertisement fan-out to any number of scanners, scanning only while one is listening;
+- advertisement fan-out to any number of scanners, scanning only while one is listening (its
+  part in ble/bumble/scanning.py);
 - every callback handed to bumble is guarded: an exception in a bumble event handler breaks its
   packet processing, so ours log and swallow instead;
 - every bumble procedure (HCI command, ATT request, pairing) runs to its own end while only the
@@ -30,38 +31,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from bumble import att, core, hci
-from bumble.device import Advertisement, Connection, Device
+from bumble.device import Connection, Device
 from bumble.keys import KeyStore, MemoryKeyStore
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
-from ble.errors import BleError, LinkError, RadioError
-from ble.host import (
+from ble.bumble.host import (
+    HCI_COMMAND_TIMEOUT_S,
     TransportHost,
     cancelled_by_peer,
     cancels_requested,
-    describe,
+    guarded,
     restore_swallowed_cancel,
 )
-from ble.radio import VirtualRadio
+from ble.bumble.radio import VirtualRadio
+from ble.bumble.scanning import AdvertisementListener, Scanning
+from ble.errors import BleError, LinkError, RadioError, describe, translate
 
 __all__ = [
     "ATT_MTU",
-    "CONNECT_TIMEOUT_S",
     "CONTROLLER_STALL_S",
-    "AdvertisementListener",
+    "LE_CONNECT_TIMEOUT_S",
     "BumbleAdapter",
     "BumbleDeviceDetails",
     "LossListener",
-    "guarded",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,43 +69,24 @@ logger = logging.getLogger(__name__)
 #: ATT MTU requested after every connect: the largest that fits one LE data PDU (251 - 4).
 ATT_MTU = 247
 #: Default budget for one LE connect when the caller gives none.
-CONNECT_TIMEOUT_S = 10.0
+LE_CONNECT_TIMEOUT_S = 10.0
 #: Opening a transport (TCP connect, USB open) and powering the controller on.
-OPEN_TIMEOUT_S = 10.0
-#: One HCI command round trip (scan enable, create-connection cancel, disconnect).
-HCI_COMMAND_TIMEOUT_S = 5.0
+TRANSPORT_OPEN_TIMEOUT_S = 10.0
 #: Re-encrypting a link with stored bonding keys; a peer that lost its keys fails fast.
 ENCRYPT_TIMEOUT_S = 5.0
 #: The ATT MTU exchange after connecting.
 MTU_EXCHANGE_TIMEOUT_S = 5.0
 #: Waiting for a Disconnection Complete after asking for a disconnect.
-DISCONNECT_TIMEOUT_S = 5.0
+DISCONNECTION_COMPLETE_TIMEOUT_S = 5.0
 #: An HCI command unanswered this long means the controller (or the process serving it) has
 #: hung: the adapter declares its transport lost. Real controllers answer in milliseconds; a
 #: ``mcgw sim`` stopped for a few seconds stays below it and resumes where it was.
 CONTROLLER_STALL_S = 10.0
-#: Typed addresses remembered from advertisements (busy real-world air has many random ones).
-_ADDRESS_CACHE_SIZE = 1024
 
-_P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-AdvertisementListener = Callable[[Advertisement], None]
 #: Called once with the reason when the adapter's transport is lost.
 LossListener = Callable[[str], None]
-
-
-def guarded(callback: Callable[_P, object], what: str) -> Callable[_P, None]:
-    """Wrap ``callback`` so an exception is logged instead of escaping into bumble."""
-
-    @functools.wraps(callback)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
-        try:
-            callback(*args, **kwargs)
-        except Exception:
-            logger.exception("%s raised; ignored so bumble keeps processing packets", what)
-
-    return wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +121,6 @@ class BumbleAdapter:
         self._radio = radio
         self._radio_address = radio_address
         self._connect_lock = asyncio.Lock()
-        self._scan_lock = asyncio.Lock()
-        self._listeners: dict[object, tuple[AdvertisementListener, bool]] = {}
-        self._scanning_active: bool | None = None
-        self._address_types: dict[str, hci.Address] = {}
         self._closing = False
         self._closed = False
         self._failure: str | None = None
@@ -151,7 +128,13 @@ class BumbleAdapter:
         self._procedures: set[asyncio.Future[Any]] = set()
         self._leaving: set[Connection] = set()
         """Links we asked to disconnect whose Disconnection Complete has not come yet."""
-        device.on(Device.EVENT_ADVERTISEMENT, guarded(self._on_advertisement, "advertisement"))
+        self._scanning = Scanning(
+            device,
+            moniker=moniker,
+            bounded=self.bounded,
+            check_open=self._check_open,
+            is_open=lambda: self.is_open,
+        )
         if isinstance(device.host, TransportHost):
             device.host.on_lost = lambda what: self._fail(f"the HCI transport {moniker} {what}")
             device.command_timeout = CONTROLLER_STALL_S
@@ -184,13 +167,15 @@ class BumbleAdapter:
             device = radio.attach(name, own_address)
         else:
             try:
-                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                async with asyncio.timeout(TRANSPORT_OPEN_TIMEOUT_S):
                     transport = await open_transport(moniker)
             except (core.BaseBumbleError, OSError, TimeoutError) as exc:
-                raise RadioError(
-                    f"cannot open bumble transport {moniker!r}: {describe(exc)}; check the "
-                    "moniker (tcp-client:HOST:PORT, usb:0, serial:/dev/ttyX) and that the far "
-                    "end is up"
+                raise translate(
+                    exc,
+                    f"cannot open bumble transport {moniker!r}",
+                    into=RadioError,
+                    advice="; check the moniker (tcp-client:HOST:PORT, usb:0, serial:/dev/ttyX) "
+                    "and that the far end is up",
                 ) from exc
             host = TransportHost(controller_source=transport.source, controller_sink=transport.sink)
             device = Device(name=name, address=hci.Address(own_address), host=host)
@@ -205,7 +190,7 @@ class BumbleAdapter:
         )
         cancels = cancels_requested()
         try:
-            async with asyncio.timeout(OPEN_TIMEOUT_S):
+            async with asyncio.timeout(TRANSPORT_OPEN_TIMEOUT_S):
                 await device.power_on()
             restore_swallowed_cancel(cancels)
         except BaseException as exc:
@@ -249,7 +234,7 @@ class BumbleAdapter:
         if self._closing:
             return
         self._closing = True
-        self._listeners.clear()
+        self._scanning.clear()
         if self._failure is None:
             for connection in list(self.device.connections.values()):
                 await self.disconnect(connection)
@@ -347,7 +332,7 @@ class BumbleAdapter:
         if not procedure.cancelled() and (exc := procedure.exception()) is not None:
             logger.debug("bumble procedure ended with %s", describe(exc))
 
-    # -- scanning ----------------------------------------------------------------------------
+    # -- scanning (ble/bumble/scanning.py) ---------------------------------------------------
 
     async def add_advertisement_listener(
         self, listener: AdvertisementListener, *, active: bool = True
@@ -358,83 +343,14 @@ class BumbleAdapter:
         listener asked for it).
         """
         self._check_open()
-        token = object()
-        self._listeners[token] = (guarded(listener, "advertisement listener"), active)
-        try:
-            await self._update_scanning()
-        except BaseException:
-            self._listeners.pop(token, None)
-            raise
-
-        async def remove() -> None:
-            if self._listeners.pop(token, None) is not None and self.is_open:
-                await self._update_scanning()
-
-        return remove
-
-    async def _update_scanning(self) -> None:
-        async with self._scan_lock:
-            wanted: bool | None = None
-            if self._listeners:
-                wanted = any(active for _, active in self._listeners.values())
-            if wanted == self._scanning_active:
-                return
-            self._check_open()
-            try:
-                if self._scanning_active is not None:
-                    await self.bounded(
-                        self.device.stop_scanning(), HCI_COMMAND_TIMEOUT_S, "stopping the scan"
-                    )
-                    self._scanning_active = None
-                if wanted is not None:
-                    # Duplicates are filtered per scanner, not by the controller: a
-                    # controller-side filter would hide advertisement data changes.
-                    await self.bounded(
-                        self.device.start_scanning(active=wanted, filter_duplicates=False),
-                        HCI_COMMAND_TIMEOUT_S,
-                        "starting the scan",
-                    )
-                    self._scanning_active = wanted
-            except TimeoutError as exc:
-                raise RadioError(
-                    f"cannot change scanning on {self.moniker}: the controller did not answer "
-                    f"within {HCI_COMMAND_TIMEOUT_S:g} s"
-                ) from exc
-            except (core.BaseBumbleError, LinkError) as exc:
-                raise RadioError(
-                    f"cannot change scanning on {self.moniker}: {describe(exc)}"
-                ) from exc
-
-    def _on_advertisement(self, advertisement: Advertisement) -> None:
-        address = advertisement.address
-        key = str(address.to_string(False))
-        self._address_types.pop(key, None)
-        self._address_types[key] = address
-        if len(self._address_types) > _ADDRESS_CACHE_SIZE:
-            del self._address_types[next(iter(self._address_types))]
-        for listener, _ in list(self._listeners.values()):
-            listener(advertisement)
+        return await self._scanning.add_listener(listener, active=active)
 
     async def resolve_address(self, address: str, *, timeout_s: float) -> hci.Address:
         """The typed address (public/random) of a peer given as a string, scanning if needed.
 
         Raises ``TimeoutError`` if it is not heard within ``timeout_s`` seconds.
         """
-        key = address.upper()
-        if (known := self._address_types.get(key)) is not None:
-            return known
-        heard: asyncio.Future[hci.Address] = asyncio.get_running_loop().create_future()
-
-        def on_advertisement(advertisement: Advertisement) -> None:
-            if not heard.done() and advertisement.address.to_string(False) == key:
-                heard.set_result(advertisement.address)
-
-        remove = await self.add_advertisement_listener(on_advertisement, active=False)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await heard
-        finally:
-            await remove()
+        return await self._scanning.resolve_address(address, timeout_s=timeout_s)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -442,7 +358,7 @@ class BumbleAdapter:
         self,
         address: hci.Address,
         *,
-        timeout_s: float = CONNECT_TIMEOUT_S,
+        timeout_s: float = LE_CONNECT_TIMEOUT_S,
         on_disconnect: Callable[[int], None] | None = None,
     ) -> Connection:
         """Connect to ``address``; re-encrypt if bonded; exchange the ATT MTU.
@@ -483,7 +399,7 @@ class BumbleAdapter:
             if isinstance(exc, asyncio.CancelledError) and not cancelled_by_peer():
                 raise
             if isinstance(exc, core.BaseBumbleError | asyncio.CancelledError):
-                raise LinkError(f"link to {address} failed during setup: {exc!s}") from exc
+                raise translate(exc, f"link to {address} failed during setup") from exc
             raise
         return connection
 
@@ -508,7 +424,7 @@ class BumbleAdapter:
             if isinstance(exc, TimeoutError):
                 raise TimeoutError(f"connecting to {address} timed out") from exc
             if isinstance(exc, core.BaseBumbleError):
-                raise LinkError(f"cannot connect to {address}: {exc!s}") from exc
+                raise translate(exc, f"cannot connect to {address}") from exc
             raise
         if cancels_requested() > cancels:
             # Leave no link behind a cancelled connect (see restore_swallowed_cancel).
@@ -569,7 +485,7 @@ class BumbleAdapter:
         try:
             await self.bounded(connection.pair(), timeout_s, "pairing")
         except core.BaseBumbleError as exc:
-            raise LinkError(f"pairing with {connection.peer_address} failed: {exc!s}") from exc
+            raise translate(exc, f"pairing with {connection.peer_address} failed") from exc
 
     async def forget(self, address: hci.Address) -> None:
         """Delete the stored bonding keys for ``address`` (no-op if there are none)."""
@@ -592,7 +508,9 @@ class BumbleAdapter:
                 connection.EVENT_DISCONNECTION, lambda _reason: self._leaving.discard(connection)
             )
         with contextlib.suppress(core.BaseBumbleError, BleError, TimeoutError):
-            await self.bounded(connection.disconnect(), DISCONNECT_TIMEOUT_S, "disconnecting")
+            await self.bounded(
+                connection.disconnect(), DISCONNECTION_COMPLETE_TIMEOUT_S, "disconnecting"
+            )
 
     async def _departure(self, connection: Connection, timeout_s: float) -> None:
         """Wait until ``connection`` is gone; ``TimeoutError`` if it is still there after that."""

@@ -24,8 +24,8 @@ from typing import cast
 from bumble import core
 from bumble.transport.common import PacketParser
 
+from ble.bumble.radio import SUPERVISION_TIMEOUT, VirtualController, VirtualRadio
 from ble.errors import RadioError
-from ble.radio import SUPERVISION_TIMEOUT, VirtualController, VirtualRadio
 
 __all__ = ["HciTcpServer"]
 
