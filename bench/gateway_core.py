@@ -102,7 +102,7 @@ async def write_floor(
         await client.pair()
 
         async def write(seq: int) -> float:
-            data = bytes(p.Keepalive(seq & 0xFFFF))
+            data = bytes(p.Keepalive(seq=seq & 0xFFFF))
             start = time.perf_counter()
             await client.write_gatt_char(p.CONTROL_POINT_UUID, data, response=True)
             return (time.perf_counter() - start) * 1000

@@ -8,7 +8,7 @@ business (``DeviceLink.send`` stamps them), not the caller's.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
 from ble.errors import ProtocolError
@@ -23,16 +23,16 @@ _CMD_HEADER = struct.Struct("<BBH")
 class Command:
     """Base of every control-point command: version, opcode, sequence number.
 
-    ``seq`` defaults to 0 because a command built for sending leaves it out:
-    :meth:`ble.link.DeviceLink.send` stamps the link's next sequence number on a copy. Pass the
-    payload fields by keyword (``SetIntensity(percent=60, ramp_ms=1500)``) so a value is never
-    taken for the sequence number; decoders and golden vectors give ``seq`` explicitly.
+    ``seq`` is keyword-only and defaults to 0 because a command built for sending leaves it out:
+    :meth:`ble.link.DeviceLink.send` stamps the link's next sequence number on a copy. Being
+    keyword-only, it can never take a payload value by position (``Resume(1000)`` is a ramp of
+    1000 ms, not sequence number 1000); decoders and golden vectors give ``seq=`` explicitly.
     """
 
     OPCODE: ClassVar[Opcode]
     _BODY: ClassVar[struct.Struct] = struct.Struct("<")
 
-    seq: int = 0
+    seq: int = field(default=0, kw_only=True)
 
     def _fields(self) -> tuple[int, ...]:
         return ()
@@ -57,7 +57,7 @@ class Command:
             raise ProtocolError(
                 f"{cls.OPCODE.name} payload is {len(body)} bytes, expected {cls._BODY.size}"
             )
-        command = cls(seq, *cls._BODY.unpack(body))
+        command = cls(*cls._BODY.unpack(body), seq=seq)
         command._validate()
         return command
 
@@ -121,7 +121,6 @@ class QueueSegment(Command):
             raise ProtocolError(f"QUEUE_SEGMENT payload is {len(body)} bytes, expected 14")
         sid, zone, wave, freq, amp, width, duration, ramp = cls._BODY.unpack(body)
         return cls(
-            seq,
             sid,
             enum_field(Zone, zone, "zone"),
             enum_field(Waveform, wave, "waveform"),
@@ -130,6 +129,7 @@ class QueueSegment(Command):
             width,
             duration,
             ramp,
+            seq=seq,
         )
 
 

@@ -28,7 +28,7 @@ class Bench:
     def send(self, cls: type[p.Command], /, *, encrypted: bool = True, **fields: Any) -> p.Response:
         self.seq = (self.seq + 1) & 0xFFFF
         response = self.fw.handle(
-            bytes(cls(self.seq, **fields)), encrypted=encrypted, now_ms=self.now
+            bytes(cls(**fields, seq=self.seq)), encrypted=encrypted, now_ms=self.now
         )
         assert response is not None
         assert response.seq == self.seq
@@ -145,7 +145,7 @@ def test_malformed_frames_are_nacked_with_their_seq_and_counted(bench: Bench) ->
     cases = {
         b"\x01\x02\x05\x00\x01": S.MALFORMED,  # QUEUE_SEGMENT with a 1-byte payload
         b"\x01\x08\x06\x00\xff": S.MALFORMED,  # KEEPALIVE carries nothing
-        bytes(p.QueueSegment(7, **segment(1)))[:5] + b"\x09" + bytes(13): S.MALFORMED,  # zone 9
+        bytes(p.QueueSegment(**segment(1), seq=7))[:5] + b"\x09" + bytes(13): S.MALFORMED,  # zone 9
         b"\x01\x7f\x08\x00": S.UNKNOWN_OPCODE,
         b"\x02\x08\x09\x00": S.UNSUPPORTED_VERSION,
     }

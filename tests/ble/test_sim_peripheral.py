@@ -48,10 +48,10 @@ class Session:
         async with asyncio.timeout(STEP_S):
             await self.chars[p.CONTROL_POINT_UUID].write_value(bytes(command), with_response=True)
 
-    async def send(self, make: Callable[[int], p.Command]) -> p.Response:
+    async def send(self, make: Callable[..., p.Command]) -> p.Response:
         """Write a command built with a fresh seq; return its ACK/NACK indication."""
         self.seq += 1
-        await self.write(make(self.seq))
+        await self.write(make(seq=self.seq))
         async with asyncio.timeout(STEP_S):
             response = await self.responses.get()
         assert response.seq == self.seq
@@ -126,7 +126,7 @@ async def wait_for(condition: Callable[[], bool], what: str) -> None:
 def segment(seq: int, segment_id: int = 1, **fields: int) -> p.QueueSegment:
     values = {"frequency_dhz": 100, "amplitude_ua": 300, "pulse_width_us": 200}
     values |= {"duration_ms": 30_000, "ramp_ms": 100} | fields
-    return p.QueueSegment(seq, segment_id, **values)  # type: ignore[arg-type]
+    return p.QueueSegment(segment_id, **values, seq=seq)  # type: ignore[arg-type]
 
 
 # -- advertising, services, pairing ----------------------------------------------------------------
@@ -164,10 +164,10 @@ async def test_unencrypted_write_is_refused_with_att_insufficient_encryption(
 ) -> None:
     session = await open_session(hub, pair=False)
     with pytest.raises(ATT_Error) as refused:
-        await session.write(p.Keepalive(1))
+        await session.write(p.Keepalive(seq=1))
     assert refused.value.error_code == ATT_INSUFFICIENT_ENCRYPTION
     with pytest.raises(ATT_Error) as refused:
-        await session.write(p.Start(2))
+        await session.write(p.Start(seq=2))
     assert refused.value.error_code == ATT_INSUFFICIENT_ENCRYPTION
     assert sim.firmware.counters.commands == 0
     # Reads need no encryption: a gateway learns the limits before bonding.
@@ -185,7 +185,9 @@ async def test_a_stop_is_executed_on_any_link(sim: SimulatedDevice, hub: Device)
     assert not plain.connection.is_encrypted
     assert (await plain.send(p.Stop)).ok
     with pytest.raises(ATT_Error):
-        await plain.write(p.QueueSegment(99, segment_id=1))  # malformed ranges, but refused first
+        await plain.write(
+            p.QueueSegment(segment_id=1, seq=99)
+        )  # malformed ranges, but refused first
     assert sim.firmware.command_log[-1][1] == p.Opcode.STOP
 
 
@@ -217,7 +219,7 @@ async def test_a_session_ramps_streams_telemetry_and_stops(
     sim: SimulatedDevice, hub: Device
 ) -> None:
     session = await open_session(hub)
-    assert (await session.send(lambda seq: p.SetTelemetryRate(seq, 100, 4))).ok
+    assert (await session.send(lambda seq: p.SetTelemetryRate(100, 4, seq=seq))).ok
     session.telemetry.clear()  # what came before the ACK was sent before the rate change
     assert (await session.send(segment)).ok
     assert (await session.send(p.Start)).ok
@@ -319,9 +321,9 @@ async def test_a_telemetry_setting_that_does_not_fit_the_mtu_is_refused(
     sim: SimulatedDevice, hub: Device
 ) -> None:
     session = await open_session(hub, mtu=100)  # 97-byte values: 4 samples (91 bytes) fit
-    too_many = await session.send(lambda seq: p.SetTelemetryRate(seq, 100, 5))
+    too_many = await session.send(lambda seq: p.SetTelemetryRate(100, 5, seq=seq))
     assert too_many.status is p.Status.OUT_OF_RANGE
-    assert (await session.send(lambda seq: p.SetTelemetryRate(seq, 100, 4))).ok
+    assert (await session.send(lambda seq: p.SetTelemetryRate(100, 4, seq=seq))).ok
     session.telemetry.clear()
     await wait_for(lambda: len(session.telemetry) >= 3, "telemetry")
     assert {len(p.Telemetry.from_bytes(raw).samples) for raw in session.telemetry} == {4}

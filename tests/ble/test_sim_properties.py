@@ -44,13 +44,13 @@ def script(fw: Firmware) -> list[bytes]:
     """A fixed session; returns every byte string the device sent."""
     sent: list[bytes] = []
     commands: list[tuple[int, p.Command]] = [
-        (0, p.SetTelemetryRate(1, 100, 3)),
-        (5, p.QueueSegment(2, **segment(1, amplitude_ua=350))),
-        (9, p.Start(3)),
-        (800, p.SetIntensity(4, 60, 300)),
-        (1_500, p.Pause(5)),
-        (1_700, p.Resume(6, 400)),
-        (2_400, p.Stop(7)),
+        (0, p.SetTelemetryRate(100, 3, seq=1)),
+        (5, p.QueueSegment(**segment(1, amplitude_ua=350), seq=2)),
+        (9, p.Start(seq=3)),
+        (800, p.SetIntensity(60, 300, seq=4)),
+        (1_500, p.Pause(seq=5)),
+        (1_700, p.Resume(400, seq=6)),
+        (2_400, p.Stop(seq=7)),
     ]
     for t in range(0, 3_000, 10):
         for when, command in commands:
@@ -76,7 +76,7 @@ def test_same_seed_and_inputs_give_identical_bytes() -> None:
 
 _QUEUE = st.builds(
     lambda sid, amp, dur, ramp: p.QueueSegment(
-        0, **segment(sid, amplitude_ua=amp, duration_ms=dur, ramp_ms=ramp)
+        **segment(sid, amplitude_ua=amp, duration_ms=dur, ramp_ms=ramp), seq=0
     ),
     st.integers(0, 5),
     st.integers(0, CAP + 100),
@@ -88,14 +88,14 @@ _RAMP = st.one_of(st.just(0), st.integers(0, 2_000))
 _ACTIONS = st.one_of(
     _QUEUE,
     _QUEUE,
-    st.just(p.Start(0)),
-    st.just(p.Start(0)),
-    st.just(p.Pause(0)),
-    st.builds(lambda r: p.Resume(0, r), _RAMP),
-    st.just(p.Stop(0)),
-    st.just(p.Keepalive(0)),
-    st.builds(lambda pct, r: p.SetIntensity(0, pct, r), st.integers(0, 120), _RAMP),
-    st.just(p.ClearFault(0)),
+    st.just(p.Start(seq=0)),
+    st.just(p.Start(seq=0)),
+    st.just(p.Pause(seq=0)),
+    st.builds(lambda r: p.Resume(r, seq=0), _RAMP),
+    st.just(p.Stop(seq=0)),
+    st.just(p.Keepalive(seq=0)),
+    st.builds(lambda pct, r: p.SetIntensity(pct, r, seq=0), st.integers(0, 120), _RAMP),
+    st.just(p.ClearFault(seq=0)),
     st.sampled_from(["off_skin", "on_skin", "charge", "unplug", "over_current", "dry", "heat"]),
 )
 
@@ -118,7 +118,7 @@ def test_no_input_makes_output_exceed_the_cap_or_step_up(
     fw = Firmware(seed=seed)
     now = 0
     # Most examples start with a queue and START, so that they exercise output at all.
-    start: list[tuple[p.Command | str, int, bool]] = [(p.Start(0), 0, True)] if prelude else []
+    start: list[tuple[p.Command | str, int, bool]] = [(p.Start(seq=0), 0, True)] if prelude else []
     for action, gap, encrypted in [*prelude, *start, *steps]:
         if isinstance(action, str):
             scenario = {

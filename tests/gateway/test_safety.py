@@ -53,7 +53,7 @@ LIMITS = p.DeviceLimits(1, 500, 1, 10_000, 20, 10_000, 8, 1000, 60_000, 100)
 
 
 def segment(amplitude: int, zone: p.Zone = p.Zone.CHEEKS, ramp_ms: int = 1000) -> p.QueueSegment:
-    return p.QueueSegment(7, 1, zone, p.Waveform.SINE, 100, amplitude, 500, 1000, ramp_ms)
+    return p.QueueSegment(1, zone, p.Waveform.SINE, 100, amplitude, 500, 1000, ramp_ms, seq=7)
 
 
 # --- the write guard on its own ------------------------------------------------------------------
@@ -100,36 +100,42 @@ def test_the_write_guard_refuses_an_onset_without_a_soft_start() -> None:
     supervisor.arm(Caps(safety))
     abrupt: list[p.Command] = [
         segment(100, ramp_ms=999),
-        p.SetIntensity(1, 80, 100),
-        p.Resume(1, 0),
+        p.SetIntensity(80, 100, seq=1),
+        p.Resume(0, seq=1),
     ]
     for command in abrupt:
         with pytest.raises(SafetyViolation, match="ramps in"):
             supervisor.check_command(command, bytes(command))
     ramped: list[p.Command] = [
         segment(100),
-        p.SetIntensity(1, 100, 1000),
-        p.Resume(1, 1000),
-        p.Start(1),
+        p.SetIntensity(100, 1000, seq=1),
+        p.Resume(1000, seq=1),
+        p.Start(seq=1),
     ]
     for command in ramped:
         supervisor.check_command(command, bytes(command))
-    too_loud = bytes(p.SetIntensity(1, 100, 1000))
+    too_loud = bytes(p.SetIntensity(100, 1000, seq=1))
     too_loud = too_loud[:4] + bytes([150]) + too_loud[5:]
     with pytest.raises(SafetyViolation, match="150 %"):
-        supervisor.check_command(p.SetIntensity(1, 100, 1000), too_loud)
+        supervisor.check_command(p.SetIntensity(100, 1000, seq=1), too_loud)
 
 
 def test_without_a_session_only_commands_that_cannot_raise_output_pass() -> None:
     supervisor = SafetySupervisor("AA", SafetySettings())
-    harmless: list[p.Command] = [p.Stop(1), p.Keepalive(1), p.Pause(1), p.Hello(1), p.ClearFault(1)]
+    harmless: list[p.Command] = [
+        p.Stop(seq=1),
+        p.Keepalive(seq=1),
+        p.Pause(seq=1),
+        p.Hello(seq=1),
+        p.ClearFault(seq=1),
+    ]
     for command in harmless:
         supervisor.check_command(command, bytes(command))
     output: list[p.Command] = [
         segment(10),
-        p.Start(1),
-        p.Resume(1, 1000),
-        p.SetIntensity(1, 10, 1000),
+        p.Start(seq=1),
+        p.Resume(1000, seq=1),
+        p.SetIntensity(10, 1000, seq=1),
     ]
     for command in output:
         with pytest.raises(SafetyViolation, match="no session"):
@@ -250,8 +256,8 @@ def test_s1_nothing_compiled_from_a_valid_program_exceeds_any_cap(
         assert seg.amplitude_ua <= lowest
         assert seg.amplitude_ua * level_percent(level) // 100 <= lowest
         command = p.QueueSegment(
-            1, 1, seg.zone, seg.waveform, seg.frequency_dhz, seg.amplitude_ua,
-            seg.pulse_width_us, seg.duration_ms, safety.soft_start_ms,
+            1, seg.zone, seg.waveform, seg.frequency_dhz, seg.amplitude_ua,
+            seg.pulse_width_us, seg.duration_ms, safety.soft_start_ms, seq=1,
         )  # fmt: skip
         supervisor.check_command(command, bytes(command))
     assert supervisor.blocked == 0
