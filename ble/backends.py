@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BleStack", "BleakBackends"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

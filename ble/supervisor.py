@@ -43,7 +43,7 @@ __all__ = [
     "SupervisedAdapter",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: Wait before the first attempt to reopen a lost transport.
 REOPEN_BACKOFF_START_S = 0.2
@@ -157,7 +157,7 @@ class RadioSupervisor(Generic[_A]):
         """Open the first adapter. Raises ``RadioError`` (the caller decides whether to start)."""
         adapter = await self._opener()
         self._adopt(adapter)
-        logger.info("radio %s up", self.moniker)
+        log.info("radio %s up", self.moniker)
         return adapter
 
     async def run(self) -> None:
@@ -175,11 +175,11 @@ class RadioSupervisor(Generic[_A]):
                 down_since=None,
                 failed_attempts=0,
             )
-            logger.info("radio %s back after %.1f s; devices on it reconnect", self.moniker, outage)
+            log.info("radio %s back after %.1f s; devices on it reconnect", self.moniker, outage)
             try:
                 self._on_up(adapter)
             except Exception:
-                logger.exception("the radio-up handler for %s failed", self.moniker)
+                log.exception("the radio-up handler for %s failed", self.moniker)
 
     async def _reopen(self) -> _A:
         old, self._adapter = self._adapter, None
@@ -188,9 +188,9 @@ class RadioSupervisor(Generic[_A]):
                 async with asyncio.timeout(ADAPTER_CLOSE_TIMEOUT_S):
                     await old.close()
             except TimeoutError:
-                logger.warning("closing the lost adapter on %s hung; abandoned it", self.moniker)
+                log.warning("closing the lost adapter on %s hung; abandoned it", self.moniker)
             except Exception:  # a supervisor that stops here would never reopen anything
-                logger.exception("closing the lost adapter on %s failed", self.moniker)
+                log.exception("closing the lost adapter on %s failed", self.moniker)
         if self._clock() - self._up_since >= REOPEN_STABLE_S:
             self._backoff = REOPEN_BACKOFF_START_S
         while True:
@@ -203,10 +203,10 @@ class RadioSupervisor(Generic[_A]):
                 return await self._opener()
             except RadioError as exc:  # the expected failure: the far end is not back yet
                 self._attempt_failed(str(exc))
-                logger.debug("reopening radio %s failed: %s", self.moniker, exc)
+                log.debug("reopening radio %s failed: %s", self.moniker, exc)
             except Exception as exc:  # a bug, but the radio must still come back
                 self._attempt_failed(f"{type(exc).__name__}: {exc}")
-                logger.exception("reopening radio %s failed unexpectedly", self.moniker)
+                log.exception("reopening radio %s failed unexpectedly", self.moniker)
 
     def _attempt_failed(self, error: str) -> None:
         self.state = replace(
@@ -227,11 +227,11 @@ class RadioSupervisor(Generic[_A]):
         self.state = replace(
             self.state, status=RadioStatus.DOWN, last_error=reason, down_since=self._clock()
         )
-        logger.warning("radio %s lost: %s; reopening it", self.moniker, reason)
+        log.warning("radio %s lost: %s; reopening it", self.moniker, reason)
         try:
             self._on_down()
         except Exception:
-            logger.exception("the radio-down handler for %s failed", self.moniker)
+            log.exception("the radio-down handler for %s failed", self.moniker)
         self._lost.set()
 
     async def close(self) -> None:

@@ -42,7 +42,7 @@ import orjson
 from ble.protocol import NO_SEGMENT, TelemetrySample, Zone, fault_names
 from gateway.listeners import ClosesOnExit, Listeners
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_RING_SIZE = 3000
 """Frames kept per device for replay: 60 s at 50 Hz."""
@@ -318,7 +318,7 @@ class TelemetryHub:
         self._by_session: dict[str, tuple[Subscription, ...]] = {}
         self._everyone: tuple[Subscription, ...] = ()
         self._listeners: Listeners[TelemetryFrame] = Listeners(
-            logger,
+            log,
             # Once per failure streak: at 50 Hz a broken listener would flood the log.
             "telemetry listener %r failed; frames keep flowing and it will be called again "
             "(failures are counted in listener_errors until it recovers)",

@@ -134,3 +134,30 @@ def test_relative_imports_are_resolved() -> None:
         ROOT / "ble/sim/firmware.py", "from ..protocol import Stop\nfrom . import x\n"
     )
     assert [imp.target for imp in found] == ["ble.protocol", "ble.sim"]
+
+
+def test_every_module_logs_through_one_logger_named_for_it() -> None:
+    # STYLE 11: ``log = logging.getLogger(__name__)``. Only gateway/logs.py, which configures
+    # logging for the process, may ask for other loggers.
+    odd: list[str] = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == ROOT / "gateway" / "logs.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "getLogger"
+                ):
+                    line = ast.get_source_segment(path.read_text(), node) or ""
+                    where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                    if line != "logging.getLogger(__name__)":
+                        odd.append(f"{where}: {line}")
+            text = path.read_text()
+            if (
+                "logging.getLogger(__name__)" in text
+                and "log = logging.getLogger(__name__)" not in text
+            ):
+                odd.append(f"{path.relative_to(ROOT)}: the module logger is not named `log`")
+    assert odd == []

@@ -64,7 +64,7 @@ __all__ = [
     "LossListener",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: ATT MTU requested after every connect: the largest that fits one LE data PDU (251 - 4).
 ATT_MTU = 247
@@ -215,7 +215,7 @@ class BumbleAdapter:
             terminated.add_done_callback(
                 guarded(adapter._on_transport_terminated, "transport-lost handler")
             )
-        logger.debug("bumble adapter up on %s as %s", moniker, own_address)
+        log.debug("bumble adapter up on %s as %s", moniker, own_address)
         return adapter
 
     @property
@@ -330,7 +330,7 @@ class BumbleAdapter:
         # Retrieve the outcome: a procedure nobody waits for any more must not end up as
         # "Task exception was never retrieved".
         if not procedure.cancelled() and (exc := procedure.exception()) is not None:
-            logger.debug("bumble procedure ended with %s", describe(exc))
+            log.debug("bumble procedure ended with %s", describe(exc))
 
     # -- scanning (ble/bumble/scanning.py) ---------------------------------------------------
 
@@ -454,7 +454,7 @@ class BumbleAdapter:
             )
         except att.ATT_Error as exc:
             # A server may refuse the exchange; the link still works at the default MTU (23).
-            logger.info("%s refused the ATT MTU exchange (%s)", connection.peer_address, exc)
+            log.info("%s refused the ATT MTU exchange (%s)", connection.peer_address, exc)
 
     async def _secure_if_bonded(self, connection: Connection) -> None:
         keystore = self.device.keystore
@@ -466,7 +466,7 @@ class BumbleAdapter:
         except (core.BaseBumbleError, TimeoutError) as exc:
             # The peer may have dropped its bond; carry on unencrypted so the caller can pair
             # again rather than lose the link.
-            logger.warning(
+            log.warning(
                 "re-encrypting %s with stored keys failed (%s): it may have lost its bond; "
                 "the link stays unencrypted until it is paired again",
                 connection.peer_address,
@@ -543,7 +543,7 @@ class BumbleAdapter:
         if self._failure is not None or self._closed:
             return
         self._failure = reason
-        logger.debug("%s; every link on it is down", reason)
+        log.debug("%s; every link on it is down", reason)
         listeners = list(self._loss_listeners.values())
         self._loss_listeners.clear()
         for listener in listeners:

@@ -53,7 +53,7 @@ __all__ = [
     "resolve_adapter",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: The backend's bound on one ATT transaction (a GATT read, write or subscribe; measured at
 #: about 1 ms, the margin covers load). The link bounds its own setup steps tighter.
@@ -231,7 +231,7 @@ class BumbleClient(BaseBleakClient):
         await self.disconnect()
 
     def _on_disconnect(self, reason: int) -> None:
-        logger.debug("%s disconnected (reason 0x%02X)", self.address, reason)
+        log.debug("%s disconnected (reason 0x%02X)", self.address, reason)
         self._forget_link()
         callback = self._disconnected_callback
         if callback is not None:
@@ -393,7 +393,7 @@ class BumbleClient(BaseBleakClient):
         if self._connection is not connection:
             return
         # DEBUG: the caller sees the timeout and the disconnect; it decides what to log.
-        logger.debug("%s on %s was abandoned; dropping the link", what, self.address)
+        log.debug("%s on %s was abandoned; dropping the link", what, self.address)
         task = asyncio.get_running_loop().create_task(
             self._adapter.disconnect(connection), name=f"abandon:{self.address}"
         )
@@ -403,7 +403,7 @@ class BumbleClient(BaseBleakClient):
     def _abandoned(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            logger.debug("dropping the link to %s failed: %s", self.address, exc)
+            log.debug("dropping the link to %s failed: %s", self.address, exc)
 
     def _raise_translated(self, exc: BaseException, what: str) -> None:
         """Raise the bleak-facing form of ``exc``; return only if it should pass unchanged."""

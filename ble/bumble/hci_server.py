@@ -29,7 +29,7 @@ from ble.errors import RadioError
 
 __all__ = ["HciTcpServer"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class _HciSession(asyncio.Protocol):
@@ -49,20 +49,20 @@ class _HciSession(asyncio.Protocol):
         try:
             self._controller = self._server.radio.add_controller(self._name)
         except RadioError:
-            logger.warning("%s: the radio is closed; refusing the HCI client", self._name)
+            log.warning("%s: the radio is closed; refusing the HCI client", self._name)
             self._transport.close()
             return
         # The controller sends HCI to whatever its host is: this session.
         self._controller.host = self
         self._server.sessions.add(self)
-        logger.info("%s: HCI client connected from %s", self._name, _peer(transport))
+        log.info("%s: HCI client connected from %s", self._name, _peer(transport))
 
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except core.InvalidPacketError:
             # The stream is out of sync and cannot be resynchronised: drop the client.
-            logger.warning("%s: malformed HCI stream; closing the connection", self._name)
+            log.warning("%s: malformed HCI stream; closing the connection", self._name)
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -72,7 +72,7 @@ class _HciSession(asyncio.Protocol):
             # Peers see a supervision timeout, as with a central that went out of range.
             self._server.radio.remove_controller(controller, SUPERVISION_TIMEOUT)
         self._transport = None
-        logger.info("%s: HCI client gone (%s); its links are down", self._name, exc or "closed")
+        log.info("%s: HCI client gone (%s); its links are down", self._name, exc or "closed")
 
     # controller -> host ----------------------------------------------------------------------
 
@@ -92,7 +92,7 @@ class _HciSession(asyncio.Protocol):
         except Exception:
             # A packet the software controller chokes on must not kill the session (nor the
             # parser mid-stream); log it and carry on like a real controller ignoring junk.
-            logger.exception("%s: controller failed on an HCI packet; ignored", self._name)
+            log.exception("%s: controller failed on an HCI packet; ignored", self._name)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -140,7 +140,7 @@ class HciTcpServer:
                 "pick another port or stop the process holding it"
             ) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
-        logger.info("HCI over TCP listening on %s:%d", self.host, self.port)
+        log.info("HCI over TCP listening on %s:%d", self.host, self.port)
 
     async def close(self) -> None:
         """Stop accepting, drop every client (their links go down) and wait for the server."""

@@ -33,7 +33,7 @@ __all__ = [
     "restore_swallowed_cancel",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: One HCI command round trip (scan enable, create-connection cancel, disconnect).
 HCI_COMMAND_TIMEOUT_S = 5.0
@@ -49,7 +49,7 @@ def guarded(callback: Callable[_P, object], what: str) -> Callable[_P, None]:
         try:
             callback(*args, **kwargs)
         except Exception:
-            logger.exception("%s raised; ignored so bumble keeps processing packets", what)
+            log.exception("%s raised; ignored so bumble keeps processing packets", what)
 
     return wrapper
 
@@ -120,7 +120,7 @@ class TransportHost(Host):
         if pending is not None and (
             pending.done() or (command is not None and command.op_code != event.command_opcode)
         ):
-            logger.debug("dropped a late HCI answer (opcode 0x%04X)", event.command_opcode)
+            log.debug("dropped a late HCI answer (opcode 0x%04X)", event.command_opcode)
             return
         super().on_command_processed(event)
 

@@ -29,7 +29,7 @@ from ble.errors import RadioError
 
 __all__ = ["SUPERVISION_TIMEOUT", "VirtualController", "VirtualRadio"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: HCI reason "Connection Timeout", what a real controller reports when a peer goes out of range.
 SUPERVISION_TIMEOUT = hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR
@@ -78,7 +78,7 @@ class VirtualController(Controller):
         # reports a connection the peer never saw. Only connect to an advertiser that is on
         # our link right now.
         if not self._connectable_on_link(peer_address):
-            logger.debug("%s: ignoring stale advertisement from %s", self.name, peer_address)
+            log.debug("%s: ignoring stale advertisement from %s", self.name, peer_address)
             return
         super().create_le_connection(peer_address)
 
@@ -101,7 +101,7 @@ class VirtualController(Controller):
 
     def on_hci_acl_data_packet(self, packet: hci.HCI_AclDataPacket) -> None:
         if self.find_connection_by_handle(packet.connection_handle) is None:
-            logger.debug(
+            log.debug(
                 "%s: dropped host data for gone link 0x%04X", self.name, packet.connection_handle
             )
             return
@@ -114,7 +114,7 @@ class VirtualController(Controller):
             self.le_connections if transport == PhysicalTransport.LE else self.classic_connections
         )
         if sender_address not in connections:
-            logger.debug("%s: dropped air data from %s (no link)", self.name, sender_address)
+            log.debug("%s: dropped air data from %s (no link)", self.name, sender_address)
             return
         super().on_link_acl_data(sender_address, transport, data)
 
@@ -191,7 +191,7 @@ class VirtualRadio:
         controller = VirtualController(name, link=self.link)
         self._controllers[key] = controller
         device = Device.with_hci(name, hci.Address(key), controller, controller)
-        logger.debug("attached %s at %s", name, key)
+        log.debug("attached %s at %s", name, key)
         return device
 
     def detach(self, address: str) -> None:
@@ -243,7 +243,7 @@ class VirtualRadio:
         """
         controller = self._find(address)
         dropped = controller.drop_le_connections(self._all_controllers(), reason)
-        logger.debug("dropped %d link(s) of %s (reason 0x%02X)", dropped, address, reason)
+        log.debug("dropped %d link(s) of %s (reason 0x%02X)", dropped, address, reason)
         return dropped
 
     def vanish(self, address: str) -> None:

@@ -35,7 +35,7 @@ from ble.errors import BleError
 
 __all__ = ["REPEAT_REPORT_INTERVAL_S", "BumbleScanner", "advertisement_data"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: An unchanged advertisement is reported again after this long (changes are reported at once).
 REPEAT_REPORT_INTERVAL_S = 1.0

@@ -721,3 +721,11 @@ def test_importing_the_codec_loads_no_radio_or_event_loop() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_a_payload_value_is_never_taken_for_the_sequence_number() -> None:
+    # ``send`` stamps seq; a command built without it must mean what its payload says.
+    assert protocol.Resume(1000) == protocol.Resume(ramp_ms=1000, seq=0)
+    assert protocol.SetIntensity(60, 1500) == protocol.SetIntensity(percent=60, ramp_ms=1500, seq=0)
+    with pytest.raises(TypeError):
+        protocol.Stop(5)  # type: ignore[misc]
