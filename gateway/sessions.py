@@ -46,9 +46,9 @@ from gateway.errors import (
     Conflict,
     DeviceUnavailable,
     Forbidden,
-    GatewayError,
     NotFound,
     SafetyViolation,
+    StorageUnavailable,
 )
 from gateway.events import EventBus
 from gateway.programs import Caps, Program, level_percent, limit_program, validate_program
@@ -168,7 +168,7 @@ class SessionManager:
             return None
         try:
             return await self.history.started_with(owner, key)
-        except GatewayError as exc:
+        except StorageUnavailable as exc:
             log.warning("Idempotency-Key checked against this run's sessions only: %s", exc)
             return None
 
