@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -37,6 +37,7 @@ from gateway.config import (
 )
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
     from sqlalchemy.engine import Engine
 
 _T = TypeVar("_T")
@@ -426,14 +427,12 @@ def devices(
     from gateway.storage import repo
 
     settings = load(**{"db.url": db})
-    rows = _with_db(
+    _print_stored(
         settings,
-        lambda session: [
-            r.model_dump(mode="json")
-            for r in repo.list_devices(session=session, hub_id=settings.hub_id)
-        ],
+        lambda session: repo.list_devices(session=session, hub_id=settings.hub_id),
+        ("address", "name", "model", "firmware", "bonded", "owner_id"),
+        as_json,
     )
-    _print_rows(rows, ("address", "name", "model", "firmware", "bonded", "owner_id"), as_json)
 
 
 @app.command()
@@ -446,18 +445,23 @@ def sessions(
     from gateway.storage import history
 
     settings = load(**{"db.url": db})
-    rows = _with_db(
+    _print_stored(
         settings,
-        lambda session: [
-            r.model_dump(mode="json")
-            for r in history.list_sessions(session=session, limit=limit).items
-        ],
-    )
-    _print_rows(
-        rows,
+        lambda session: history.list_sessions(session=session, limit=limit).items,
         ("id", "device_address", "program_slug", "intensity", "state", "end_reason", "created_at"),
         as_json,
     )
+
+
+def _print_stored(
+    settings: Settings,
+    fetch: Callable[[Any], Iterable[BaseModel]],
+    columns: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Rows read from the hub's database, as a table or JSON."""
+    rows = _with_db(settings, lambda session: [r.model_dump(mode="json") for r in fetch(session)])
+    _print_rows(rows, columns, as_json)
 
 
 def _print_rows(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:

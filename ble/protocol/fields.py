@@ -49,3 +49,15 @@ def check_version(data: bytes) -> None:
         raise ProtocolError(f"frame of {len(data)} bytes is shorter than its 2-byte header")
     if data[0] != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {data[0]} is not supported (this is v1)")
+
+
+def unpack_frame(data: bytes, opcode: IntEnum, layout: struct.Struct) -> tuple[int, ...]:
+    """The fields of a fixed-size device frame (its 2-byte header included), or ProtocolError
+    for another version, another opcode or another length."""
+    data = bytes(data)
+    check_version(data)
+    if data[1] != opcode:
+        raise ProtocolError(f"expected a {opcode.name} frame, got opcode 0x{data[1]:02x}")
+    if len(data) != layout.size:
+        raise ProtocolError(f"{opcode.name} is {len(data)} bytes, expected {layout.size}")
+    return layout.unpack(data)

@@ -14,7 +14,13 @@ from typing import Self
 from ble.errors import ProtocolError
 from ble.protocol.constants import NO_SEGMENT, PROTOCOL_VERSION
 from ble.protocol.enums import DeviceState, FaultFlags, Opcode, Status
-from ble.protocol.fields import check_percent, check_version, enum_field, pack_fields
+from ble.protocol.fields import (
+    check_percent,
+    check_version,
+    enum_field,
+    pack_fields,
+    unpack_frame,
+)
 from ble.protocol.telemetry import Telemetry
 
 _RESPONSE = struct.Struct("<BBHBBB")
@@ -49,13 +55,7 @@ class Response:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        data = bytes(data)
-        check_version(data)
-        if data[1] != Opcode.RESPONSE:
-            raise ProtocolError(f"expected a RESPONSE frame, got opcode 0x{data[1]:02x}")
-        if len(data) != _RESPONSE.size:
-            raise ProtocolError(f"RESPONSE is {len(data)} bytes, expected {_RESPONSE.size}")
-        _, _, seq, request, status, free = _RESPONSE.unpack(data)
+        _, _, seq, request, status, free = unpack_frame(data, Opcode.RESPONSE, _RESPONSE)
         return cls(seq, request, enum_field(Status, status, "status"), free)
 
 
@@ -95,13 +95,9 @@ class DeviceStatus:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        data = bytes(data)
-        check_version(data)
-        if data[1] != Opcode.STATUS:
-            raise ProtocolError(f"expected a STATUS frame, got opcode 0x{data[1]:02x}")
-        if len(data) != _STATUS.size:
-            raise ProtocolError(f"STATUS is {len(data)} bytes, expected {_STATUS.size}")
-        _, _, state, faults, battery, queue, intensity, segment = _STATUS.unpack(data)
+        _, _, state, faults, battery, queue, intensity, segment = unpack_frame(
+            data, Opcode.STATUS, _STATUS
+        )
         check_percent(battery, "battery")
         check_percent(intensity, "intensity")
         return cls(
@@ -161,13 +157,7 @@ class DeviceLimits:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        data = bytes(data)
-        check_version(data)
-        if data[1] != Opcode.LIMITS:
-            raise ProtocolError(f"expected a LIMITS frame, got opcode 0x{data[1]:02x}")
-        if len(data) != _LIMITS.size:
-            raise ProtocolError(f"LIMITS is {len(data)} bytes, expected {_LIMITS.size}")
-        values = _LIMITS.unpack(data)[2:]
+        values = unpack_frame(data, Opcode.LIMITS, _LIMITS)[2:]
         limits = cls(*values)
         limits._validate()
         return limits
