@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, SQLModel, col, or_, select
 
 from gateway.access import hash_token
 from gateway.errors import Conflict, NotFound
@@ -49,9 +49,7 @@ def create_user(
     now: datetime | None = None,
 ) -> User:
     user = User(name=name, is_admin=is_admin, cap_ua=cap_ua, created_at=now or utcnow())
-    session.add(user)
-    session.flush()
-    bump_access_epoch(session=session)
+    _save_access(session, user)
     return user
 
 
@@ -72,9 +70,7 @@ def set_user_cap(*, session: Session, user_id: int, cap_ua: int | None) -> User:
         raise ValueError(f"a personal cap must be positive, got {cap_ua} µA")
     user = get_user(session=session, user_id=user_id)
     user.cap_ua = cap_ua
-    session.add(user)
-    session.flush()
-    bump_access_epoch(session=session)
+    _save_access(session, user)
     return user
 
 
@@ -82,9 +78,7 @@ def set_user_admin(*, session: Session, user_id: int, is_admin: bool) -> User:
     """Grant or take admin rights."""
     user = get_user(session=session, user_id=user_id)
     user.is_admin = is_admin
-    session.add(user)
-    session.flush()
-    bump_access_epoch(session=session)
+    _save_access(session, user)
     return user
 
 
@@ -95,9 +89,7 @@ def accept_consent(
     user = get_user(session=session, user_id=user_id)
     user.consent_accepted_at = now or utcnow()
     user.consent_version = version
-    session.add(user)
-    session.flush()
-    bump_access_epoch(session=session)
+    _save_access(session, user)
     return user
 
 
@@ -106,17 +98,14 @@ def withdraw_consent(*, session: Session, user_id: int) -> User:
     user = get_user(session=session, user_id=user_id)
     user.consent_accepted_at = None
     user.consent_version = None
-    session.add(user)
-    session.flush()
-    bump_access_epoch(session=session)
+    _save_access(session, user)
     return user
 
 
 def delete_user(*, session: Session, user_id: int) -> None:
     """Delete a user with their tokens, programs and session history."""
     session.delete(get_user(session=session, user_id=user_id))
-    session.flush()
-    bump_access_epoch(session=session)
+    _access_changed(session)
 
 
 # --- tokens --------------------------------------------------------------------------------------
@@ -134,9 +123,7 @@ def create_token(
         name=name,
         created_at=now or utcnow(),
     )
-    session.add(row)
-    session.flush()
-    bump_access_epoch(session=session)
+    _save_access(session, row)
     return row, token
 
 
@@ -157,9 +144,7 @@ def revoke_token(
         raise NotFound(f"token {token_id} does not exist")
     if row.revoked_at is None:
         row.revoked_at = now or utcnow()
-        session.add(row)
-        session.flush()
-        bump_access_epoch(session=session)
+        _save_access(session, row)
     return row
 
 
@@ -229,9 +214,7 @@ def claim_device(
         raise Conflict(f"device {address} belongs to another user; an admin can reassign it")
     if device.owner_id != user_id:
         device.owner_id = user_id
-        session.add(device)
-        session.flush()
-        bump_access_epoch(session=session)
+        _save_access(session, device)
     return device
 
 
@@ -240,17 +223,14 @@ def release_device(*, session: Session, hub_id: str, address: str) -> DeviceReco
     device = get_device(session=session, hub_id=hub_id, address=address)
     if device.owner_id is not None:
         device.owner_id = None
-        session.add(device)
-        session.flush()
-        bump_access_epoch(session=session)
+        _save_access(session, device)
     return device
 
 
 def forget_device(*, session: Session, hub_id: str, address: str) -> None:
     """Remove this hub's row for the device (its session history is kept)."""
     session.delete(get_device(session=session, hub_id=hub_id, address=address))
-    session.flush()
-    bump_access_epoch(session=session)
+    _access_changed(session)
 
 
 # --- programs ------------------------------------------------------------------------------------
@@ -374,3 +354,15 @@ def sync_builtin_programs(
         changed += 1
     session.flush()
     return changed
+
+
+def _save_access(session: Session, row: SQLModel) -> None:
+    """Write ``row``, which changes who may see or control something, and bump the access
+    epoch so that every hub's access policy reloads."""
+    session.add(row)
+    _access_changed(session)
+
+
+def _access_changed(session: Session) -> None:
+    session.flush()
+    bump_access_epoch(session=session)
