@@ -160,25 +160,7 @@ class BumbleAdapter:
         come up.
         """
         own_address = address or str(hci.Address.generate_static_address().to_string(False))
-        transport: Transport | None = None
-        if moniker == "virtual":
-            if radio is None:
-                raise RadioError('the "virtual" transport needs radio=VirtualRadio()')
-            device = radio.attach(name, own_address)
-        else:
-            try:
-                async with asyncio.timeout(TRANSPORT_OPEN_TIMEOUT_S):
-                    transport = await open_transport(moniker)
-            except (core.BaseBumbleError, OSError, TimeoutError) as exc:
-                raise translate(
-                    exc,
-                    f"cannot open bumble transport {moniker!r}",
-                    into=RadioError,
-                    advice="; check the moniker (tcp-client:HOST:PORT, usb:0, serial:/dev/ttyX) "
-                    "and that the far end is up",
-                ) from exc
-            host = TransportHost(controller_source=transport.source, controller_sink=transport.sink)
-            device = Device(name=name, address=hci.Address(own_address), host=host)
+        device, transport = await cls._attach(moniker, radio, name, own_address)
         # Bonds live in memory for the process lifetime; persisting them is the gateway's call.
         device.keystore = keystore or MemoryKeyStore()
         adapter = cls(
@@ -188,25 +170,7 @@ class BumbleAdapter:
             radio=radio if moniker == "virtual" else None,
             radio_address=own_address if moniker == "virtual" else None,
         )
-        cancels = cancels_requested()
-        try:
-            async with asyncio.timeout(TRANSPORT_OPEN_TIMEOUT_S):
-                await device.power_on()
-            restore_swallowed_cancel(cancels)
-        except BaseException as exc:
-            # Cancelled or failed half-way: never leave a transport open behind us.
-            await adapter.close()
-            if isinstance(exc, asyncio.CancelledError) and not cancelled_by_peer():
-                raise
-            # A CancelledError not ours: the transport went while a command was pending.
-            if isinstance(
-                exc, core.BaseBumbleError | OSError | TimeoutError | asyncio.CancelledError
-            ):
-                raise RadioError(
-                    f"the controller behind {moniker!r} did not power on: "
-                    f"{adapter.failure or describe(exc)}"
-                ) from exc
-            raise
+        await adapter._power_on()
         if adapter.failure is not None:
             await adapter.close()
             raise RadioError(f"{moniker!r} was lost while powering on: {adapter.failure}")
@@ -217,6 +181,53 @@ class BumbleAdapter:
             )
         log.debug("bumble adapter up on %s as %s", moniker, own_address)
         return adapter
+
+    @staticmethod
+    async def _attach(
+        moniker: str, radio: VirtualRadio | None, name: str, own_address: str
+    ) -> tuple[Device, Transport | None]:
+        """A bumble Device for the central: on the virtual radio, or on a transport opened
+        from ``moniker``."""
+        if moniker == "virtual":
+            if radio is None:
+                raise RadioError('the "virtual" transport needs radio=VirtualRadio()')
+            return radio.attach(name, own_address), None
+        try:
+            async with asyncio.timeout(TRANSPORT_OPEN_TIMEOUT_S):
+                transport = await open_transport(moniker)
+        except (core.BaseBumbleError, OSError, TimeoutError) as exc:
+            raise translate(
+                exc,
+                f"cannot open bumble transport {moniker!r}",
+                into=RadioError,
+                advice="; check the moniker (tcp-client:HOST:PORT, usb:0, serial:/dev/ttyX) "
+                "and that the far end is up",
+            ) from exc
+        host = TransportHost(controller_source=transport.source, controller_sink=transport.sink)
+        return Device(name=name, address=hci.Address(own_address), host=host), transport
+
+    async def _power_on(self) -> None:
+        """Power the controller on, or close everything and raise RadioError."""
+        moniker = self.moniker
+        cancels = cancels_requested()
+        try:
+            async with asyncio.timeout(TRANSPORT_OPEN_TIMEOUT_S):
+                await self.device.power_on()
+            restore_swallowed_cancel(cancels)
+        except BaseException as exc:
+            # Cancelled or failed half-way: never leave a transport open behind us.
+            await self.close()
+            if isinstance(exc, asyncio.CancelledError) and not cancelled_by_peer():
+                raise
+            # A CancelledError not ours: the transport went while a command was pending.
+            if isinstance(
+                exc, core.BaseBumbleError | OSError | TimeoutError | asyncio.CancelledError
+            ):
+                raise RadioError(
+                    f"the controller behind {moniker!r} did not power on: "
+                    f"{self.failure or describe(exc)}"
+                ) from exc
+            raise
 
     @property
     def address(self) -> str:
