@@ -92,6 +92,9 @@ async def write_floor(
     it, as it does for a STOP): the floor a single command is compared with.
     """
     await runtime.devices.forget(address)
+    async with asyncio.timeout(HANG_S):  # forgotten until a new scan sees it
+        while not any(d.address.upper() == address for d in await runtime.devices.scan(0.5)):
+            pass
     device = runtime.devices.seen(address)
     client = BleakClient(device, backend=runtime.devices.client_backend)
     await client.connect()

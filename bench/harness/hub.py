@@ -28,6 +28,8 @@ from harness.servers import FAKE_DEVICE, Stepper, run_server_with_steps, sample,
 PEPPER = "bench-pepper"
 START_TIMEOUT_S = 120.0
 CONNECT_TIMEOUT_S = 90.0
+PHONES_MAX = 1000
+"""WebSocket connections the bench hub accepts, all on one token."""
 
 
 # --- the parent side -----------------------------------------------------------------------------
@@ -74,6 +76,9 @@ def hub_settings(ble: str, slots: int, tmp: str) -> Any:
         hub_id="bench-hub",
         ble={"mode": "sim:1" if ble == "none" else ble, "connection_slots": min(slots, 20)},
         db={"url": f"sqlite:///{tmp}/mcgw.db"},
+        # Every phone of a benchmark uses the one bench token: lift the per-token and total
+        # WebSocket limits (8 and 256 by default) above the largest load (100 clients).
+        api={"ws_max_per_token": PHONES_MAX, "ws_max_connections": PHONES_MAX},
         mdns=False,
         token_pepper=PEPPER,
         log_level="WARNING",
@@ -168,6 +173,7 @@ class Hub:
             await adopt_all(rt, self.config.get("expect") or 0)
         await rt.wait_connected(CONNECT_TIMEOUT_S)
         token = await rt.db(lambda *, session: admin_token(session))
+        await rt.access_changed()  # the hub knows the new token before a phone shows it
         if self.ble == "none":
             from gateway.devices import Discovered
 
