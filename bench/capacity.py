@@ -34,7 +34,7 @@ from typing import Any
 from harness.hub import dump_hub, start_hub, start_sim
 from harness.joins import GRACE_S, window_figures
 from harness.phones import save_phones, start_phones
-from harness.processes import Child, CpuMeters, loop_name, memory_mib
+from harness.processes import Child, CpuMeters, loop_name, memory_mib, run_timed
 from harness.report import print_result
 from harness.sessions import SESSION_BODY, claim_all, http_client, wait_running
 from harness.stats import spread_line, summarize, summarize_quantiles
@@ -260,8 +260,7 @@ def measure(
     loop: str = "auto",
     echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    result = asyncio.run(
+    return run_timed(
         measure_async(
             steps=steps or DEFAULT_STEPS,
             setups=setups or list(SETUPS),
@@ -272,8 +271,6 @@ def measure(
             echo=echo,
         )
     )
-    result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from harness import ROOT
 from harness.hub import start_sim
-from harness.processes import CpuMeter, free_port, helper_log, memory_mib, stop_process
+from harness.processes import CpuMeter, free_port, helper_log, memory_mib, run_timed, stop_process
 from harness.report import print_result
 from harness.sessions import claim_all, http_client
 from harness.stats import summarize
@@ -276,10 +276,7 @@ async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
 
 
 def measure(*, launches: int = 3, idle_s: float = 10.0) -> dict[str, Any]:
-    started = time.perf_counter()
-    result = asyncio.run(measure_async(launches, idle_s))
-    result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    return result
+    return run_timed(measure_async(launches, idle_s))
 
 
 def spread_lines(result: dict[str, Any]) -> list[tuple[str, Any, str] | str]:

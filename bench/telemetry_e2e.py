@@ -36,7 +36,7 @@ from typing import Any
 from harness.hub import dump_hub, start_hub
 from harness.joins import GRACE_S, window_figures
 from harness.phones import save_phones, start_phones
-from harness.processes import Child, CpuMeter, loop_name, memory_mib
+from harness.processes import Child, CpuMeter, loop_name, memory_mib, run_timed
 from harness.report import print_result
 from harness.sessions import WsStopper, claim_all, http_client, start_all
 from harness.stats import latency_stats, summarize, summarize_quantiles
@@ -315,8 +315,7 @@ def measure(
     loop: str = "auto",
     profile: bool = False,
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    result = asyncio.run(
+    return run_timed(
         measure_async(
             devices=devices,
             clients=clients,
@@ -328,8 +327,6 @@ def measure(
             profile=profile,
         )
     )
-    result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    return result
 
 
 def spread_lines(result: dict[str, Any]) -> list[tuple[str, Any, str] | str]:

@@ -30,14 +30,13 @@ import asyncio
 import contextlib
 import math
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 from harness.hub import start_hub
 from harness.joins import GRACE_S
 from harness.phones import save_phones, start_phones
-from harness.processes import Child, CpuMeter, loop_name, start_helper
+from harness.processes import Child, CpuMeter, loop_name, run_timed, start_helper
 from harness.report import print_result
 from harness.servers import FAKE_DEVICE, READY_TIMEOUT_S, frame_bytes
 from harness.stats import latency_stats, summarize
@@ -228,9 +227,8 @@ def measure(
     loop: str = "auto",
     systems: list[str] | None = None,
 ) -> dict[str, Any]:
-    started = time.perf_counter()
     chosen = loop_name(loop)
-    result = asyncio.run(
+    return run_timed(
         measure_async(
             clients=clients,
             rates=rates or DEFAULT_RATES,
@@ -240,8 +238,6 @@ def measure(
             systems=systems or ["bare", "gateway", "mosquitto"],
         )
     )
-    result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    return result
 
 
 def spread_lines(result: dict[str, Any]) -> list[tuple[str, Any, str] | str]:

@@ -60,6 +60,14 @@ def run_loop(coro: Coroutine[Any, Any, _T], loop: str = "auto") -> _T:
     return asyncio.run(coro)
 
 
+def run_timed(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """``asyncio.run(coro)``, its result with the seconds it took as ``elapsed_s``."""
+    started = time.perf_counter()
+    result = asyncio.run(coro)
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
 # --- what a process uses --------------------------------------------------------------------------
 
 
