@@ -34,8 +34,8 @@ from typing import Any
 from harness.hub import dump_hub, start_hub, start_sim
 from harness.joins import GRACE_S, window_figures
 from harness.phones import save_phones, start_phones
-from harness.processes import Child, CpuMeters, loop_name, memory_mib, run_timed
-from harness.report import print_result
+from harness.processes import Child, CpuMeters, add_loop_argument, loop_name, memory_mib, run_timed
+from harness.report import run_main
 from harness.sessions import SESSION_BODY, claim_all, http_client, wait_running
 from harness.stats import spread_line, summarize, summarize_quantiles
 
@@ -279,16 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
     parser.add_argument("--windows", type=int, default=3, help="repeats per step")
     parser.add_argument("--window-s", type=float, default=2.0)
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
-    args = parser.parse_args(argv)
-    result = measure(
-        steps=args.steps,
-        setups=args.setups,
-        windows=args.windows,
-        window_s=args.window_s,
-        loop=args.loop,
-    )
-    print_result(result, [])
+    add_loop_argument(parser)
+    run_main(parser, measure, lambda _result: [], argv)
 
 
 if __name__ == "__main__":

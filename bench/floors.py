@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import radio
-from harness.processes import Child, commands, emit, loop_name, run_loop
+from harness.processes import Child, add_loop_argument, commands, emit, loop_name, run_loop
 from harness.report import print_result
 from harness.stats import latency_stats, summarize, summarize_quantiles
 
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=500, help="notifications per second")
     parser.add_argument("--write-n", type=int, default=1000)
     parser.add_argument("--burst-n", type=int, default=2000)
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    add_loop_argument(parser)
     parser.add_argument("--in-process-only", action="store_true")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

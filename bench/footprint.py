@@ -30,7 +30,7 @@ from typing import Any
 from harness import ROOT
 from harness.hub import start_sim
 from harness.processes import CpuMeter, free_port, helper_log, memory_mib, run_timed, stop_process
-from harness.report import print_result
+from harness.report import run_main
 from harness.sessions import claim_all, http_client
 from harness.stats import summarize
 
@@ -294,9 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--launches", type=int, default=3)
     parser.add_argument("--idle-s", type=float, default=10.0)
-    args = parser.parse_args(argv)
-    result = measure(launches=args.launches, idle_s=args.idle_s)
-    print_result(result, spread_lines(result))
+    run_main(parser, measure, spread_lines, argv)
 
 
 if __name__ == "__main__":

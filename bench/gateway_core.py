@@ -32,7 +32,7 @@ from typing import Any
 
 from bleak import BleakClient
 from harness.machine import machine
-from harness.processes import loop_name, run_loop
+from harness.processes import add_loop_argument, loop_name, run_loop
 from harness.radio import sim_address
 from harness.report import print_result
 from harness.stats import percentile, summarize
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=7, help="devices streaming at once")
     parser.add_argument("--stop-n", type=int, default=100, help="stop cycles per repeat")
     parser.add_argument("--write-n", type=int, default=1000, help="floor writes per repeat")
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    add_loop_argument(parser)
     args = parser.parse_args(argv)
     if args.devices < len(STALLS_MS):
         parser.error(f"--devices must be at least {len(STALLS_MS)} (one per stall length)")

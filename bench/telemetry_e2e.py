@@ -36,8 +36,8 @@ from typing import Any
 from harness.hub import dump_hub, start_hub
 from harness.joins import GRACE_S, window_figures
 from harness.phones import save_phones, start_phones
-from harness.processes import Child, CpuMeter, loop_name, memory_mib, run_timed
-from harness.report import print_result
+from harness.processes import Child, CpuMeter, add_loop_argument, loop_name, memory_mib, run_timed
+from harness.report import run_main
 from harness.sessions import WsStopper, claim_all, http_client, start_all
 from harness.stats import latency_stats, summarize, summarize_quantiles
 
@@ -349,20 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--windows", type=int, default=3, help="repeats")
     parser.add_argument("--window-s", type=float, default=5.0)
-    parser.add_argument("--stop-cycles", type=int, default=5)
-    parser.add_argument("--profile", action="store_true", help="also profile the hub (cProfile)")
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
-    args = parser.parse_args(argv)
-    result = measure(
-        devices=args.devices,
-        clients=args.clients,
-        windows=args.windows,
-        window_s=args.window_s,
-        stop_cycles_per_repeat=args.stop_cycles,
-        loop=args.loop,
-        profile=args.profile,
+    parser.add_argument(
+        "--stop-cycles", type=int, default=5, dest="stop_cycles_per_repeat", metavar="STOP_CYCLES"
     )
-    print_result(result, spread_lines(result))
+    parser.add_argument("--profile", action="store_true", help="also profile the hub (cProfile)")
+    add_loop_argument(parser)
+    run_main(parser, measure, spread_lines, argv)
 
 
 if __name__ == "__main__":

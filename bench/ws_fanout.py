@@ -36,8 +36,8 @@ from typing import Any
 from harness.hub import start_hub
 from harness.joins import GRACE_S
 from harness.phones import save_phones, start_phones
-from harness.processes import Child, CpuMeter, loop_name, run_timed, start_helper
-from harness.report import print_result
+from harness.processes import Child, CpuMeter, add_loop_argument, loop_name, run_timed, start_helper
+from harness.report import run_main
 from harness.servers import FAKE_DEVICE, READY_TIMEOUT_S, frame_bytes
 from harness.stats import latency_stats, summarize
 from harness.wire import MQTT_HOST, MQTT_PORT
@@ -259,17 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--systems", nargs="+", default=["bare", "gateway", "mosquitto"])
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
-    args = parser.parse_args(argv)
-    result = measure(
-        clients=args.clients,
-        rates=args.rates,
-        seconds=args.seconds,
-        repeats=args.repeats,
-        loop=args.loop,
-        systems=args.systems,
-    )
-    print_result(result, spread_lines(result))
+    add_loop_argument(parser)
+    run_main(parser, measure, spread_lines, argv)
 
 
 if __name__ == "__main__":

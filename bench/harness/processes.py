@@ -9,6 +9,7 @@ when installed, as uvicorn does). Nothing here knows what a helper measures.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -48,6 +49,11 @@ def loop_name(choice: str = "auto") -> str:
             return "asyncio"
         return "uvloop"
     return choice
+
+
+def add_loop_argument(parser: argparse.ArgumentParser) -> None:
+    """``--loop {auto,asyncio,uvloop}``: the event loop of the helper processes (and servers)."""
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
 
 
 def run_loop(coro: Coroutine[Any, Any, _T], loop: str = "auto") -> _T:

@@ -9,9 +9,10 @@ bench/figures.py, bench/targets.py and bench/document.py; this module only shape
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,20 @@ def print_result(result: dict[str, Any], lines: Iterable[tuple[str, Any, str] | 
         text = line if isinstance(line, str) else spread_line(*line)
         print(text, file=sys.stderr)
     print(json.dumps(result, indent=2))
+
+
+SpreadLines = Callable[[dict[str, Any]], Iterable[tuple[str, Any, str] | str]]
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    measure: Callable[..., dict[str, Any]],
+    lines: SpreadLines,
+    argv: list[str] | None = None,
+) -> None:
+    """A benchmark's ``main``: its flags are ``measure``'s keywords; measure, print the result."""
+    result = measure(**vars(parser.parse_args(argv)))
+    print_result(result, lines(result))
 
 
 def dig(data: Any, *path: str) -> Any:
