@@ -6,13 +6,17 @@
 * ``machine``: what the figures were measured on;
 * ``report``: a benchmark's output (spread lines, one JSON object) and the report's rows and
   cells (value, floor, ratio, variance);
-* ``hub``, ``phones``, ``wire``: the helper processes the gateway benchmarks share (the hub and
-  sim processes, the phones, the raw WebSocket and MQTT clients);
-* ``product``: the one place that names the product's modules the helpers start.
+* ``hub``, ``phones``, ``servers``, ``wire``, ``probes``: the helper processes the gateway
+  benchmarks share (hub and sim, phones, fan-out servers and publishers, the raw WebSocket and
+  MQTT clients, what is recorded inside a helper); ``joins`` and ``sessions``: joining sends
+  with reads, and the orchestrator's API calls;
+* ``radio``: the one place that names the product's radio pieces the helpers build on;
+  ``services`` and ``disk``: ``mcgw sim``/``mcgw serve`` as real processes, and the small disk
+  the soak fills.
 
 Importing it puts the repository root on ``sys.path`` (the benchmarks run as scripts). It does
-not measure anything, and it never imports a benchmark module: benchmarks import the harness,
-never one another (tests/test_bench_smoke.py checks it).
+not measure anything and imports no benchmark; bench/'s imports have no cycle
+(tests/test_bench_smoke.py checks both).
 """
 
 from __future__ import annotations
