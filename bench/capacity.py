@@ -5,7 +5,7 @@ Steps N up (``--steps``, default 7, 14, 28, 50 simulated devices) in two set-ups
 * ``in-process``: ``ble.mode="sim:N"``, the simulated devices run inside the gateway process
   (what ``mcgw serve --ble sim:N`` does), so the gateway's CPU also pays for N simulators and
   both ends of every software link;
-* ``sim-process``: the devices run in their own helper process (bench/telemetry_e2e.py --sim,
+* ``sim-process``: the devices run in their own helper process (bench/harness/hub.py's sim,
   served over HCI over TCP) and the gateway connects with ``hci:tcp-client:``, so the gateway
   process carries only the gateway.
 
@@ -26,33 +26,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from floors import (
-    CpuMeter,
-    loop_name,
-    memory_mib,
-    spread_line,
-    summarize,
-)
-from telemetry_e2e import (
-    SESSION_BODY,
-    claim_all,
-    dump_hub,
-    http_client,
-    start_hub,
-    start_sim,
-    wait_running,
-    window_figures,
-)
-from ws_fanout import save_phones, start_phones
+from harness.hub import dump_hub, start_hub, start_sim
+from harness.joins import GRACE_S, window_figures
+from harness.phones import save_phones, start_phones
+from harness.processes import Child, CpuMeters, add_loop_argument, loop_name, memory_mib, run_timed
+from harness.report import run_main
+from harness.sessions import SESSION_BODY, claim_all, http_client, wait_running
+from harness.stats import spread_line, summarize, summarize_quantiles
 
 DEFAULT_STEPS = [7, 14, 28, 50]
 LATENCY_BUDGET_MS = 50.0
@@ -86,96 +71,114 @@ async def sessions_running(http: Any, ids: list[str]) -> int:
     return sum(1 for s in states if s.status_code == 200 and s.json()["state"] == "running")
 
 
-async def one_step(
-    setup: str, devices: int, windows: int, window_s: float, warmup_s: float, loop: str
-) -> dict[str, Any]:
-    """Start the set-up with ``devices`` devices, load it, measure, tear it down."""
-    sim = None
-    started = time.monotonic()
-    if setup == "sim-process":
-        sim = await start_sim(devices, loop=loop)
+async def start_setup(setup: str, devices: int, loop: str) -> tuple[Child, Child | None]:
+    """The hub (and, ``sim-process``, the sim helper) with ``devices`` devices connected."""
+    if setup != "sim-process":
+        hub = await start_hub(ble=f"sim:{devices}", loop=loop, slots=devices, record=True)
+        return hub, None
+    sim = await start_sim(devices, loop=loop)
+    try:
         hub = await start_hub(
             ble=f"hci:tcp-client:127.0.0.1:{sim.ready['port']}",
             loop=loop,
             slots=devices,
             expect=devices,
         )
-    else:
-        hub = await start_hub(ble=f"sim:{devices}", loop=loop, slots=devices, record=True)
+    except BaseException:
+        await sim.close()
+        raise
+    return hub, sim
+
+
+async def load_and_measure(
+    hub: Child, sim: Child | None, windows: int, window_s: float, warmup_s: float
+) -> dict[str, Any]:
+    """A session and a phone per device; ``windows`` measured windows; what every side saw."""
+    ready = hub.ready
+    addresses: list[str] = ready["devices"]
+    async with http_client(ready["base_url"], ready["token"]) as http:
+        await claim_all(http, addresses)
+        ids = await start_sessions(http, addresses)
+        phones = await start_phones(
+            {
+                "kind": "ws",
+                "url": ready["url"],
+                "token": ready["token"],
+                "subscriptions": [[a] for a in addresses],
+            }
+        )
+        async with phones:
+            await asyncio.sleep(warmup_s)
+            await hub.command({"cmd": "reset"}, "reset")
+            if sim is not None:
+                await sim.command({"cmd": "reset"}, "reset")
+            before = (await hub.command({"cmd": "counters"}, "counters") or {})["hub"]
+            meters = CpuMeters(hub.pid, sim.pid if sim else None)
+            spans = []
+            for _ in range(windows):
+                meters.start()
+                t0 = time.monotonic()
+                await asyncio.sleep(window_s)
+                t1 = time.monotonic()
+                spans.append((t0, t1, *meters.stop(), memory_mib(hub.pid)))
+            await asyncio.sleep(GRACE_S)
+            records = await save_phones(phones)
+            running = await sessions_running(http, ids)
+        hub_dump = await dump_hub(hub)
+        sim_dump = await dump_hub(sim) if sim else hub_dump
+    return {
+        "spans": spans,
+        "records": records,
+        "running": running,
+        "before": before,
+        "hub": hub_dump,
+        "sim": sim_dump if sim else None,
+    }
+
+
+async def one_step(
+    setup: str, devices: int, windows: int, window_s: float, warmup_s: float, loop: str
+) -> dict[str, Any]:
+    """Start the set-up with ``devices`` devices, load it, measure, tear it down."""
+    started = time.monotonic()
+    hub, sim = await start_setup(setup, devices, loop)
+    setup_s = time.monotonic() - started
     try:
-        ready = hub.ready
-        addresses: list[str] = ready["devices"]
-        setup_s = time.monotonic() - started
-        async with http_client(ready["base_url"], ready["token"]) as http:
-            await claim_all(http, addresses)
-            ids = await start_sessions(http, addresses)
-            phones = await start_phones(
-                {
-                    "kind": "ws",
-                    "url": ready["url"],
-                    "token": ready["token"],
-                    "subscriptions": [[a] for a in addresses],
-                }
-            )
-            async with phones:
-                await asyncio.sleep(warmup_s)
-                await hub.command({"cmd": "reset"}, "reset")
-                if sim is not None:
-                    await sim.command({"cmd": "reset"}, "reset")
-                before = (await hub.command({"cmd": "counters"}, "counters") or {})["hub"]
-                hub_meter = CpuMeter(hub.pid)
-                sim_meter = CpuMeter(sim.pid) if sim else None
-                spans = []
-                for _ in range(windows):
-                    hub_meter.start()
-                    if sim_meter:
-                        sim_meter.start()
-                    t0 = time.monotonic()
-                    await asyncio.sleep(window_s)
-                    t1 = time.monotonic()
-                    spans.append(
-                        (
-                            t0,
-                            t1,
-                            hub_meter.stop(),
-                            sim_meter.stop() if sim_meter else None,
-                            memory_mib(hub.pid),
-                        )
-                    )
-                await asyncio.sleep(0.5)
-                records = await save_phones(phones)
-                running = await sessions_running(http, ids)
-            hub_dump = await dump_hub(hub)
-            sim_dump = await dump_hub(sim) if sim else hub_dump
-            sends = sim_dump["sends"]
+        seen = await load_and_measure(hub, sim, windows, window_s, warmup_s)
     finally:
         await hub.close()
         if sim is not None:
             await sim.close()
-    after = hub_dump["counters"]["hub"]
+    return {"setup": setup, "devices": devices} | step_figures(seen, devices, setup_s)
+
+
+def step_figures(seen: dict[str, Any], devices: int, setup_s: float) -> dict[str, Any]:
+    """Whether the step was carried, and its figures over the windows."""
+    hub_dump, sim_dump = seen["hub"], seen["sim"]
+    sends = (sim_dump or hub_dump)["sends"]
     per_window = [
-        window_figures(records, sends, t0, t1, 1)
+        window_figures(seen["records"], sends, t0, t1, 1)
         | {
             "hub_cpu_pct": round(cpu, 1),
             "sim_cpu_pct": None if sim_cpu is None else round(sim_cpu, 1),
             "hub_rss_mib": mem.get("rss"),
         }
-        for t0, t1, cpu, sim_cpu, mem in spans
+        for t0, t1, cpu, sim_cpu, mem in seen["spans"]
     ]
+    before, after = seen["before"], hub_dump["counters"]["hub"]
     device_lost = after["device_frames_lost"] - before["device_frames_lost"]
     dropped = after["frames_dropped"] - before["frames_dropped"]
     lost = sum(w["lost"] for w in per_window)
-    p99s = [w["e2e_ms"]["p99"] for w in per_window]
+    running = seen["running"]
+    worst_p99 = max(w["e2e_ms"]["p99"] for w in per_window)
     carried = (
         lost == 0
         and device_lost == 0
         and dropped == 0
         and running == devices
-        and max(p99s) < LATENCY_BUDGET_MS
+        and worst_p99 < LATENCY_BUDGET_MS
     )
     return {
-        "setup": setup,
-        "devices": devices,
         "carried": carried,
         "setup_s": round(setup_s, 1),
         "sessions_running": running,
@@ -184,14 +187,12 @@ async def one_step(
         "lost_at_phones": lost,
         "device_frames_lost": device_lost,
         "hub_queue_drops": dropped,
-        "e2e_ms": {
-            q: summarize([w["e2e_ms"][q] for w in per_window]) for q in ("p50", "p99", "max")
-        },
+        "e2e_ms": summarize_quantiles(per_window, "e2e_ms"),
         "hub_cpu_pct": summarize([w["hub_cpu_pct"] for w in per_window], 1),
-        "sim_cpu_pct": summarize([w["sim_cpu_pct"] for w in per_window], 1) if sim else None,
+        "sim_cpu_pct": (summarize([w["sim_cpu_pct"] for w in per_window], 1) if sim_dump else None),
         "hub_rss_mib": summarize([w["hub_rss_mib"] for w in per_window], 1),
         "hub_loop_lag_ms": hub_dump["loop_lag_ms"],
-        "sim_loop_lag_ms": sim_dump["loop_lag_ms"] if sim else None,
+        "sim_loop_lag_ms": sim_dump["loop_lag_ms"] if sim_dump else None,
         "hub_gc_pauses": hub_dump["gc"],
     }
 
@@ -259,8 +260,7 @@ def measure(
     loop: str = "auto",
     echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    result = asyncio.run(
+    return run_timed(
         measure_async(
             steps=steps or DEFAULT_STEPS,
             setups=setups or list(SETUPS),
@@ -271,8 +271,6 @@ def measure(
             echo=echo,
         )
     )
-    result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -281,16 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
     parser.add_argument("--windows", type=int, default=3, help="repeats per step")
     parser.add_argument("--window-s", type=float, default=2.0)
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
-    args = parser.parse_args(argv)
-    result = measure(
-        steps=args.steps,
-        setups=args.setups,
-        windows=args.windows,
-        window_s=args.window_s,
-        loop=args.loop,
-    )
-    print(json.dumps(result, indent=2))
+    add_loop_argument(parser)
+    run_main(parser, measure, lambda _result: [], argv)
 
 
 if __name__ == "__main__":

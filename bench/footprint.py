@@ -20,24 +20,19 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from floors import (
-    CpuMeter,
-    helper_log,
-    memory_mib,
-    spread_line,
-    summarize,
-)
+from harness import ROOT
+from harness.hub import start_sim
+from harness.processes import CpuMeter, free_port, helper_log, memory_mib, run_timed, stop_process
+from harness.report import run_main
+from harness.sessions import claim_all, http_client
+from harness.stats import summarize
 
 PEPPER = "bench-pepper"
 READY_TIMEOUT_S = 60.0
@@ -90,16 +85,10 @@ def import_rss() -> dict[str, float]:
         capture_output=True,
         timeout=60,
         check=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
     )
     result: dict[str, float] = json.loads(done.stdout)
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve_command() -> tuple[list[str], str]:
@@ -115,7 +104,7 @@ def serve_command() -> tuple[list[str], str]:
 
 
 def server_env(db_path: Path, port: int, ble: str) -> dict[str, str]:
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(ROOT)
     return dict(
         os.environ,
         MCGW_BLE__MODE=ble,
@@ -188,15 +177,6 @@ async def idle(pid: int, seconds: float, parts: int = 1) -> list[float]:
     return out
 
 
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 async def sim7_launch(idle_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         process, port, started, how = start_server(f"sim:{DEVICES}", Path(tmp) / "mcgw.db")
@@ -207,7 +187,7 @@ async def sim7_launch(idle_s: float) -> dict[str, Any]:
             cpu = (await idle(process.pid, idle_s))[0]
             memory = memory_mib(process.pid)
         finally:
-            stop_server(process)
+            stop_process(process)
     return {
         "ready_s": ready - started,
         "devices_bonded_s": bonded - started,
@@ -238,8 +218,6 @@ def make_token(db_path: Path) -> str:
 
 
 async def hci_launch(idle_s: float) -> dict[str, Any]:
-    from telemetry_e2e import claim_all, http_client, start_sim
-
     sim = await start_sim(DEVICES, record=False)
     async with sim:
         with tempfile.TemporaryDirectory() as tmp:
@@ -261,7 +239,7 @@ async def hci_launch(idle_s: float) -> dict[str, Any]:
                 loaded_cpu = await idle(process.pid, idle_s, parts=3)
                 loaded_memory = memory_mib(process.pid)
             finally:
-                stop_server(process)
+                stop_process(process)
     return {
         "ready_s": round(ready - started, 3),
         "how": how,
@@ -298,32 +276,25 @@ async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
 
 
 def measure(*, launches: int = 3, idle_s: float = 10.0) -> dict[str, Any]:
-    started = time.perf_counter()
-    result = asyncio.run(measure_async(launches, idle_s))
-    result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    return result
+    return run_timed(measure_async(launches, idle_s))
 
 
-def report_spread(result: dict[str, Any], echo: Callable[[str], None]) -> None:
-    sim7 = result["sim7"]
-    echo(spread_line("sim:7 time to ready", sim7["ready_s"], "s"))
-    echo(spread_line("sim:7 RSS", sim7["rss_mib"], "MiB"))
-    echo(spread_line("sim:7 idle CPU", sim7["idle_cpu_pct"], "% of a core"))
-    hci = result["hci"]
-    echo(spread_line("gateway alone, no device, idle CPU", hci["no_devices"]["idle_cpu_pct"], "%"))
-    echo(
-        spread_line("gateway alone, 7 devices, idle CPU", hci["seven_devices"]["idle_cpu_pct"], "%")
-    )
+def spread_lines(result: dict[str, Any]) -> list[tuple[str, Any, str] | str]:
+    sim7, hci = result["sim7"], result["hci"]
+    return [
+        ("sim:7 time to ready", sim7["ready_s"], "s"),
+        ("sim:7 RSS", sim7["rss_mib"], "MiB"),
+        ("sim:7 idle CPU", sim7["idle_cpu_pct"], "% of a core"),
+        ("gateway alone, no device, idle CPU", hci["no_devices"]["idle_cpu_pct"], "%"),
+        ("gateway alone, 7 devices, idle CPU", hci["seven_devices"]["idle_cpu_pct"], "%"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--launches", type=int, default=3)
     parser.add_argument("--idle-s", type=float, default=10.0)
-    args = parser.parse_args(argv)
-    result = measure(launches=args.launches, idle_s=args.idle_s)
-    report_spread(result, lambda line: print(line, file=sys.stderr))
-    print(json.dumps(result, indent=2))
+    run_main(parser, measure, spread_lines, argv)
 
 
 if __name__ == "__main__":

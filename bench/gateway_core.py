@@ -27,20 +27,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from bleak import BleakClient
-from floors import loop_name, machine, percentile, run_loop, spread_line, summarize
+from harness.machine import machine
+from harness.processes import add_loop_argument, loop_name, run_loop
+from harness.radio import sim_address
+from harness.report import print_result
+from harness.stats import percentile, summarize
 
 from ble import protocol as p
-from ble.sim.fleet import sim_address
 from ble.sim.peripheral import SimulatedDevice
 from gateway.config import BleSettings, Settings
 from gateway.programs import Program, ProgramStep
@@ -95,6 +92,9 @@ async def write_floor(
     it, as it does for a STOP): the floor a single command is compared with.
     """
     await runtime.devices.forget(address)
+    async with asyncio.timeout(HANG_S):  # forgotten until a new scan sees it
+        while not any(d.address.upper() == address for d in await runtime.devices.scan(0.5)):
+            pass
     device = runtime.devices.seen(address)
     client = BleakClient(device, backend=runtime.devices.client_backend)
     await client.connect()
@@ -208,17 +208,13 @@ async def one_repeat(args: argparse.Namespace) -> dict[str, Any]:
     return {"floor": floor, "stops": stops, "scheduler": scheduler}
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    repeats = [run_loop(one_repeat(args), args.loop) for _ in range(args.repeats)]
+def over(values: list[list[float]], q: float) -> dict[str, Any]:
+    """The ``q``-th percentile of each repeat's samples, over repeats."""
+    return summarize([percentile(v, q) for v in values])
 
-    def over(values: list[list[float]], q: float) -> dict[str, Any]:
-        return summarize([percentile(v, q) for v in values])
 
-    floors = [r["floor"]["back_to_back"] for r in repeats]
-    isolated = [r["floor"]["isolated"] for r in repeats]
-    offs = [r["stops"]["off"] for r in repeats]
-    confirmed = [r["stops"]["confirmed"] for r in repeats]
-    lateness = [r["scheduler"]["lateness_ms"] for r in repeats]
+def stall_figures(repeats: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per stall length: output gaps, lease expiries, NACKs, completions over the repeats."""
     stalls: dict[str, dict[str, Any]] = {}
     for stall_ms in STALLS_MS:
         key = f"stall_{stall_ms}ms"
@@ -230,6 +226,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "completed": sum(run["completed"] for run in runs),
             "runs": len(runs),
         }
+    return stalls
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    repeats = [run_loop(one_repeat(args), args.loop) for _ in range(args.repeats)]
+    floors = [r["floor"]["back_to_back"] for r in repeats]
+    isolated = [r["floor"]["isolated"] for r in repeats]
+    offs = [r["stops"]["off"] for r in repeats]
+    confirmed = [r["stops"]["confirmed"] for r in repeats]
+    lateness = [r["scheduler"]["lateness_ms"] for r in repeats]
+    stalls = stall_figures(repeats)
     others = [d for r in repeats for d in r["scheduler"]["devices"].get("no_stall", [])]
     gaps_total = sum(s["output_gaps"] for s in stalls.values()) + sum(
         d["output_gaps"] for d in others
@@ -277,27 +284,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=7, help="devices streaming at once")
     parser.add_argument("--stop-n", type=int, default=100, help="stop cycles per repeat")
     parser.add_argument("--write-n", type=int, default=1000, help="floor writes per repeat")
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    add_loop_argument(parser)
     args = parser.parse_args(argv)
     if args.devices < len(STALLS_MS):
         parser.error(f"--devices must be at least {len(STALLS_MS)} (one per stall length)")
     started = time.monotonic()
     result = measure(args)
     result["elapsed_s"] = round(time.monotonic() - started, 1)
+    floor, stop = result["floor"], result["stop"]
+    late = result["scheduler"]["dispatch_lateness_ms"]
     figures = [
-        ("floor write round trip p50", result["floor"]["write_round_trip_ms"]["p50"]),
-        ("floor write round trip p99", result["floor"]["write_round_trip_ms"]["p99"]),
-        ("floor isolated write p50", result["floor"]["isolated_write_round_trip_ms"]["p50"]),
-        ("floor isolated write p99", result["floor"]["isolated_write_round_trip_ms"]["p99"]),
-        ("stop -> output off p50", result["stop"]["request_to_output_off_ms"]["p50"]),
-        ("stop -> output off p99", result["stop"]["request_to_output_off_ms"]["p99"]),
-        ("stop -> confirmed p99", result["stop"]["request_to_confirmed_ms"]["p99"]),
-        ("dispatch lateness p50", result["scheduler"]["dispatch_lateness_ms"]["p50"]),
-        ("dispatch lateness p99", result["scheduler"]["dispatch_lateness_ms"]["p99"]),
+        ("floor write round trip p50", floor["write_round_trip_ms"]["p50"], "ms"),
+        ("floor write round trip p99", floor["write_round_trip_ms"]["p99"], "ms"),
+        ("floor isolated write p50", floor["isolated_write_round_trip_ms"]["p50"], "ms"),
+        ("floor isolated write p99", floor["isolated_write_round_trip_ms"]["p99"], "ms"),
+        ("stop -> output off p50", stop["request_to_output_off_ms"]["p50"], "ms"),
+        ("stop -> output off p99", stop["request_to_output_off_ms"]["p99"], "ms"),
+        ("stop -> confirmed p99", stop["request_to_confirmed_ms"]["p99"], "ms"),
+        ("dispatch lateness p50", late["p50"], "ms"),
+        ("dispatch lateness p99", late["p99"], "ms"),
     ]
-    for name, figure in figures:
-        print(spread_line(name, figure, "ms"), file=sys.stderr)
-    print(json.dumps(result, indent=2))
+    print_result(result, figures)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import contextlib
 import json
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,11 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from soak import _fill, _small_disk, release_small_disk, start_gateway, start_sim
+from harness.disk import fill, release_small_disk, small_disk
+from harness.services import start_gateway, start_sim
 
 
 @contextlib.contextmanager
@@ -49,7 +45,7 @@ def storage(state: str, db_path: Path) -> Iterator[None]:
     else:
         filler = db_path.with_name("filler")
         try:
-            _fill(filler)
+            fill(filler)
             yield
         finally:
             filler.unlink(missing_ok=True)
@@ -73,7 +69,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mcgw-stop-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
-        small = _small_disk(workdir / "dbfs")
+        small = small_disk(workdir / "dbfs")
         db_path = workdir / "dbfs" / "hub.db" if small else workdir / "hub.db"
         sim, hci, control, addresses = start_sim(workdir, 1)
         gateway, port, token, _log = start_gateway(workdir, hci, db_path)

@@ -147,14 +147,8 @@ def bench_core_rows(root: Path, rows: list[tuple[int, ...]]) -> float:
     return len(rows) / elapsed
 
 
-async def _writer_run(
-    root: Path, name: str, samples: list[TelemetrySample], sessions: int
-) -> dict[str, float]:
-    path = root / f"{name}.db"
-    engine = create_engine_from_settings(DatabaseSettings(url=f"sqlite:///{path}"))
-    upgrade(engine)
-    writer = StorageWriter(engine, flush_s=3600)  # flushes are driven by hand: 1 per window
-    await writer.start()
+async def open_sessions(writer: StorageWriter, sessions: int) -> list[int]:
+    """A bench user and ``sessions`` sessions of theirs, through the writer; their ids."""
     user = await writer.run(lambda s: repo.create_user(session=s, name="bench"))
     user_id = user.id
     assert user_id is not None
@@ -172,6 +166,18 @@ async def _writer_run(
             )
         )
         ids.append(record.id)
+    return ids
+
+
+async def _writer_run(
+    root: Path, name: str, samples: list[TelemetrySample], sessions: int
+) -> dict[str, float]:
+    path = root / f"{name}.db"
+    engine = create_engine_from_settings(DatabaseSettings(url=f"sqlite:///{path}"))
+    upgrade(engine)
+    writer = StorageWriter(engine, flush_s=3600)  # flushes are driven by hand: 1 per window
+    await writer.start()
+    ids = await open_sessions(writer, sessions)
     window = HZ  # samples per device per 1 s window
     per_session = len(samples) // sessions
     windows = per_session // window

@@ -28,11 +28,8 @@ from typing import Any
 import httpx
 import orjson
 import websockets
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from floors import memory_mib
-from soak import watch
+from harness.processes import memory_mib
+from harness.sessions import watch
 
 SETTLE_S = 3.0
 
@@ -112,86 +109,103 @@ async def drain(ws: Any) -> None:
         pass
 
 
+async def open_close_cycles(
+    url: str, users: list[str], devices: list[str], pid: int, args: argparse.Namespace
+) -> list[dict[str, float]]:
+    """Open every connection, read, close them all; RSS open and closed, per cycle."""
+    cycles = []
+    for _ in range(args.cycles):
+        sockets = [
+            await connect(url, users[n // args.per_token], devices) for n in range(args.connections)
+        ]
+        readers = [asyncio.create_task(drain(ws)) for ws in sockets]
+        await asyncio.sleep(SETTLE_S * 2)
+        loaded = memory_mib(pid)["rss"]
+        for ws in sockets:
+            await ws.close()
+        await asyncio.gather(*readers)
+        await asyncio.sleep(SETTLE_S * 2)
+        cycles.append({"open_mib": loaded, "closed_mib": memory_mib(pid)["rss"]})
+    return cycles
+
+
+async def limits_raised(workdir: Path, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``--connections`` connections (limits raised to allow them), ``--cycles`` times."""
+    base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/api/v1/ws"
+    process, admin = serve(
+        workdir,
+        port,
+        MCGW_API__WS_MAX_CONNECTIONS=str(args.connections + 16),
+        MCGW_API__WS_MAX_PER_TOKEN=str(args.per_token),
+    )
+    try:
+        devices = await ready(base, admin)
+        users = await tokens(base, admin, -(-args.connections // args.per_token))
+        await asyncio.sleep(SETTLE_S)
+        rest = memory_mib(process.pid)["rss"]
+        cycles = await open_close_cycles(url, users, devices, process.pid, args)
+        async with httpx.AsyncClient(base_url=base) as client:
+            metrics = (await client.get("/metrics")).text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    first = cycles[0]["open_mib"]
+    return {
+        "connections": args.connections,
+        "rss_rest_mib": rest,
+        "per_connection_kib": round((first - rest) * 1024 / args.connections, 1),
+        "cycles": cycles,
+        "growth_after_first_cycle_mib": round(cycles[-1]["closed_mib"] - first, 1),
+        "connections_after_close": 0 if "mcgw_ws_connections 0.0" in metrics else None,
+    }
+
+
+async def one_token_flood(workdir: Path, port: int, flood: int) -> dict[str, Any]:
+    """``flood`` connection attempts with one token, default limits: accepted and refused."""
+    process, admin = serve(workdir, port)
+    url = f"ws://127.0.0.1:{port}/api/v1/ws"
+    try:
+        devices = await ready(f"http://127.0.0.1:{port}", admin)
+        (token,) = await tokens(f"http://127.0.0.1:{port}", admin, 1)
+        before = memory_mib(process.pid)["rss"]
+        accepted, refused, codes = [], 0, set()
+        started = time.monotonic()
+        for _ in range(flood):
+            ws = await connect(url, token, devices[:1])
+            try:
+                message = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            except websockets.ConnectionClosed:
+                message = {}
+            if message.get("type") == "hello":
+                accepted.append(ws)
+            else:
+                await ws.wait_closed()
+                refused += 1
+                codes.add(ws.close_code)
+        after = memory_mib(process.pid)["rss"]
+        for ws in accepted:
+            await ws.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return {
+        "attempted": flood,
+        "accepted": len(accepted),
+        "refused": refused,
+        "close_codes": sorted(c for c in codes if c is not None),
+        "rss_before_mib": before,
+        "rss_after_mib": after,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     port = 18000 + os.getpid() % 1000
-    base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/api/v1/ws"
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        process, admin = serve(
-            Path(tmp),
-            port,
-            MCGW_API__WS_MAX_CONNECTIONS=str(args.connections + 16),
-            MCGW_API__WS_MAX_PER_TOKEN=str(args.per_token),
-        )
-        try:
-            devices = await ready(base, admin)
-            users = await tokens(base, admin, -(-args.connections // args.per_token))
-            await asyncio.sleep(SETTLE_S)
-            rest = memory_mib(process.pid)["rss"]
-            cycles = []
-            for _ in range(args.cycles):
-                sockets = [
-                    await connect(url, users[n // args.per_token], devices)
-                    for n in range(args.connections)
-                ]
-                readers = [asyncio.create_task(drain(ws)) for ws in sockets]
-                await asyncio.sleep(SETTLE_S * 2)
-                loaded = memory_mib(process.pid)["rss"]
-                for ws in sockets:
-                    await ws.close()
-                await asyncio.gather(*readers)
-                await asyncio.sleep(SETTLE_S * 2)
-                cycles.append({"open_mib": loaded, "closed_mib": memory_mib(process.pid)["rss"]})
-            async with httpx.AsyncClient(base_url=base) as client:
-                metrics = (await client.get("/metrics")).text
-            first = cycles[0]["open_mib"]
-            result["limits_raised"] = {
-                "connections": args.connections,
-                "rss_rest_mib": rest,
-                "per_connection_kib": round((first - rest) * 1024 / args.connections, 1),
-                "cycles": cycles,
-                "growth_after_first_cycle_mib": round(cycles[-1]["closed_mib"] - first, 1),
-                "connections_after_close": 0 if "mcgw_ws_connections 0.0" in metrics else None,
-            }
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        result["limits_raised"] = await limits_raised(Path(tmp), port, args)
     with tempfile.TemporaryDirectory() as tmp:
-        process, admin = serve(Path(tmp), port + 1)
-        url = f"ws://127.0.0.1:{port + 1}/api/v1/ws"
-        try:
-            devices = await ready(f"http://127.0.0.1:{port + 1}", admin)
-            (token,) = await tokens(f"http://127.0.0.1:{port + 1}", admin, 1)
-            before = memory_mib(process.pid)["rss"]
-            accepted, refused, codes = [], 0, set()
-            started = time.monotonic()
-            for _ in range(args.flood):
-                ws = await connect(url, token, devices[:1])
-                try:
-                    message = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
-                except websockets.ConnectionClosed:
-                    message = {}
-                if message.get("type") == "hello":
-                    accepted.append(ws)
-                else:
-                    await ws.wait_closed()
-                    refused += 1
-                    codes.add(ws.close_code)
-            after = memory_mib(process.pid)["rss"]
-            result["one_token_flood"] = {
-                "attempted": args.flood,
-                "accepted": len(accepted),
-                "refused": refused,
-                "close_codes": sorted(c for c in codes if c is not None),
-                "rss_before_mib": before,
-                "rss_after_mib": after,
-                "seconds": round(time.monotonic() - started, 1),
-            }
-            for ws in accepted:
-                await ws.close()
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        result["one_token_flood"] = await one_token_flood(Path(tmp), port + 1, args.flood)
     return result
 
 

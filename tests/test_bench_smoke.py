@@ -16,24 +16,24 @@ sys.path.insert(0, str(BENCH))
 
 import floors  # noqa: E402
 import run as bench_run  # noqa: E402
-import telemetry_e2e  # noqa: E402
 import ws_fanout  # noqa: E402
+from harness import joins, machine, phones, processes, stats, wire  # noqa: E402
 
 FIGURE_KEYS = {"median", "min", "max", "spread_pct", "runs"}
 
 
 def figure(value: float, runs: int = 3) -> dict[str, Any]:
-    return floors.summarize([value * (1 + i / 10) for i in range(runs)])
+    return stats.summarize([value * (1 + i / 10) for i in range(runs)])
 
 
 def test_floors_measure_with_tiny_sizes_in_and_across_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(floors.HELPER_LOG_ENV, str(tmp_path / "helpers.log"))
+    monkeypatch.setenv(processes.HELPER_LOG_ENV, str(tmp_path / "helpers.log"))
     try:
         result = floors.measure(repeats=1, notify_n=20, rate=1000, write_n=10, burst_n=20)
     finally:
-        floors.close_helper_log()
+        processes.close_helper_log()
     assert result["bench"] == "floors"
     assert result["config"]["repeats"] == 1
     for where in ("in_process", "cross_process"):
@@ -49,18 +49,18 @@ def test_floors_measure_with_tiny_sizes_in_and_across_processes(
 
 
 def test_summaries_and_percentiles() -> None:
-    assert floors.percentile([], 50) != floors.percentile([], 50)  # NaN
-    assert floors.percentile([1.0, 2.0, 3.0], 50) == 2.0
-    summary = floors.summarize([1.0, 2.0, 4.0])
+    assert stats.percentile([], 50) != stats.percentile([], 50)  # NaN
+    assert stats.percentile([1.0, 2.0, 3.0], 50) == 2.0
+    summary = stats.summarize([1.0, 2.0, 4.0])
     assert summary["median"] == 2.0
     assert summary["spread_pct"] == 150.0
-    assert floors.summarize([])["median"] is None
-    assert "spread" in floors.spread_line("x", summary, "ms")
-    assert set(floors.machine()) >= {"cpu", "cores", "python", "versions"}
+    assert stats.summarize([])["median"] is None
+    assert "spread" in stats.spread_line("x", summary, "ms")
+    assert set(machine.machine()) >= {"cpu", "cores", "python", "versions"}
 
 
 def test_phone_records_join_with_what_devices_sent() -> None:
-    records = ws_fanout.Records()
+    records = phones.Records()
     for client in range(2):
         for frame, sent in ((1, 10.001), (2, 10.021)):
             message = {"device": "D", "seq": frame, "frame": frame, "received_at": sent}
@@ -68,7 +68,7 @@ def test_phone_records_join_with_what_devices_sent() -> None:
     sends = {
         "D": (array("i", [1, 2, 3]), array("q", [10_000_000_000, 10_020_000_000, 10_040_000_000]))
     }
-    window = telemetry_e2e.window_figures(records.dump(), sends, 9.0, 11.0, clients=2)
+    window = joins.window_figures(records.dump(), sends, 9.0, 11.0, clients=2)
     assert window["expected"] == 6
     assert window["delivered"] == 4
     assert window["lost"] == 2
@@ -85,7 +85,7 @@ def test_fanout_step_figures_and_mqtt_framing() -> None:
     figures = ws_fanout.step_figures(records, step, clients=2, rate=100.0, cpu_pct=10.0)
     assert figures["lost"] == 2
     assert figures["sustained"] is False
-    packet = ws_fanout.mqtt_publish_packet("t", b"x" * 200)
+    packet = wire.mqtt_publish_packet("t", b"x" * 200)
     assert packet[0] == 0x30
     assert packet[1] & 0x80  # a two-byte remaining length
 
@@ -133,7 +133,7 @@ def synthetic_results() -> dict[str, Any]:
     return {
         "generated_at": "2026-01-01T00:00:00+00:00",
         "elapsed_s": 400.0,
-        "machine": floors.machine(),
+        "machine": machine.machine(),
         "benches": {
             "floors": {"in_process": floor_part, "cross_process": floor_part},
             "storage_ingest": {
@@ -216,3 +216,48 @@ def test_report_survives_a_missing_benchmark(drop: str) -> None:
     doc = bench_run.render(results)
     assert f"{drop} was not run" in doc
     assert bench_run.render({"benches": {}}).startswith("# Benchmarks")
+
+
+def bench_imports() -> dict[str, set[str]]:
+    """bench module -> the bench modules it imports (harness modules as ``harness.x``)."""
+    import ast
+
+    files = {
+        str(path.relative_to(BENCH).with_suffix("")).replace("/", "."): path
+        for path in BENCH.rglob("*.py")
+    }
+    names = {name.removesuffix(".__init__") for name in files}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in names}
+        graph[name.removesuffix(".__init__")] = found - {name.removesuffix(".__init__")}
+    return graph
+
+
+def test_bench_imports_have_no_cycle_and_the_harness_imports_no_benchmark() -> None:
+    graph = bench_imports()
+    assert "harness.processes" in graph
+    assert "telemetry_e2e" in graph
+    for name, imported in graph.items():
+        if name.startswith("harness"):
+            assert all(i.startswith("harness") for i in imported), (name, imported)
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name in done:
+            return
+        for imported in graph.get(name, ()):
+            visit(imported, (*path, name))
+        done.add(name)
+
+    for name in graph:
+        visit(name, ())

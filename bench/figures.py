@@ -1,0 +1,226 @@
+"""Which figures the report lists, next to which floor: a table, read against one run's results.
+
+Each ``Figure`` says where its value sits in ``results["benches"]`` (a path, ``/``-separated, a
+number indexes a list), its unit and where its floor sits; ``{q}``, ``{where}`` and the like are
+filled in by ``each``. A figure whose ``when`` paths hold nothing in the results (a benchmark not
+run, or an older result) is left out. The few rows whose names come from the results themselves
+(fan-out systems, stall lengths, capacity steps) are built by the functions after the table.
+This module only says what to show; formatting is bench/harness/report.py's, the document is
+bench/document.py's. The table is data and longer than a function would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from harness.report import Row, dig
+
+Q = ("p50", "p99")
+WHERE = (("in_process", "in process"), ("cross_process", "across processes"))
+IN_FLOOR = "floors/in_process"
+CORE = "gateway core (no HTTP)"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the report: the group, the name, where value and floor sit, and when."""
+
+    group: str
+    name: str
+    path: str
+    unit: str
+    floor: str = ""
+    floor_name: str = ""
+    when: tuple[str, ...] = ()
+
+    def fill(self, **values: str) -> Figure:
+        def text(s: str) -> str:
+            return s.format(**values)
+
+        return replace(
+            self,
+            name=text(self.name),
+            path=text(self.path),
+            floor=text(self.floor),
+            floor_name=text(self.floor_name),
+            when=tuple(text(w) for w in self.when),
+        )
+
+    def row(self, benches: dict[str, Any]) -> Row | None:
+        if not all(dig(benches, *w.split("/")) for w in self.when):
+            return None
+        floor = dig(benches, *self.floor.split("/")) if self.floor else None
+        value = dig(benches, *self.path.split("/"))
+        return Row(self.group, self.name, value, self.unit, floor, self.floor_name)
+
+
+def each(figure: Figure, key: str, values: Iterable[str]) -> list[Figure]:
+    """``figure`` once per value of ``{key}``."""
+    return [figure.fill(**{key: value}) for value in values]
+
+
+def floors_part(where: str, label: str) -> list[Figure]:
+    part = f"floors/{where}"
+    when = (part,)
+    # fmt: off
+    return [
+        *each(Figure("floors", f"notification latency {{q}}, {label}",
+                     f"{part}/notify_latency_ms/{{q}}", "ms", when=when), "q", Q),
+        *each(Figure("floors", f"write-with-response round trip {{q}}, {label}",
+                     f"{part}/write_rtt_ms/{{q}}", "ms", when=when), "q", Q),
+        Figure("floors", f"notification burst, {label}", f"{part}/burst_per_s", "/s", when=when),
+    ]
+    # fmt: on
+
+
+E2E = ("telemetry_e2e/telemetry",)
+STOP = ("telemetry_e2e/stop",)
+STOP_WS = ("telemetry_e2e/stop_ws",)
+CORE_STOP = ("gateway_core/stop/request_to_output_off_ms",)
+SQLITE = "storage_ingest/floor_sqlite3_rows"
+PG = ("postgres_ingest/floor_psycopg_rows",)
+SIM7 = ("footprint/sim7",)
+HCI = ("footprint/hci",)
+
+# fmt: off
+TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
+    *(figure for where, label in WHERE for figure in floors_part(where, label)),
+    *each(Figure("telemetry", "device -> phone {q} (7 dev x 50 Hz, 20 phones)",
+                 "telemetry_e2e/telemetry/e2e_ms/{q}", "ms",
+                 IN_FLOOR + "/notify_latency_ms/{q}", "notify {q}", E2E), "q", Q),
+    Figure("telemetry", "BLE leg p99 (device -> gateway receive)",
+           "telemetry_e2e/telemetry/ble_leg_ms/p99", "ms",
+           IN_FLOOR + "/notify_latency_ms/p99", "notify p99", E2E),
+    Figure("telemetry", "gateway leg p99 (receive -> phone read)",
+           "telemetry_e2e/telemetry/gateway_leg_ms/p99", "ms", when=E2E),
+    Figure("telemetry", "hub CPU under that load", "telemetry_e2e/telemetry/hub_cpu_pct", "%",
+           when=E2E),
+    Figure("telemetry", "hub RSS under that load", "telemetry_e2e/telemetry/hub_rss_mib", "MiB",
+           when=E2E),
+    *each(Figure("stop", "API stop -> device output off {q}",
+                 "telemetry_e2e/stop/output_off_ms/{q}", "ms",
+                 IN_FLOOR + "/write_rtt_ms/{q}", "write RTT {q}", STOP), "q", Q),
+    Figure("stop", "API stop -> HTTP answer p99", "telemetry_e2e/stop/http_answer_ms/p99", "ms",
+           IN_FLOOR + "/write_rtt_ms/p99", "write RTT p99", STOP),
+    *each(Figure("stop", "WebSocket stop -> device output off {q}",
+                 "telemetry_e2e/stop_ws/output_off_ms/{q}", "ms",
+                 IN_FLOOR + "/write_rtt_ms/{q}", "write RTT {q}", STOP_WS), "q", Q),
+    *each(Figure(CORE, "SessionManager.stop -> output off {q}",
+                 "gateway_core/stop/request_to_output_off_ms/{q}", "ms",
+                 "gateway_core/floor/isolated_write_round_trip_ms/{q}", "isolated write {q}",
+                 CORE_STOP), "q", Q),
+    Figure(CORE, "SessionManager.stop -> STOP confirmed p99",
+           "gateway_core/stop/request_to_confirmed_ms/p99", "ms",
+           "gateway_core/floor/isolated_write_round_trip_ms/p99", "isolated write p99",
+           CORE_STOP),
+    *each(Figure(CORE, "scheduler dispatch lateness {q}",
+                 "gateway_core/scheduler/dispatch_lateness_ms/{q}", "ms", when=CORE_STOP),
+          "q", Q),
+    lambda benches: stall_figures(benches),
+    lambda benches: fanout_figures(benches),
+    *(Figure("storage", f"SQLite ingest, {label}", f"storage_ingest/{key}/samples_per_s",
+             "samples/s", SQLITE + "/samples_per_s", "sqlite3 executemany",
+             (SQLITE, f"storage_ingest/{key}"))
+      for key, label in (("writer_1_session", "StorageWriter, 1 session"),
+                         ("writer_50_sessions", "StorageWriter, 50 sessions"),
+                         ("core_rows", "SQLAlchemy Core rows"))),
+    *(Figure("storage", f"PostgreSQL ingest, StorageWriter, {label}", f"postgres_ingest/{key}",
+             "samples/s", "postgres_ingest/floor_psycopg_rows", "psycopg executemany", PG)
+      for key, label in (("writer_1_session", "1 session"),
+                         ("writer_50_sessions", "50 sessions"))),
+    Figure("footprint", "time to ready (sim:7)", "footprint/sim7/ready_s", "s", when=SIM7),
+    Figure("footprint", "time to 7 devices bonded (sim:7)", "footprint/sim7/devices_bonded_s",
+           "s", when=SIM7),
+    Figure("footprint", "RSS, sim:7 (sims in process)", "footprint/sim7/rss_mib", "MiB",
+           when=SIM7),
+    Figure("footprint", "idle CPU, sim:7 (sims in process)", "footprint/sim7/idle_cpu_pct", "%",
+           when=SIM7),
+    Figure("footprint", "RSS, gateway alone, no device", "footprint/hci/no_devices/rss_mib",
+           "MiB", when=HCI),
+    Figure("footprint", "RSS, gateway alone, 7 devices", "footprint/hci/seven_devices/rss_mib",
+           "MiB", when=HCI),
+    Figure("footprint", "idle CPU, gateway alone, no device",
+           "footprint/hci/no_devices/idle_cpu_pct", "%", when=HCI),
+    Figure("footprint", "idle CPU, gateway alone, 7 devices",
+           "footprint/hci/seven_devices/idle_cpu_pct", "%", when=HCI),
+    lambda benches: capacity_figures(benches),
+)
+# fmt: on
+
+
+def stall_figures(benches: dict[str, Any]) -> list[Figure]:
+    """Output gaps through each radio stall of bench/gateway_core.py."""
+    if not dig(benches, *CORE_STOP[0].split("/")):
+        return []
+    stalls = dig(benches, "gateway_core", "scheduler", "stalls") or {}
+    return [
+        Figure(
+            CORE,
+            f"output gaps through a {key.removeprefix('stall_')} radio stall "
+            f"({stall['runs']} runs; lease expiries {stall['lease_expiries']})",
+            f"gateway_core/scheduler/stalls/{key}/output_gaps",
+            "",
+        )
+        for key, stall in stalls.items()
+    ]
+
+
+FANOUT = (
+    ("gateway", "mcgw /api/v1/ws"),
+    ("bare", "bare uvicorn broadcast"),
+    ("mosquitto", "Mosquitto relay"),
+)
+
+
+def fanout_figures(benches: dict[str, Any]) -> list[Figure]:
+    """Each fan-out system against the bare broadcast (which has no floor of its own)."""
+    clients = dig(benches, "ws_fanout", "config", "clients")
+    out = []
+    for system, label in FANOUT:
+        base = f"ws_fanout/systems/{system}"
+        first = dig(benches, *base.split("/"), "steps", "0")
+        if first is None:
+            continue
+        at = f"{first['offered_per_s']:,} frames/s"
+        floor = "ws_fanout/systems/bare/{}" if system != "bare" else ""
+        for name, path, unit in (
+            (f"sustained frames/s to {clients} clients", "sustained_capacity_per_s", "/s"),
+            ("most frames/s delivered (saturation)", "max_delivered_per_s", "/s"),
+            (f"p99 at {at}", "steps/0/p99_ms", "ms"),
+            (f"server CPU at {at}", "steps/0/server_cpu_pct", "%"),
+        ):
+            floor_path = floor.format(path) if floor else ""
+            out.append(
+                Figure("fan-out", f"{label}: {name}", f"{base}/{path}", unit, floor_path, "bare")
+            )
+    return out
+
+
+def capacity_figures(benches: dict[str, Any]) -> list[Figure]:
+    """e2e p99 and hub CPU of every capacity step that was measured."""
+    out = []
+    for setup, steps in (dig(benches, "capacity", "steps") or {}).items():
+        for index, step in enumerate(steps):
+            if "e2e_ms" not in step:
+                continue
+            path = f"capacity/steps/{setup}/{index}"
+            name = f"{setup}, {step['devices']} devices"
+            out += [
+                Figure("capacity", f"{name}: e2e p99", f"{path}/e2e_ms/p99", "ms"),
+                Figure("capacity", f"{name}: hub CPU", f"{path}/hub_cpu_pct", "%"),
+            ]
+    return out
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    """Every row of "Every figure, next to its floor", in the table's order."""
+    benches = results.get("benches", {})
+    out = []
+    for entry in TABLE:
+        for figure in entry(benches) if callable(entry) else [entry]:
+            row = figure.row(benches)
+            if row is not None:
+                out.append(row)
+    return out
