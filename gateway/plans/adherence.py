@@ -109,7 +109,7 @@ def credit(
         for i, slot in enumerate(slots):
             if credits[i] >= 1 - EPSILON or not slot.window_start <= done.at < slot.window_end:
                 continue
-            if not schedule.phases[slot.phase].accepts(done.program, zones):
+            if not schedule.phases[slot.phase].accepts(zones):
                 continue
             key = (slot.window_end, slot.due_at)
             if best is None or key < (slots[best].window_end, slots[best].due_at):
@@ -196,7 +196,9 @@ def by_week(
                 ratio=round(min(1.0, total / len(group)), 4),
                 minutes_by_zone=_minutes(seconds.get((year, week), {})),
                 planned_minutes_by_zone=_minutes(planned),
-                dose_uas_by_zone={k: round(v, 1) for k, v in sorted(dose.get((year, week), {}).items())},
+                dose_uas_by_zone={
+                    k: round(v, 1) for k, v in sorted(dose.get((year, week), {}).items())
+                },
             )
         )
     return weeks

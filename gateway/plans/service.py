@@ -113,7 +113,9 @@ def compute(
     )
 
 
-def _span(plan: PlanRecord, since: datetime, until: datetime, now: datetime) -> tuple[datetime, datetime]:
+def _span(
+    plan: PlanRecord, since: datetime, until: datetime, now: datetime
+) -> tuple[datetime, datetime]:
     """Slots and sessions are read from the plan's first day (streaks need all of them, and a
     session is credited the same way whatever range is asked) to past ``now`` and ``until``."""
     start = datetime.combine(plan.starts_on, time(0), tzinfo=UTC) - timedelta(days=1)

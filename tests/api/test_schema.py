@@ -73,6 +73,8 @@ DECLARED: dict[str, set[str]] = {
     "POST /api/v1/programs": {"201", "409"},
     "PUT /api/v1/programs/{slug}": {"409"},
     "DELETE /api/v1/programs/{slug}": {"204", "409"},
+    "POST /api/v1/plans": {"201"},
+    "DELETE /api/v1/plans/{plan_id}": {"204"},
     "POST /api/v1/sessions": {"200", "201", "403", "409"},
     "POST /api/v1/sessions/{session_id}/pause": {"409"},
     "POST /api/v1/sessions/{session_id}/resume": {"409"},

@@ -147,7 +147,7 @@ def test_only_the_last_phase_may_be_open_ended_and_zones_must_exist() -> None:
         validate(plan(Phase("a", Repeat(per_week=2)), tz="Mars/Olympus"))
 
 
-# --- properties ------------------------------------------------------------------------------------
+# --- properties ---------------------------------------------------------------------------------
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",
          "America/Santiago", "Pacific/Chatham", "Africa/Casablanca"]  # fmt: skip
