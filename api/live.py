@@ -45,8 +45,10 @@ from gateway.access import AccessChange, AccessPolicy, Principal
 from gateway.events import (
     DeviceStateChanged,
     Event,
+    EventBus,
     EventsDropped,
     EventSubscription,
+    PlanEvent,
     SessionNotice,
     SessionStateChanged,
 )
@@ -55,6 +57,8 @@ from gateway.telemetry import Subscription, TelemetryFrame
 log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 8
+PLAN_QUEUE = 32
+"""Plan events held for a slow connection before the oldest drop (a few a day per plan)."""
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_HEARTBEAT_TIMEOUT = 4408
 HEARTBEATS_BEFORE_TIMEOUT = 3
@@ -198,6 +202,22 @@ class Connection:
             await coro
         except Exception:  # the client went away; the receive loop cleans up
             log.debug("a WebSocket notice was not delivered", exc_info=True)
+
+    def watch_plans(self, bus: EventBus) -> None:
+        """Send treatment-plan events (``plan_due``, ``plan_missed``, ``adherence``) to this
+        connection, outside any subscription: they concern a person, not a device. Each is
+        checked against the access policy as it goes out (its owner and admins only)."""
+        events = bus.subscribe(lambda event: isinstance(event, PlanEvent), size=PLAN_QUEUE)
+        self._chore(self._pump_plan_events(events))
+
+    async def _pump_plan_events(self, events: EventSubscription) -> None:
+        try:
+            async for event in events:
+                user = self.user
+                if user is not None and self.access.may_see_event(user, event):
+                    await self.send(event_message(event, None))
+        finally:
+            events.close()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -346,7 +366,7 @@ def error_message(request_id: str | None, exc: BaseException) -> dict[str, Any]:
     return {"type": "error", "id": request_id, "problem": problem.model_dump(exclude_none=True)}
 
 
-def event_message(event: Event, subscription: str) -> dict[str, Any]:
+def event_message(event: Event, subscription: str | None) -> dict[str, Any]:
     """A bus event as a WebSocket message: ``type`` is the event's kind."""
     data = event.as_dict()
     kind = data.pop("kind")

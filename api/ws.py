@@ -167,6 +167,7 @@ async def _authenticate(
             "max_subscriptions": MAX_SUBSCRIPTIONS,
         }
     )
+    connection.watch_plans(runtime.bus)  # after hello: it is always the first data message
     return bound
 
 

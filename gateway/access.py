@@ -11,7 +11,7 @@ The rules (docs/api.md, "Ownership"):
   device is seen by everyone (so it can be claimed) and controlled by nobody until claimed;
 * a session is seen and controlled by its owner and by admins, and by nobody else;
 * a telemetry frame is seen by whoever may see its device and, when the frame belongs to a
-  session, that session; an event likewise;
+  session, that session; an event likewise; a plan's event by its owner and admins;
 * a revoked token is nobody, at once.
 
 Decisions are made from an in-memory :class:`AccessSnapshot` (users, live tokens, this hub's
@@ -35,7 +35,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from gateway.events import DeviceStateChanged, Event, SessionNotice, SessionStateChanged
+from gateway.events import (
+    DeviceStateChanged,
+    Event,
+    PlanEvent,
+    SessionNotice,
+    SessionStateChanged,
+)
 from gateway.listeners import Listeners
 
 log = logging.getLogger(__name__)
@@ -260,6 +266,8 @@ class AccessPolicy:
             return self.may_see_device(user, event.address)
         if isinstance(event, SessionStateChanged | SessionNotice):
             return event.owner == user.owner
+        if isinstance(event, PlanEvent):
+            return event.user_id == user.user_id
         return True  # EventsDropped and other bookkeeping carry nobody's data
 
 

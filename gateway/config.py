@@ -268,6 +268,19 @@ class ApiSettings(BaseModel):
         return checked
 
 
+class RemindersSettings(BaseModel):
+    """Reminders of due plan sessions through apprise (docs/plans.md); off with no URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    apprise_urls: list[SecretStr] = Field(
+        default_factory=list, examples=[["ntfy://ntfy.sh/my-topic"]]
+    )
+    """apprise URLs every reminder goes to (any apprise service); they may hold secrets."""
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """How long one reminder may take to send before it counts as failed."""
+
+
 class Settings(BaseSettings):
     """All of mcgw's settings. Build one per process (or per test); nothing is global."""
 
@@ -284,6 +297,7 @@ class Settings(BaseSettings):
     safety: SafetySettings = Field(default_factory=SafetySettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    reminders: RemindersSettings = Field(default_factory=RemindersSettings)
     log_level: str = "INFO"
     log_json: bool = False
     mdns: bool = True

@@ -70,6 +70,44 @@ class SessionNotice(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PlanEvent(Event):
+    """Base of a treatment plan's events (``gateway.plans.planner``): for ``user_id`` only."""
+
+    user_id: int
+    plan_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDue(PlanEvent):
+    """A planned session became due (its slot opened); ``window_end``: until when it counts."""
+
+    due_at: str
+    window_end: str
+    local_day: str
+    kind: str = field(init=False, default="plan_due")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanMissed(PlanEvent):
+    """A planned session's window ended without it being done (a missed day)."""
+
+    due_at: str
+    local_day: str
+    credit: float
+    kind: str = field(init=False, default="plan_missed")
+
+
+@dataclass(frozen=True, slots=True)
+class AdherenceChanged(PlanEvent):
+    """The user's state on their newest plan: due now, and this week's done versus expected."""
+
+    due: bool
+    week_done: int
+    week_expected: int
+    kind: str = field(init=False, default="adherence")
+
+
+@dataclass(frozen=True, slots=True)
 class EventsDropped(Event):
     """Told to a subscriber that fell behind: ``count`` events were dropped for it."""
 

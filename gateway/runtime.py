@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ble.sim.peripheral import SimulatedDevice
     from gateway.access_sync import AccessSync
     from gateway.mdns import MdnsAdvertiser
+    from gateway.plans.planner import Planner
     from gateway.storage.journal import SessionJournal
     from gateway.storage.reader import StorageReader
     from gateway.storage.writer import StorageWriter
@@ -97,6 +98,8 @@ class Runtime:
         self.loop_monitor = LoopMonitor()
         """Event-loop stalls (what the keepalive margin must survive), for /metrics."""
         self.mdns: MdnsAdvertiser | None = None
+        self.planner: Planner | None = None
+        """Plan events and reminders (``gateway.plans.planner``), while storage is open."""
         """The ``_mcgw._tcp`` announcement on the LAN (``settings.mdns``), while started."""
         self.started = False
 
@@ -291,10 +294,34 @@ class Runtime:
             self.tasks.spawn(self._retention_loop(), name="retention")
         if self.access_sync is not None:
             self.tasks.spawn(self.access_sync.run(), name="access")
+        if self.writer is not None:
+            self._start_planner()
         self.tasks.spawn(self.loop_monitor.run(), name="loop-monitor")
         if self.settings.mdns:
             self._advertise()
         self.started = True
+
+    def _start_planner(self) -> None:
+        """Plan events on the bus and, with apprise URLs configured, reminders."""
+        from gateway.plans.planner import Planner
+
+        send = None
+        urls = [url.get_secret_value() for url in self.settings.reminders.apprise_urls]
+        if urls:
+            from gateway.plans.reminders import AppriseReminders
+
+            send = AppriseReminders(urls, timeout_s=self.settings.reminders.timeout_s).send
+        from gateway.plans.service import zone_seconds
+
+        self.planner = Planner(
+            db=self.db,
+            bus=self.bus,
+            tasks=self.tasks,
+            program_seconds=zone_seconds(self.programs.values()),
+            settle=self.settle_storage,
+            send=send,
+        )
+        self.tasks.spawn(self.planner.run(), name="planner")
 
     def _advertise(self) -> None:
         """Announce the hub on the LAN. Announcing takes about a second; it runs as a task

@@ -38,6 +38,7 @@ from gateway.plans import service
 from gateway.plans.codec import phase_to_json, schedule_of
 from gateway.plans.schedule import PlanError, validate, zone
 from gateway.plans.templates import BY_SLUG, TEMPLATES
+from gateway.programs import Program
 from gateway.runtime import Runtime
 from gateway.storage import plans as store
 from gateway.storage import repo
@@ -214,10 +215,10 @@ async def delete_plan(plan_id: PlanId, user: CurrentUser, runtime: RuntimeDep) -
 
 
 def program_seconds(
-    session: Session, builtins: Mapping[str, Any], slugs: set[str]
+    session: Session, builtins: Mapping[str, Program], slugs: set[str]
 ) -> dict[str, dict[str, float]]:
     """Seconds per zone of each named program (built-in or stored), for planned minutes."""
-    out: dict[str, dict[str, float]] = {}
+    found: list[Program] = []
     for slug in slugs:
         program = builtins.get(slug)
         if program is None:
@@ -225,11 +226,8 @@ def program_seconds(
                 program = repo.to_program(repo.get_program(session=session, slug=slug))
             except NotFound:
                 continue
-        zones: dict[str, float] = {}
-        for step in program.steps:
-            zones[step.zone] = zones.get(step.zone, 0.0) + step.duration_s
-        out[slug] = zones
-    return out
+        found.append(program)
+    return service.zone_seconds(found)
 
 
 def _report(
@@ -240,7 +238,7 @@ def _report(
     until: datetime | None,
     week: date | None,
     now: datetime,
-    builtins: Mapping[str, Any],
+    builtins: Mapping[str, Program],
 ) -> service.Report:
     plan = store.get_plan(session=session, plan_id=plan_id)
     if since is None or until is None:

@@ -10,7 +10,7 @@ No HTTP here, and no task: the planner (``gateway.plans.planner``) owns the timi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -20,6 +20,7 @@ from sqlmodel import Session
 from gateway.plans import adherence as rules
 from gateway.plans.codec import schedule_of
 from gateway.plans.schedule import Schedule, expand, zone_at
+from gateway.programs import Program
 from gateway.storage import plans as store
 from gateway.storage.models import SessionRecord
 from gateway.storage.plans import PlanRecord
@@ -44,6 +45,8 @@ class Report:
     streak: rules.Streak
     due_now: list[rules.SlotStatus]
     next_due: rules.SlotStatus | None
+    timeline: list[rules.SlotStatus]
+    """Every slot from the plan's start to past ``now`` (for the planner)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,16 @@ class Summary:
     @property
     def week_ratio(self) -> float | None:
         return None if self.week_expected == 0 else round(self.week_done / self.week_expected, 4)
+
+
+def zone_seconds(programs: Iterable[Program]) -> dict[str, dict[str, float]]:
+    """Each program's seconds per zone (planned minutes are counted from them)."""
+    out: dict[str, dict[str, float]] = {}
+    for program in programs:
+        zones = out.setdefault(program.slug, {})
+        for step in program.steps:
+            zones[step.zone] = zones.get(step.zone, 0.0) + step.duration_s
+    return out
 
 
 def schedule(plan: PlanRecord) -> Schedule:
@@ -110,6 +123,7 @@ def compute(
         streak=rules.streak(all_slots),
         due_now=[s for s in all_slots if s.status == "open"],
         next_due=upcoming[0] if upcoming else None,
+        timeline=all_slots,
     )
 
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
-from tests.api.hub import Hub
+from tests.api.hub import Hub, recv_until, ws_connect
 
 ZONE = "Europe/Paris"
 QUICK = {
@@ -156,3 +156,24 @@ async def test_plans_are_their_owners_and_admins(hub: Hub) -> None:
     assert seen.json()["plan_id"] == made.json()["id"]
     assert datetime.fromisoformat(seen.json()["now"]).tzinfo is not None
     assert datetime.now(UTC) >= datetime.fromisoformat(seen.json()["now"])
+
+
+async def test_plan_events_reach_their_owner_over_the_websocket(hub: Hub) -> None:
+    ana_id, ana_token = await hub.user("ana")
+    ben_id, ben_token = await hub.user("ben")
+    ana_ws, ben_ws = await ws_connect(hub, ana_token), await ws_connect(hub, ben_token)
+    body = {"template": "loading-maintenance", "time_zone": ZONE}
+    made = await hub.client(ana_token).post("/api/v1/plans", json=body)
+    assert made.status_code == 201
+    mine, _ = await recv_until(ana_ws, lambda m: m["type"] == "adherence")
+    assert mine["subscription"] is None
+    assert (mine["user_id"], mine["plan_id"]) == (ana_id, made.json()["id"])
+    assert mine["week_expected"] >= 1
+    assert mine["week_done"] == 0
+    # Ben's own event comes; Ana's, published before it, never reached him.
+    assert (await hub.client(ben_token).post("/api/v1/plans", json=body)).status_code == 201
+    his, before = await recv_until(ben_ws, lambda m: m["type"] == "adherence")
+    assert his["user_id"] == ben_id
+    assert not [m for m in before if m["type"] in ("adherence", "plan_due", "plan_missed")]
+    await ana_ws.close()
+    await ben_ws.close()
