@@ -12,7 +12,7 @@ schedule (time zone, phase order and bounds) by ``gateway.plans.schedule.validat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
@@ -24,6 +24,7 @@ from api.schemas.fields import MAX_DB_ID
 from api.schemas.plans import (
     AdherencePublic,
     DayPublic,
+    PhaseBody,
     PlanCreate,
     PlanPublic,
     PlanUpdate,
@@ -45,6 +46,12 @@ from gateway.storage import repo
 from gateway.storage.plans import PlanRecord
 
 router = APIRouter(tags=["plans"])
+
+WEEK = timedelta(days=7)
+LONGEST = timedelta(days=400)
+"""A report covers at most this much (a longer range is cut)."""
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 PlanId = Annotated[int, Path(ge=1, le=MAX_DB_ID, examples=[1])]
 OwnerQuery = Annotated[
@@ -71,12 +78,13 @@ def _checked(starts_on: date, phases: list[dict[str, Any]], history: list[dict[s
 
 
 async def _visible(runtime: Runtime, user: Principal, plan_id: int) -> PlanRecord:
+    missing = ApiProblem(404, f"no plan {plan_id} visible to you", kind="not-found")
     try:
         plan: PlanRecord = await runtime.db(store.get_plan, plan_id=plan_id)
-    except NotFound:
-        plan = None  # type: ignore[assignment]
-    if plan is None or not runtime.access.may_see_owned(user, plan.owner_id):
-        raise ApiProblem(404, f"no plan {plan_id} visible to you", kind="not-found")
+    except NotFound as exc:
+        raise missing from exc
+    if not runtime.access.may_see_owned(user, plan.owner_id):
+        raise missing
     return plan
 
 
@@ -94,7 +102,7 @@ async def list_templates(user: CurrentUser) -> list[TemplatePublic]:
             slug=t.slug,
             name=t.name,
             description=t.description,
-            phases=[phase_to_json(p) for p in t.phases],  # type: ignore[misc]
+            phases=[PhaseBody.model_validate(phase_to_json(p)) for p in t.phases],
         )
         for t in TEMPLATES
     ]
@@ -114,32 +122,26 @@ async def list_plans(
 
 @router.post("/plans", status_code=status.HTTP_201_CREATED, summary="Create a plan")
 async def create_plan(body: PlanCreate, user: CurrentUser, runtime: RuntimeDep) -> PlanPublic:
-    """From a template (``template``) or explicit ``phases`` (one of the two). ``starts_on``
-    defaults to today in ``time_zone``."""
+    """From a template (``template``) or explicit ``phases`` (given both, the phases are the
+    plan). ``starts_on`` defaults to today in ``time_zone``."""
     owner = body.owner_id or user.user_id
     if not runtime.access.may_see_owned(user, owner):
         raise ApiProblem(403, "only admins create plans for other users", kind="forbidden")
     if runtime.access.user(owner) is None:
         raise ApiProblem(404, f"no user {owner}", kind="not-found")
-    if (body.template is None) == (body.phases is None):
+    if body.template is None and body.phases is None:
         raise ApiProblem(
             422,
-            "give a template or phases (one of the two)",
+            "give a template or phases",
             kind="validation",
-            errors=[("template", "give a template or phases, not both or neither")],
+            errors=[("template", "give a template or phases")],
         )
-    template = BY_SLUG.get(body.template) if body.template else None
-    if body.template and template is None:
-        raise ApiProblem(
-            422,
-            f"no template {body.template!r}",
-            kind="validation",
-            errors=[("template", f"one of {', '.join(BY_SLUG)}")],
-        )
-    if template is not None:
-        phases = [phase_to_json(p) for p in template.phases]
+    template = BY_SLUG[body.template] if body.template else None
+    if body.phases is not None:
+        phases = [p.model_dump(mode="json") for p in body.phases]
     else:
-        phases = [p.model_dump(mode="json") for p in body.phases or []]
+        assert template is not None
+        phases = [phase_to_json(p) for p in template.phases]
     try:
         tz = zone(body.time_zone)
     except PlanError as exc:
@@ -162,13 +164,15 @@ async def create_plan(body: PlanCreate, user: CurrentUser, runtime: RuntimeDep) 
     return _public(plan)
 
 
-@router.get("/plans/{plan_id}", summary="One plan")
+@router.get("/plans/{plan_id:int}", summary="One plan")
 async def get_plan(plan_id: PlanId, user: CurrentUser, runtime: RuntimeDep) -> PlanPublic:
     """Yours (an admin: anyone's)."""
     return _public(await _visible(runtime, user, plan_id))
 
 
-@router.patch("/plans/{plan_id}", summary="Change a plan's name, phases, time zone or quiet hours")
+@router.patch(
+    "/plans/{plan_id:int}", summary="Change a plan's name, phases, time zone or quiet hours"
+)
 async def update_plan(
     plan_id: PlanId, body: PlanUpdate, user: CurrentUser, runtime: RuntimeDep
 ) -> PlanPublic:
@@ -201,7 +205,7 @@ async def update_plan(
 
 
 @router.delete(
-    "/plans/{plan_id}",
+    "/plans/{plan_id:int}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete a plan (sessions stay in history)",
@@ -268,7 +272,7 @@ def _slot(item: rules.SlotStatus) -> SlotPublic:
         time_zone=slot.tz,
         phase=slot.phase,
         flexible=slot.flexible,
-        status=item.status,  # type: ignore[arg-type]
+        status=item.status,
         credit=item.credit,
         sessions=list(item.sessions),
     )
@@ -304,11 +308,16 @@ async def get_adherence(
     ] = None,
     since: Annotated[QueryDateTime | None, Query(description="Slots due from (ISO 8601)")] = None,
     until: Annotated[QueryDateTime | None, Query(description="Slots due before (ISO 8601)")] = None,
-    week: Annotated[date | None, Query(description="Any day of the week to report")] = None,
+    week: Annotated[
+        date | None,
+        Query(ge=EARLIEST.date(), le=LATEST.date(), description="Any day of the week to report"),
+    ] = None,
     owner_id: OwnerQuery = None,
 ) -> AdherencePublic:
     """Without ``since``/``until``: the ISO week of ``week`` (default: this week) in the plan's
-    time zone. ``due_now`` and ``next_due`` are always as of now. Rules: docs/plans.md."""
+    time zone. With one of them, the 7 days from ``since`` or before ``until``; a range is cut
+    at 400 days (and is empty when ``until`` is not after ``since``). ``due_now`` and
+    ``next_due`` are always as of now. Rules: docs/plans.md."""
     if owner_id is not None and not runtime.access.may_see_owned(user, owner_id):
         raise ApiProblem(403, "only admins read other users' adherence", kind="forbidden")
     owner = owner_id or user.user_id
@@ -322,30 +331,37 @@ async def get_adherence(
         plan = mine[-1].id
     else:
         await _visible(runtime, user, plan)
-    if (since is None) != (until is None):
-        raise ApiProblem(
-            422,
-            "give since and until together (or neither, for a week)",
-            kind="validation",
-            errors=[("query.since" if since is None else "query.until", "missing")],
-        )
-    if since is not None and until is not None and until <= since:
-        raise ApiProblem(
-            422,
-            "until must be after since",
-            kind="validation",
-            errors=[("query.until", "<= since")],
-        )
+    since, until = _range(_aware(since), _aware(until))
     report: service.Report = await runtime.db(
         _report,
         plan_id=plan,
-        since=_aware(since),
-        until=_aware(until),
+        since=since,
+        until=until,
         week=week,
         now=datetime.now(UTC),
         builtins=runtime.programs,
     )
     return adherence_public(report)
+
+
+def _range(
+    since: datetime | None, until: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """The range a report covers (None, None: a week, chosen with the plan's zone)."""
+    if since is None and until is None:
+        return None, None
+    if since is None:
+        assert until is not None
+        end = _clamp(until)
+        start = end - WEEK
+    else:
+        start = _clamp(since)
+        end = start + WEEK if until is None else _clamp(until)
+    return start, max(start, min(end, start + LONGEST))
+
+
+def _clamp(value: datetime) -> datetime:
+    return min(max(value, EARLIEST), LATEST)
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas.fields import DbId, Input, Level, Name, Slug, examples
+from api.strict import time_zone_names
 from gateway.programs import ZoneName
 
 Clock = Annotated[
@@ -22,8 +23,16 @@ Clock = Annotated[
 ]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 TimeZoneName = Annotated[
-    str, Field(min_length=1, max_length=64, examples=["Europe/Paris"], description="IANA zone")
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="IANA time zone",
+        json_schema_extra=time_zone_names,
+    ),
 ]
+TemplateSlug = Literal["loading-maintenance", "neck-routine", "gentle-start"]
+"""``gateway.plans.templates.BY_SLUG``'s keys (a test holds them equal)."""
 Day = Annotated[date, Field(strict=False)]
 
 _NECK_PHASE: dict[str, Any] = {
@@ -86,17 +95,32 @@ class QuietHoursBody(Input):
 
 
 class PlanCreate(Input):
-    model_config = examples(
-        {"template": "neck-routine", "time_zone": "Europe/Paris", "starts_on": "2026-11-30"},
-        {
-            "name": "My loading month",
-            "time_zone": "Europe/Paris",
-            "phases": [_LOADING_PHASE],
-            "quiet_hours": {"start": "22:00", "end": "07:00"},
-        },
+    """A template, or phases (given both, the phases are the plan and ``template`` is kept as
+    where they came from)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "template": "neck-routine",
+                    "time_zone": "Europe/Paris",
+                    "starts_on": "2026-11-30",
+                },
+                {
+                    "name": "My loading month",
+                    "time_zone": "Europe/Paris",
+                    "phases": [_LOADING_PHASE],
+                    "quiet_hours": {"start": "22:00", "end": "07:00"},
+                },
+            ],
+            "anyOf": [
+                {"required": ["template"], "properties": {"template": {"type": "string"}}},
+                {"required": ["phases"], "properties": {"phases": {"type": "array"}}},
+            ],
+        }
     )
 
-    template: Slug | None = Field(default=None, description="Start from a built-in template")
+    template: TemplateSlug | None = Field(default=None, description="A built-in template")
     name: Name | None = Field(default=None, description="Default: the template's name")
     phases: list[PhaseBody] | None = Field(default=None, min_length=1, max_length=10)
     time_zone: TimeZoneName

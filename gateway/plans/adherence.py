@@ -26,11 +26,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from gateway.plans.schedule import Schedule, Slot, zone_at
 
 EPSILON = 1e-9
+Status = Literal["done", "missed", "open", "upcoming"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +63,7 @@ class Done:
 class SlotStatus:
     slot: Slot
     credit: float
-    status: str
-    """done, missed, open or upcoming."""
+    status: Status
     sessions: tuple[str, ...] = ()
 
 
@@ -126,6 +127,7 @@ def statuses(
     """Every slot with its credit and status at ``now``."""
     out = []
     for slot, (value, ids) in zip(slots, credit(slots, sessions, schedule), strict=True):
+        status: Status
         if value >= 1 - EPSILON:
             status = "done"
         elif slot.window_end <= now:

@@ -41,6 +41,8 @@ MAX_PER_WEEK = 7
 MAX_TIMES_PER_DAY = 4
 MAX_PHASE_DAYS = 3660
 DAY = timedelta(days=1)
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2199, 1, 1)
 
 
 class PlanError(ValueError):
@@ -147,6 +149,8 @@ def validate(schedule: Schedule) -> list[PhaseSpan]:
             problems.extend(exc.problems)
     if not schedule.phases:
         problems.append(("phases", "a plan needs at least one phase"))
+    if not FIRST_DAY <= schedule.starts_on <= LAST_DAY:
+        problems.append(("starts_on", f"must be between {FIRST_DAY} and {LAST_DAY}"))
     spans: list[PhaseSpan] = []
     cursor: date | None = schedule.starts_on
     for i, phase in enumerate(schedule.phases):

@@ -131,9 +131,10 @@ def _span(
     plan: PlanRecord, since: datetime, until: datetime, now: datetime
 ) -> tuple[datetime, datetime]:
     """Slots and sessions are read from the plan's first day (streaks need all of them, and a
-    session is credited the same way whatever range is asked) to past ``now`` and ``until``."""
+    session is credited the same way whatever range is asked) to past ``now`` and ``until``
+    (callers bound ``until``: the API cuts a range at 400 days)."""
     start = datetime.combine(plan.starts_on, time(0), tzinfo=UTC) - timedelta(days=1)
-    return min(start, since), max(until, now + LOOKAHEAD)
+    return start, max(until, now + LOOKAHEAD)
 
 
 def report(

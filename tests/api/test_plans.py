@@ -8,12 +8,14 @@ import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
 
+from api.schemas.plans import TemplateSlug
+from gateway.plans.templates import BY_SLUG
 from tests.api.hub import Hub, recv_until, ws_connect
 
 ZONE = "Europe/Paris"
@@ -177,3 +179,7 @@ async def test_plan_events_reach_their_owner_over_the_websocket(hub: Hub) -> Non
     assert not [m for m in before if m["type"] in ("adherence", "plan_due", "plan_missed")]
     await ana_ws.close()
     await ben_ws.close()
+
+
+def test_the_template_names_in_the_schema_are_the_templates() -> None:
+    assert set(get_args(TemplateSlug)) == set(BY_SLUG)

@@ -387,6 +387,15 @@ def _excused(finding: Finding) -> str | None:
         # each field's range, and these refusals are documented as 422 invalid-program.
         return "a program within every field's range that breaks a safety rule"
     if (
+        finding.operation in ("POST /api/v1/plans", "PATCH /api/v1/plans/{plan_id}")
+        and finding.check == "positive_data_acceptance"
+        and finding.status == 422
+        and problem_type == "urn:mcgw:problem:invalid-plan"
+    ):
+        # Whether phases make a schedule relates them to each other (order, an open-ended
+        # phase only last, a duration or an end, not both): documented as 422 invalid-plan.
+        return "phases within every field's range that do not make a schedule"
+    if (
         finding.check == "positive_data_acceptance"
         and finding.status == 422
         and isinstance(finding.body, dict)
