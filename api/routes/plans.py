@@ -65,16 +65,20 @@ def _public(plan: PlanRecord) -> PlanPublic:
 
 def _checked(starts_on: date, phases: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
     """422 ``invalid-plan`` naming every field that keeps the phases from making a schedule."""
+    problems = [
+        (f"phases[{i}].days", "give weeks or days, not both")
+        for i, phase in enumerate(phases)
+        if phase.get("weeks") and phase.get("days")
+    ]
     try:
         zone(history[-1]["name"])
         validate(schedule_of(starts_on, phases, history))
     except PlanError as exc:
+        problems.extend(exc.problems)
+    if problems:
         raise ApiProblem(
-            422,
-            "the plan cannot be scheduled; see errors",
-            kind="invalid-plan",
-            errors=exc.problems,
-        ) from exc
+            422, "the plan cannot be scheduled; see errors", kind="invalid-plan", errors=problems
+        )
 
 
 async def _visible(runtime: Runtime, user: Principal, plan_id: int) -> PlanRecord:

@@ -106,7 +106,8 @@ def look(
             now=now,
             program_seconds=program_seconds,
         )
-        quiet = QuietHours(*map(clock, plan.quiet_hours.values())) if plan.quiet_hours else None
+        hours = plan.quiet_hours
+        quiet = QuietHours(clock(hours["start"]), clock(hours["end"])) if hours else None
         for item in report.timeline:
             slot = item.slot
             ids = {"user_id": plan.owner_id, "plan_id": plan.id}

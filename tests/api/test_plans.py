@@ -123,6 +123,7 @@ async def test_bad_plans_are_refused_naming_the_field(hub: Hub) -> None:
         ({"phases": [phase, phase], "time_zone": ZONE}, "phases[1]"),
         ({"phases": [{**phase, "repeat": {"days_of_week": ["tue"], "times_of_day": ["25:00"]}}],
           "time_zone": ZONE}, "phases[0].repeat.times_of_day[0]"),
+        ({"phases": [{**phase, "weeks": 2, "days": 3}], "time_zone": ZONE}, "phases[0].days"),
         ({"template": "nope", "time_zone": ZONE}, "template"),
         ({"time_zone": ZONE}, "template"),
     ]  # fmt: skip
@@ -183,3 +184,27 @@ async def test_plan_events_reach_their_owner_over_the_websocket(hub: Hub) -> Non
 
 def test_the_template_names_in_the_schema_are_the_templates() -> None:
     assert set(get_args(TemplateSlug)) == set(BY_SLUG)
+
+
+async def test_a_paris_plan_across_the_spring_switch_over_rest(hub: Hub) -> None:
+    _, token = await hub.user("cleo")
+    phone = hub.client(token)
+    routine = {"name": "r", "repeat": {"days_of_week": ["thu", "sat"], "times_of_day": ["20:00"]}}
+    body = {"phases": [routine], "time_zone": ZONE, "starts_on": "2026-03-23"}
+    plan = (await phone.post("/api/v1/plans", json=body)).json()
+    report = await phone.get(
+        "/api/v1/me/adherence",
+        params={
+            "plan": plan["id"],
+            "since": "2026-03-23T00:00:00Z",
+            "until": "2026-04-06T00:00:00Z",
+        },
+    )
+    assert report.status_code == 200, report.text
+    slots = report.json()["slots"]
+    local = [datetime.fromisoformat(s["due_at"]).astimezone(ZoneInfo(ZONE)) for s in slots]
+    assert [d.strftime("%a %H:%M") for d in local] == ["Thu 20:00", "Sat 20:00"] * 2
+    assert [datetime.fromisoformat(s["due_at"]).hour for s in slots] == [19, 19, 18, 18]
+    assert [s["status"] for s in slots] == ["missed"] * 4  # long past, nothing recorded
+    assert report.json()["streak_current"] == 0
+    assert [w["expected"] for w in report.json()["weeks"]] == [2, 2]
