@@ -98,9 +98,9 @@ class Runtime:
         self.loop_monitor = LoopMonitor()
         """Event-loop stalls (what the keepalive margin must survive), for /metrics."""
         self.mdns: MdnsAdvertiser | None = None
+        """The ``_mcgw._tcp`` announcement on the LAN (``settings.mdns``), while started."""
         self.planner: Planner | None = None
         """Plan events and reminders (``gateway.plans.planner``), while storage is open."""
-        """The ``_mcgw._tcp`` announcement on the LAN (``settings.mdns``), while started."""
         self.started = False
 
     def _session_owner(self, session_id: str) -> int | None:
