@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ble.sim.peripheral import SimulatedDevice
     from gateway.access_sync import AccessSync
     from gateway.mdns import MdnsAdvertiser
+    from gateway.mqtt import MqttBridge
     from gateway.storage.journal import SessionJournal
     from gateway.storage.reader import StorageReader
     from gateway.storage.writer import StorageWriter
@@ -98,6 +99,8 @@ class Runtime:
         """Event-loop stalls (what the keepalive margin must survive), for /metrics."""
         self.mdns: MdnsAdvertiser | None = None
         """The ``_mcgw._tcp`` announcement on the LAN (``settings.mdns``), while started."""
+        self.mqtt: MqttBridge | None = None
+        """The MQTT bridge (``settings.mqtt.url``), while started."""
         self.started = False
 
     def _session_owner(self, session_id: str) -> int | None:
@@ -294,7 +297,27 @@ class Runtime:
         self.tasks.spawn(self.loop_monitor.run(), name="loop-monitor")
         if self.settings.mdns:
             self._advertise()
+        if self.settings.mqtt.url:
+            self._bridge_mqtt()
         self.started = True
+
+    def _bridge_mqtt(self) -> None:
+        """Mirror the hub on MQTT (gateway/mqtt/); a broker that is away never delays start."""
+        from gateway.mqtt import MqttBridge, hub_version
+
+        self.mqtt = MqttBridge(
+            self.settings.mqtt,
+            hub_id=self.settings.hub_id,
+            version=hub_version(),
+            devices=self.devices,
+            sessions=self.sessions,
+            access=self.access,
+            programs=self.programs,
+            bus=self.bus,
+            hub=self.hub,
+            tasks=self.tasks,
+        )
+        self.tasks.spawn(self.mqtt.run(), name="mqtt")
 
     def _advertise(self) -> None:
         """Announce the hub on the LAN. Announcing takes about a second; it runs as a task
@@ -351,6 +374,9 @@ class Runtime:
             self.mdns = None
         await self.sessions.close()
         await self.devices.close()
+        if self.mqtt is not None:
+            await self.mqtt.close()  # the sessions' ends first, then ``offline``
+            self.mqtt = None
         self.hub.close()
         await self._stack.aclose()
         self._unlisten_access()

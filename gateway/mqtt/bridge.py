@@ -1,0 +1,486 @@
+"""The MQTT bridge: a supervised broker connection that mirrors the hub and takes commands.
+
+``MqttBridge.run`` is one long-lived task (owned by the runtime). It connects with the hub's
+last will (``offline``, retained), publishes ``online`` once the broker has accepted the
+connection, subscribes to the command topic and Home Assistant's status topic, then publishes
+every retained topic it holds (discovery, device states, the hub summary). A lost, refused or
+silent connection is retried with capped exponential backoff and jitter; each loss is logged
+once and each recovery once, and ``status`` (for /api/v1/health and /metrics) says where it is.
+
+Nothing of the hub ever waits for the broker. Event-bus and telemetry listeners only write into
+memory: the latest payload per retained topic (a dict, so a burst of changes coalesces and the
+outbox is bounded by the number of topics), and a bounded queue of transient messages (events,
+acks, down-sampled telemetry) that drops its oldest entry, counted in ``dropped``, when the broker
+is slow or away. One publisher task drains both while connected; every publish has a timeout,
+and a publish that times out ends the connection (it is retried like any loss, and on every
+reconnect every retained topic is published again, so a broker that lost its retained messages
+gets them back). Commands run in their own tasks, so a slow pause never delays a stop, and the
+stop path itself (``gateway.mqtt.commands``) never touches the broker.
+
+Extension points for other modules (a plans feature publishing per-user entities):
+
+* ``publish_retained(suffix, payload)`` publishes JSON retained at ``<prefix>/<hub_id>/<suffix>``
+  (the latest value is kept and re-published on every reconnect); ``payload=None`` clears it;
+* ``add_hub_components(components)`` adds Home Assistant components (``{unique_id: component}``
+  each with its own ``state_topic``, e.g. ``bridge.topics.under("user/3/plan")``) to the hub's
+  discovery config; ``remove_hub_components(ids)`` takes them away again.
+
+This module does not decide who may command what (``gateway.mqtt.commands``) nor build payload
+bodies (``gateway.mqtt.state``, ``gateway.mqtt.discovery``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from gateway.access import AccessPolicy
+from gateway.config import MqttSettings
+from gateway.devices import DeviceManager
+from gateway.events import DeviceStateChanged, Event, EventBus, SessionStateChanged
+from gateway.mqtt import discovery
+from gateway.mqtt.commands import CommandHandler
+from gateway.mqtt.state import device_state, event_body, hub_summary, telemetry_body
+from gateway.mqtt.topics import Topics, dumps, node_id
+from gateway.programs import Program
+from gateway.sessions import SessionManager
+from gateway.states import DeviceState
+from gateway.tasks import TaskOwner
+from gateway.telemetry import TelemetryFrame, TelemetryHub
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+PUBLISH_TIMEOUT_S = 5.0
+DISCONNECT_TIMEOUT_S = 1.0
+KEEPALIVE_S = 15
+BACKOFF_START_S = 0.5
+TRANSIENT_LIMIT = 1000
+"""Events, acks and telemetry waiting for the broker beyond which the oldest are dropped."""
+HA_BIRTH_DELAY_S = (0.5, 2.0)
+"""Republish discovery this long (uniform) after Home Assistant says ``online``: HA asks for
+it, and every integration answering at once would flood it."""
+COMMANDS_IN_FLIGHT = 32
+"""Commands running at once beyond which new ones (stop excepted) are refused as busy."""
+
+
+MqttState = Literal["connecting", "up", "down"]
+
+
+@dataclass
+class MqttStatus:
+    """Where the bridge is; read by health and metrics, never waited on."""
+
+    state: MqttState = "connecting"
+    """``connecting`` (first attempt), ``up``, ``down`` (waiting to retry)."""
+    detail: str = "not connected yet"
+    since: float = field(default_factory=time.time)
+    reconnects: int = 0
+    failed_attempts: int = 0
+    published: int = 0
+    dropped: int = 0
+    """Transient messages (telemetry, events, acks) dropped while the broker was slow or away."""
+
+    @property
+    def up(self) -> bool:
+        return self.state == "up"
+
+
+class MqttBridge:
+    """See the module docstring. Build it, ``tasks.spawn(bridge.run())``, ``await close()``."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        hub_id: str,
+        version: str,
+        devices: DeviceManager,
+        sessions: SessionManager,
+        access: AccessPolicy,
+        programs: dict[str, Program],
+        bus: EventBus,
+        hub: TelemetryHub,
+        tasks: TaskOwner,
+        keepalive_s: int = KEEPALIVE_S,
+        backoff_start_s: float = BACKOFF_START_S,
+        ha_birth_delay_s: tuple[float, float] = HA_BIRTH_DELAY_S,
+    ) -> None:
+        assert settings.url is not None
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix, hub_id, settings.discovery_prefix)
+        self.version = version
+        self.devices = devices
+        self.sessions = sessions
+        self.programs = programs
+        self.tasks = tasks
+        self.keepalive_s = keepalive_s
+        self.backoff_start_s = backoff_start_s
+        self.ha_birth_delay_s = ha_birth_delay_s
+        self.commands = CommandHandler(
+            settings, sessions=sessions, access=access, programs=programs
+        )
+        self.status = MqttStatus()
+        self._rng = random.Random()  # noqa: S311 - jitter, not a secret
+        self._retained: dict[str, bytes] = {}
+        self._dirty: dict[str, None] = {}
+        self._transient: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._in_flight = 0
+        self._frames: dict[str, TelemetryFrame] = {}
+        self._hub_components: dict[str, dict[str, Any]] = {}
+        self._known: set[str] = set()
+        self._task: asyncio.Task[Any] | None = None
+        self._unlisten = [bus.add_listener(self._on_event), hub.add_listener(self._on_frame)]
+
+    # --- the public face ------------------------------------------------------------------------
+
+    def publish_retained(self, suffix: str, payload: dict[str, Any] | None) -> None:
+        """Publish ``payload`` retained at ``<prefix>/<hub_id>/<suffix>``; None clears it."""
+        self._set(self.topics.under(suffix), b"" if payload is None else dumps(payload))
+
+    def add_hub_components(self, components: dict[str, dict[str, Any]]) -> None:
+        """Add Home Assistant components to the hub's discovery config (see the docstring)."""
+        self._hub_components.update(components)
+        self._publish_hub_config()
+
+    def remove_hub_components(self, unique_ids: Iterable[str]) -> None:
+        for unique_id in unique_ids:
+            self._hub_components.pop(unique_id, None)
+        self._publish_hub_config()
+
+    # --- the supervisor -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with capped backoff and jitter until closed."""
+        self._publish_all()
+        self._task = asyncio.current_task()
+        backoff = self.backoff_start_s
+        while not self._closing.is_set():
+            try:
+                await self._connect_and_serve()
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                if self.status.up:
+                    backoff = self.backoff_start_s
+                    log.warning("MQTT broker connection lost: %s; reconnecting", reason)
+                elif self.status.failed_attempts == 0:
+                    log.warning(
+                        "MQTT broker %s not reachable: %s; retrying with backoff",
+                        self._where(),
+                        reason,
+                    )
+                self.status.failed_attempts += 1
+                self._set_status("down", reason)
+            if self._closing.is_set():
+                break
+            delay = backoff * (0.5 + self._rng.random())
+            backoff = min(backoff * 2, self.settings.reconnect_max_backoff_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
+
+    async def close(self) -> None:
+        """Publish what is pending and ``offline`` (bounded in time), then disconnect."""
+        self._set(self.topics.availability, b"offline")
+        self._closing.set()
+        self._wake.set()
+        for unlisten in self._unlisten:
+            unlisten()
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task}, timeout=2 * DISCONNECT_TIMEOUT_S)
+
+    def _where(self) -> str:
+        parts = urlsplit(self.settings.url or "")
+        return f"{parts.hostname}:{parts.port or self._default_port(parts.scheme)}"
+
+    @staticmethod
+    def _default_port(scheme: str) -> int:
+        return 8883 if scheme == "mqtts" else 1883
+
+    def _client(self) -> aiomqtt.Client:
+        parts = urlsplit(self.settings.url or "")
+        tls = None
+        if parts.scheme == "mqtts":
+            s = self.settings
+            tls = aiomqtt.TLSParameters(
+                ca_certs=str(s.tls_ca_file) if s.tls_ca_file else None,
+                certfile=str(s.tls_cert_file) if s.tls_cert_file else None,
+                keyfile=str(s.tls_key_file) if s.tls_key_file else None,
+            )
+        return aiomqtt.Client(
+            parts.hostname or "localhost",
+            parts.port or self._default_port(parts.scheme),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            identifier=f"mcgw-{node_id(self.topics.hub_id)}-{os.getpid():x}",
+            will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
+            keepalive=self.keepalive_s,
+            timeout=CONNECT_TIMEOUT_S,
+            tls_params=tls,
+            logger=logging.getLogger("gateway.mqtt.paho"),
+        )
+
+    async def _connect_and_serve(self) -> None:
+        client = self._client()
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await client.__aenter__()
+        try:
+            await client.subscribe(self.topics.command, qos=1)
+            if self.settings.ha_discovery:
+                await client.subscribe(self.topics.ha_status, qos=1)
+            if self.status.failed_attempts or self.status.reconnects:
+                log.info("MQTT broker connection back (%s)", self._where())
+            else:
+                log.info("MQTT broker connected (%s)", self._where())
+            self.status.reconnects += 1
+            self.status.failed_attempts = 0
+            self._set_status("up", f"connected to {self._where()}")
+            self._set(self.topics.availability, b"online")
+            self._publish_all()
+            # Availability first: retained state published before it would read as stale.
+            self._dirty = {self.topics.availability: None, **self._dirty}
+            await self._serve(client)
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+                    await client.__aexit__(None, None, None)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        jobs = [
+            asyncio.create_task(self._publisher(client), name="mqtt:publisher"),
+            asyncio.create_task(self._receiver(client), name="mqtt:receiver"),
+            asyncio.create_task(self._ticker(), name="mqtt:ticker"),
+        ]
+        closing = asyncio.create_task(self._closing.wait(), name="mqtt:closing")
+        try:
+            done, _ = await asyncio.wait([*jobs, closing], return_when=asyncio.FIRST_COMPLETED)
+            if closing in done:
+                await self._flush(client)
+                return
+            for job in done:
+                job.result()  # raises what ended the connection
+            raise aiomqtt.MqttError("the broker connection ended")
+        finally:
+            for task in [*jobs, closing]:
+                task.cancel()
+            await asyncio.gather(*jobs, closing, return_exceptions=True)
+
+    async def _flush(self, client: aiomqtt.Client) -> None:
+        """On close: what is pending, ``offline`` last, within a second."""
+        self._dirty.pop(self.topics.availability, None)
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+                while self._dirty or self._transient:
+                    await self._publish_next(client)
+                await client.publish(self.topics.availability, b"offline", qos=1, retain=True)
+
+    def _set_status(self, state: MqttState, detail: str) -> None:
+        if state != self.status.state:
+            self.status.since = time.time()
+        self.status.state = state
+        self.status.detail = detail
+
+    # --- publishing -----------------------------------------------------------------------------
+
+    def _set(self, topic: str, payload: bytes) -> None:
+        """Keep ``payload`` as ``topic``'s retained value; publish it if it changed."""
+        if self._retained.get(topic) == payload:
+            return
+        self._retained[topic] = payload
+        self._dirty[topic] = None
+        self._wake.set()
+
+    def _send(self, topic: str, payload: bytes) -> None:
+        """Queue a transient message; drop (and count) it when the broker is not there."""
+        if not self.status.up:
+            self.status.dropped += 1
+            return
+        if len(self._transient) >= TRANSIENT_LIMIT:
+            self._transient.popleft()
+            self.status.dropped += 1
+        self._transient.append((topic, payload))
+        self._wake.set()
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty or self._transient:
+                await self._publish_next(client)
+
+    async def _publish_next(self, client: aiomqtt.Client) -> None:
+        if self._dirty:
+            topic = next(iter(self._dirty))
+            payload = self._retained[topic]
+            await client.publish(topic, payload, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
+            # Taken off only once sent: a connection lost meanwhile publishes it again.
+            if self._retained.get(topic) == payload:
+                self._dirty.pop(topic, None)
+                if payload == b"":
+                    del self._retained[topic]  # cleared; nothing to restore on reconnect
+        else:
+            topic, payload = self._transient.popleft()
+            await client.publish(topic, payload, qos=0, timeout=PUBLISH_TIMEOUT_S)
+        self.status.published += 1
+
+    def _publish_all(self) -> None:
+        """Every retained topic again (a reconnect, Home Assistant's birth)."""
+        for address in self.devices.addresses():
+            self._device_changed(address)
+        self._hub_changed()
+        self._publish_hub_config()
+        self._dirty.update(dict.fromkeys(self._retained))
+        self._wake.set()
+
+    # --- what the hub tells us ------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        body = event_body(event)
+        if body is None:
+            return
+        if isinstance(event, DeviceStateChanged) and event.state is DeviceState.FORGOTTEN:
+            self._forget(event.address)
+        elif isinstance(event, DeviceStateChanged | SessionStateChanged):
+            self._device_changed(event.address)
+            if isinstance(event, SessionStateChanged) and event.state.value in (
+                "completed",
+                "stopped",
+                "failed",
+                "interrupted",
+            ):
+                self.commands.started_here.discard(event.session_id)
+            self._hub_changed()
+        else:
+            self._device_changed(getattr(event, "address", ""))
+        self._send(self.topics.events, dumps(body))
+
+    def _on_frame(self, frame: TelemetryFrame) -> None:
+        self._frames[frame.device] = frame  # the tick publishes the latest
+
+    def _device_changed(self, address: str) -> None:
+        managed = self.devices.find(address) if address else None
+        if managed is None:
+            return
+        node = node_id(managed.address)
+        if managed.address not in self._known:
+            self._known.add(managed.address)
+            if self.settings.ha_discovery:
+                config = discovery.device_config(
+                    self.topics,
+                    address=managed.address,
+                    node=node,
+                    name=managed.name,
+                    version=self.version,
+                    programs=self.programs,
+                )
+                self._set(self.topics.discovery(f"mcgw_{node}"), dumps(config))
+        state = device_state(
+            managed,
+            self.sessions.active_on(managed.address),
+            self._frames.get(managed.address),
+            cap_s=self.sessions.session_cap_s,
+        )
+        self._set(self.topics.state(node), dumps(state))
+
+    def _forget(self, address: str) -> None:
+        """A forgotten device: its retained config and state are cleared (HA removes it)."""
+        node = node_id(address)
+        self._known.discard(address.upper())
+        self._frames.pop(address.upper(), None)
+        if self.settings.ha_discovery:
+            self._set(self.topics.discovery(f"mcgw_{node}"), b"")
+        self._set(self.topics.state(node), b"")
+        self._hub_changed()
+
+    def _hub_changed(self) -> None:
+        summary = hub_summary(
+            self.topics.hub_id, self.version, self.devices.all(), self.sessions.all()
+        )
+        summary.pop("ts")  # a timestamp alone is no change
+        self._set(self.topics.hub, dumps(summary))
+
+    def _publish_hub_config(self) -> None:
+        if self.settings.ha_discovery:
+            config = discovery.hub_config(
+                self.topics, version=self.version, extra=self._hub_components
+            )
+            self._set(self.topics.discovery(self.topics.hub_node), dumps(config))
+
+    # --- ticks and commands ---------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        """Down-sampled telemetry and refreshed state (time left, measurements) per tick."""
+        hz = self.settings.telemetry_hz
+        period = 1.0 / hz if hz > 0 else 1.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        sent: dict[str, int] = {}
+        while True:
+            deadline += period
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            for address in self.devices.addresses():
+                self._device_changed(address)
+                frame = self._frames.get(address)
+                if hz > 0 and frame is not None and sent.get(address) != frame.seq:
+                    sent[address] = frame.seq
+                    self._send(
+                        self.topics.telemetry(node_id(address)), dumps(telemetry_body(frame))
+                    )
+
+    async def _receiver(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if topic == self.topics.ha_status:
+                if payload.strip().lower() == b"online":
+                    self.tasks.spawn(self._ha_birth(), name="mqtt:ha-birth")
+            elif topic == self.topics.command:
+                self._command(payload)
+
+    def _command(self, payload: bytes) -> None:
+        stop = b'"stop"' in payload  # a stop is never refused as busy (parsed properly later)
+        if self._in_flight >= COMMANDS_IN_FLIGHT and not stop:
+            self._send(
+                self.topics.ack,
+                dumps(
+                    {
+                        "id": None,
+                        "command": None,
+                        "ok": False,
+                        "error": {
+                            "kind": "busy",
+                            "field": None,
+                            "detail": "too many commands at once",
+                        },
+                    }
+                ),
+            )
+            return
+        self._in_flight += 1
+        self.tasks.spawn(self._run_command(payload), name="mqtt:command")
+
+    async def _run_command(self, payload: bytes) -> None:
+        try:
+            answer = await self.commands.handle(payload)
+        finally:
+            self._in_flight -= 1
+        self._send(self.topics.ack, dumps(answer))
+
+    async def _ha_birth(self) -> None:
+        low, high = self.ha_birth_delay_s
+        await asyncio.sleep(self._rng.uniform(low, high))
+        log.info("Home Assistant is back online: publishing discovery again")
+        self._publish_all()
