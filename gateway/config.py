@@ -291,6 +291,8 @@ class MqttSettings(BaseModel):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     reconnect_max_backoff_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    keepalive_s: Annotated[int, Field(ge=1, le=300)] = 15
+    """MQTT keepalive: a broker silent for 1.5x this is taken as lost."""
 
     @field_validator("url")
     @classmethod

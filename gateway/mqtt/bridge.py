@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 5.0
 DISCONNECT_TIMEOUT_S = 1.0
-KEEPALIVE_S = 15
 BACKOFF_START_S = 0.5
 TRANSIENT_LIMIT = 1000
 """Events, acks and telemetry waiting for the broker beyond which the oldest are dropped."""
@@ -113,7 +112,6 @@ class MqttBridge:
         bus: EventBus,
         hub: TelemetryHub,
         tasks: TaskOwner,
-        keepalive_s: int = KEEPALIVE_S,
         backoff_start_s: float = BACKOFF_START_S,
         ha_birth_delay_s: tuple[float, float] = HA_BIRTH_DELAY_S,
     ) -> None:
@@ -125,7 +123,6 @@ class MqttBridge:
         self.sessions = sessions
         self.programs = programs
         self.tasks = tasks
-        self.keepalive_s = keepalive_s
         self.backoff_start_s = backoff_start_s
         self.ha_birth_delay_s = ha_birth_delay_s
         self.commands = CommandHandler(
@@ -161,12 +158,26 @@ class MqttBridge:
             self._hub_components.pop(unique_id, None)
         self._publish_hub_config()
 
+    @property
+    def backlog(self) -> int:
+        """Messages waiting for the broker: retained topics not yet confirmed, and transient."""
+        return len(self._dirty) + len(self._transient)
+
     # --- the supervisor -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with capped backoff and jitter until closed."""
         self._publish_all()
         self._task = asyncio.current_task()
+        ticker = asyncio.create_task(self._ticker(), name="mqtt:ticker")
+        try:
+            await self._supervise()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _supervise(self) -> None:
         backoff = self.backoff_start_s
         while not self._closing.is_set():
             try:
@@ -227,7 +238,7 @@ class MqttBridge:
             password=unquote(parts.password) if parts.password else None,
             identifier=f"mcgw-{node_id(self.topics.hub_id)}-{os.getpid():x}",
             will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
-            keepalive=self.keepalive_s,
+            keepalive=self.settings.keepalive_s,
             timeout=CONNECT_TIMEOUT_S,
             tls_params=tls,
             logger=logging.getLogger("gateway.mqtt.paho"),
@@ -262,7 +273,6 @@ class MqttBridge:
         jobs = [
             asyncio.create_task(self._publisher(client), name="mqtt:publisher"),
             asyncio.create_task(self._receiver(client), name="mqtt:receiver"),
-            asyncio.create_task(self._ticker(), name="mqtt:ticker"),
         ]
         closing = asyncio.create_task(self._closing.wait(), name="mqtt:closing")
         try:
@@ -422,7 +432,8 @@ class MqttBridge:
     # --- ticks and commands ---------------------------------------------------------------------
 
     async def _ticker(self) -> None:
-        """Down-sampled telemetry and refreshed state (time left, measurements) per tick."""
+        """Down-sampled telemetry and refreshed state (time left, measurements) per tick;
+        runs connected or not (telemetry while the broker is away is dropped and counted)."""
         hz = self.settings.telemetry_hz
         period = 1.0 / hz if hz > 0 else 1.0
         loop = asyncio.get_running_loop()

@@ -36,6 +36,7 @@ def _sensor(
     key: str,
     name: str,
     *,
+    suffix: str | None = None,
     unit: str | None = None,
     device_class: str | None = None,
     diagnostic: bool = False,
@@ -44,8 +45,8 @@ def _sensor(
     component: dict[str, Any] = {
         "p": "sensor",
         "name": name,
-        "unique_id": f"{unique}_{key}",
-        "default_entity_id": f"sensor.{unique}_{key}",
+        "unique_id": f"{unique}_{suffix or key}",
+        "default_entity_id": f"sensor.{unique}_{suffix or key}",
         "value_template": f"{{{{ value_json.{key} }}}}",
     }
     if unit is not None:
@@ -92,17 +93,27 @@ def device_config(
         "{{ value_json.session.time_left_s if value_json.session else 0 }}"
     )
     components: dict[str, dict[str, Any]] = {
-        "battery": _sensor(unique, "battery_pct", "Battery", unit="%", device_class="battery"),
-        "temperature": _sensor(
-            unique, "temperature_c", "Temperature", unit="°C", device_class="temperature"
+        "battery": _sensor(
+            unique, "battery_pct", "Battery", suffix="battery", unit="%", device_class="battery"
         ),
-        "contact": _sensor(unique, "contact_quality", "Contact quality", unit="%"),
-        "current": _sensor(unique, "current_ua", "Current", unit="µA", device_class="current"),
-        "impedance": _sensor(unique, "impedance_ohm", "Impedance", unit="Ω"),
+        "temperature": _sensor(
+            unique,
+            "temperature_c",
+            "Temperature",
+            suffix="temperature",
+            unit="°C",
+            device_class="temperature",
+        ),
+        "contact": _sensor(
+            unique, "contact_quality", "Contact quality", suffix="contact", unit="%"
+        ),
+        "current": _sensor(unique, "current_ua", "Current", suffix="current", unit="µA"),
+        "impedance": _sensor(unique, "impedance_ohm", "Impedance", suffix="impedance", unit="Ω"),
         "signal": _sensor(
             unique,
             "signal_dbm",
             "Signal",
+            suffix="signal",
             unit="dBm",
             device_class="signal_strength",
             diagnostic=True,
@@ -155,7 +166,7 @@ def device_config(
         "avty_t": topics.availability,
         "stat_t": topics.state(node),
         "qos": 1,
-        "cmps": {f"{unique}_{key}": component for key, component in components.items()},
+        "cmps": {component["unique_id"]: component for component in components.values()},
     }
 
 
