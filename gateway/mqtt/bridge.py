@@ -41,7 +41,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
@@ -51,6 +50,7 @@ from gateway.devices import DeviceManager
 from gateway.events import DeviceStateChanged, Event, EventBus, SessionStateChanged
 from gateway.mqtt import discovery
 from gateway.mqtt.commands import CommandHandler
+from gateway.mqtt.connect import CONNECT_TIMEOUT_S, broker_address, make_client
 from gateway.mqtt.state import device_state, event_body, hub_summary, telemetry_body
 from gateway.mqtt.topics import Topics, dumps, node_id
 from gateway.programs import Program
@@ -61,7 +61,6 @@ from gateway.telemetry import TelemetryFrame, TelemetryHub
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 5.0
 DISCONNECT_TIMEOUT_S = 1.0
 BACKOFF_START_S = 0.5
@@ -214,38 +213,14 @@ class MqttBridge:
             await asyncio.wait({self._task}, timeout=2 * DISCONNECT_TIMEOUT_S)
 
     def _where(self) -> str:
-        parts = urlsplit(self.settings.url or "")
-        return f"{parts.hostname}:{parts.port or self._default_port(parts.scheme)}"
-
-    @staticmethod
-    def _default_port(scheme: str) -> int:
-        return 8883 if scheme == "mqtts" else 1883
-
-    def _client(self) -> aiomqtt.Client:
-        parts = urlsplit(self.settings.url or "")
-        tls = None
-        if parts.scheme == "mqtts":
-            s = self.settings
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(s.tls_ca_file) if s.tls_ca_file else None,
-                certfile=str(s.tls_cert_file) if s.tls_cert_file else None,
-                keyfile=str(s.tls_key_file) if s.tls_key_file else None,
-            )
-        return aiomqtt.Client(
-            parts.hostname or "localhost",
-            parts.port or self._default_port(parts.scheme),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            identifier=f"mcgw-{node_id(self.topics.hub_id)}-{os.getpid():x}",
-            will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
-            keepalive=self.settings.keepalive_s,
-            timeout=CONNECT_TIMEOUT_S,
-            tls_params=tls,
-            logger=logging.getLogger("gateway.mqtt.paho"),
-        )
+        return broker_address(self.settings)
 
     async def _connect_and_serve(self) -> None:
-        client = self._client()
+        client = make_client(
+            self.settings,
+            identifier=f"mcgw-{node_id(self.topics.hub_id)}-{os.getpid():x}",
+            will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
+        )
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await client.__aenter__()
         try:
