@@ -77,6 +77,7 @@ NOT_SETTINGS = frozenset(
         "MCGW_SIM_PORT",
         "MCGW_PG_PASSWORD",
         "MCGW_PG_BIND",
+        "MCGW_MQTT_BIND",
         "MCGW_UID",
         # Read by bench/, which passes its environment on to the `mcgw serve` it measures.
         "MCGW_BENCH_GC",

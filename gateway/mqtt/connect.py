@@ -15,6 +15,9 @@ import aiomqtt
 
 from gateway.config import MqttSettings
 
+log = logging.getLogger(__name__)
+"""paho's own log lines go here too (aiomqtt passes them on)."""
+
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -50,5 +53,5 @@ def make_client(
         keepalive=settings.keepalive_s,
         timeout=CONNECT_TIMEOUT_S,
         tls_params=tls,
-        logger=logging.getLogger("gateway.mqtt.paho"),
+        logger=log,
     )
