@@ -7,15 +7,15 @@ every retained topic it holds (discovery, device states, the hub summary). A los
 silent connection is retried with capped exponential backoff and jitter; each loss is logged
 once and each recovery once, and ``status`` (for /api/v1/health and /metrics) says where it is.
 
-Nothing of the hub ever waits for the broker. Event-bus and telemetry listeners only write into
-memory: the latest payload per retained topic (a dict, so a burst of changes coalesces and the
-outbox is bounded by the number of topics), and a bounded queue of transient messages (events,
-acks, down-sampled telemetry) that drops its oldest entry, counted in ``dropped``, when the broker
-is slow or away. One publisher task drains both while connected; every publish has a timeout,
-and a publish that times out ends the connection (it is retried like any loss, and on every
-reconnect every retained topic is published again, so a broker that lost its retained messages
-gets them back). Commands run in their own tasks, so a slow pause never delays a stop, and the
-stop path itself (``gateway.mqtt.commands``) never touches the broker.
+Nothing of the hub ever waits for the broker. The mirror (``gateway.mqtt.mirror``) listens to
+the event bus and the telemetry hub and only writes into the outbox (``gateway.mqtt.outbox``):
+the latest payload per retained topic, and a bounded queue of transient messages that drops
+its oldest, counted, when the broker is slow or away. One publisher task drains the outbox
+while connected; every publish has a timeout, and a publish that times out ends the connection
+(retried like any loss; on every reconnect every retained topic is published again, so a
+broker that lost its retained messages gets them back). Commands run in their own tasks, so a
+slow pause never delays a stop, and the stop path itself (``gateway.mqtt.commands``) never
+touches the broker.
 
 Extension points for other modules (a plans feature publishing per-user entities):
 
@@ -25,14 +25,13 @@ Extension points for other modules (a plans feature publishing per-user entities
   each with its own ``state_topic``, e.g. ``bridge.topics.under("user/3/plan")``) to the hub's
   discovery config; ``remove_hub_components(ids)`` takes them away again.
 
-This module does not decide who may command what (``gateway.mqtt.commands``) nor build payload
-bodies (``gateway.mqtt.state``, ``gateway.mqtt.discovery``).
+This module does not decide who may command what (``gateway.mqtt.commands``), what is published
+(``gateway.mqtt.mirror``) nor build payload bodies (``gateway.mqtt.state``, ``.discovery``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -40,6 +39,7 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import aiomqtt
@@ -47,17 +47,16 @@ import aiomqtt
 from gateway.access import AccessPolicy
 from gateway.config import MqttSettings
 from gateway.devices import DeviceManager
-from gateway.events import DeviceStateChanged, Event, EventBus, SessionStateChanged
-from gateway.mqtt import discovery
+from gateway.events import EventBus
 from gateway.mqtt.commands import CommandHandler
 from gateway.mqtt.connect import CONNECT_TIMEOUT_S, broker_address, make_client
-from gateway.mqtt.state import device_state, event_body, hub_summary, telemetry_body
+from gateway.mqtt.mirror import HubMirror
+from gateway.mqtt.outbox import Outbox
 from gateway.mqtt.topics import Topics, dumps, node_id
 from gateway.programs import Program
 from gateway.sessions import SessionManager
-from gateway.states import DeviceState
 from gateway.tasks import TaskOwner
-from gateway.telemetry import TelemetryFrame, TelemetryHub
+from gateway.telemetry import TelemetryHub
 
 log = logging.getLogger(__name__)
 
@@ -127,46 +126,61 @@ class MqttBridge:
         self.commands = CommandHandler(
             settings, sessions=sessions, access=access, programs=programs
         )
-        self.status = MqttStatus()
+        self._status = MqttStatus()
         self._rng = random.Random()  # noqa: S311 - jitter, not a secret
-        self._retained: dict[str, bytes] = {}
-        self._dirty: dict[str, None] = {}
-        self._transient: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._wake = asyncio.Event()
+        self.outbox = Outbox(TRANSIENT_LIMIT)
+        self.mirror = HubMirror(
+            settings,
+            self.topics,
+            version=version,
+            devices=devices,
+            sessions=sessions,
+            programs=programs,
+            outbox=self.outbox,
+            connected=lambda: self._status.up,
+            session_ended=self.commands.started_here.discard,
+        )
         self._closing = asyncio.Event()
         self._in_flight = 0
-        self._frames: dict[str, TelemetryFrame] = {}
-        self._hub_components: dict[str, dict[str, Any]] = {}
-        self._known: set[str] = set()
         self._task: asyncio.Task[Any] | None = None
-        self._unlisten = [bus.add_listener(self._on_event), hub.add_listener(self._on_frame)]
+        self._unlisten = [
+            bus.add_listener(self.mirror.on_event),
+            hub.add_listener(self.mirror.on_frame),
+        ]
 
     # --- the public face ------------------------------------------------------------------------
 
     def publish_retained(self, suffix: str, payload: dict[str, Any] | None) -> None:
         """Publish ``payload`` retained at ``<prefix>/<hub_id>/<suffix>``; None clears it."""
-        self._set(self.topics.under(suffix), b"" if payload is None else dumps(payload))
+        self.outbox.set(self.topics.under(suffix), b"" if payload is None else dumps(payload))
 
     def add_hub_components(self, components: dict[str, dict[str, Any]]) -> None:
         """Add Home Assistant components to the hub's discovery config (see the docstring)."""
-        self._hub_components.update(components)
-        self._publish_hub_config()
+        self.mirror.hub_components.update(components)
+        self.mirror.hub_config_changed()
 
     def remove_hub_components(self, unique_ids: Iterable[str]) -> None:
         for unique_id in unique_ids:
-            self._hub_components.pop(unique_id, None)
-        self._publish_hub_config()
+            self.mirror.hub_components.pop(unique_id, None)
+        self.mirror.hub_config_changed()
+
+    @property
+    def status(self) -> MqttStatus:
+        """Where the connection is, with the outbox's counters (for health and metrics)."""
+        self._status.published = self.outbox.published
+        self._status.dropped = self.outbox.dropped
+        return self._status
 
     @property
     def backlog(self) -> int:
         """Messages waiting for the broker: retained topics not yet confirmed, and transient."""
-        return len(self._dirty) + len(self._transient)
+        return len(self.outbox)
 
     # --- the supervisor -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with capped backoff and jitter until closed."""
-        self._publish_all()
+        self.mirror.publish_all()
         self._task = asyncio.current_task()
         ticker = asyncio.create_task(self._ticker(), name="mqtt:ticker")
         try:
@@ -183,16 +197,16 @@ class MqttBridge:
                 await self._connect_and_serve()
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 reason = str(exc) or type(exc).__name__
-                if self.status.up:
+                if self._status.up:
                     backoff = self.backoff_start_s
                     log.warning("MQTT broker connection lost: %s; reconnecting", reason)
-                elif self.status.failed_attempts == 0:
+                elif self._status.failed_attempts == 0:
                     log.warning(
                         "MQTT broker %s not reachable: %s; retrying with backoff",
                         self._where(),
                         reason,
                     )
-                self.status.failed_attempts += 1
+                self._status.failed_attempts += 1
                 self._set_status("down", reason)
             if self._closing.is_set():
                 break
@@ -204,9 +218,8 @@ class MqttBridge:
 
     async def close(self) -> None:
         """Publish what is pending and ``offline`` (bounded in time), then disconnect."""
-        self._set(self.topics.availability, b"offline")
+        self.outbox.set(self.topics.availability, b"offline")
         self._closing.set()
-        self._wake.set()
         for unlisten in self._unlisten:
             unlisten()
         if self._task is not None and not self._task.done():
@@ -227,17 +240,17 @@ class MqttBridge:
             await client.subscribe(self.topics.command, qos=1)
             if self.settings.ha_discovery:
                 await client.subscribe(self.topics.ha_status, qos=1)
-            if self.status.failed_attempts or self.status.reconnects:
+            if self._status.failed_attempts or self._status.reconnects:
                 log.info("MQTT broker connection back (%s)", self._where())
             else:
                 log.info("MQTT broker connected (%s)", self._where())
-            self.status.reconnects += 1
-            self.status.failed_attempts = 0
+            self._status.reconnects += 1
+            self._status.failed_attempts = 0
             self._set_status("up", f"connected to {self._where()}")
-            self._set(self.topics.availability, b"online")
-            self._publish_all()
+            self.outbox.set(self.topics.availability, b"online")
+            self.mirror.publish_all()
             # Availability first: retained state published before it would read as stale.
-            self._dirty = {self.topics.availability: None, **self._dirty}
+            self.outbox.first(self.topics.availability)
             await self._serve(client)
         finally:
             with contextlib.suppress(Exception):
@@ -246,7 +259,9 @@ class MqttBridge:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         jobs = [
-            asyncio.create_task(self._publisher(client), name="mqtt:publisher"),
+            asyncio.create_task(
+                self.outbox.drain(partial(_publish, client)), name="mqtt:publisher"
+            ),
             asyncio.create_task(self._receiver(client), name="mqtt:receiver"),
         ]
         closing = asyncio.create_task(self._closing.wait(), name="mqtt:closing")
@@ -265,166 +280,31 @@ class MqttBridge:
 
     async def _flush(self, client: aiomqtt.Client) -> None:
         """On close: what is pending, ``offline`` last, within a second."""
-        self._dirty.pop(self.topics.availability, None)
+        self.outbox.hold(self.topics.availability)
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-                while self._dirty or self._transient:
-                    await self._publish_next(client)
+                await self.outbox.drain(partial(_publish, client), forever=False)
                 await client.publish(self.topics.availability, b"offline", qos=1, retain=True)
 
     def _set_status(self, state: MqttState, detail: str) -> None:
-        if state != self.status.state:
-            self.status.since = time.time()
-        self.status.state = state
-        self.status.detail = detail
-
-    # --- publishing -----------------------------------------------------------------------------
-
-    def _set(self, topic: str, payload: bytes) -> None:
-        """Keep ``payload`` as ``topic``'s retained value; publish it if it changed."""
-        if self._retained.get(topic) == payload:
-            return
-        self._retained[topic] = payload
-        self._dirty[topic] = None
-        self._wake.set()
-
-    def _send(self, topic: str, payload: bytes) -> None:
-        """Queue a transient message; drop (and count) it when the broker is not there."""
-        if not self.status.up:
-            self.status.dropped += 1
-            return
-        if len(self._transient) >= TRANSIENT_LIMIT:
-            self._transient.popleft()
-            self.status.dropped += 1
-        self._transient.append((topic, payload))
-        self._wake.set()
-
-    async def _publisher(self, client: aiomqtt.Client) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._dirty or self._transient:
-                await self._publish_next(client)
-
-    async def _publish_next(self, client: aiomqtt.Client) -> None:
-        if self._dirty:
-            topic = next(iter(self._dirty))
-            payload = self._retained[topic]
-            await client.publish(topic, payload, qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
-            # Taken off only once sent: a connection lost meanwhile publishes it again.
-            if self._retained.get(topic) == payload:
-                self._dirty.pop(topic, None)
-                if payload == b"":
-                    del self._retained[topic]  # cleared; nothing to restore on reconnect
-        else:
-            topic, payload = self._transient.popleft()
-            await client.publish(topic, payload, qos=0, timeout=PUBLISH_TIMEOUT_S)
-        self.status.published += 1
-
-    def _publish_all(self) -> None:
-        """Every retained topic again (a reconnect, Home Assistant's birth)."""
-        for address in self.devices.addresses():
-            self._device_changed(address)
-        self._hub_changed()
-        self._publish_hub_config()
-        self._dirty.update(dict.fromkeys(self._retained))
-        self._wake.set()
-
-    # --- what the hub tells us ------------------------------------------------------------------
-
-    def _on_event(self, event: Event) -> None:
-        body = event_body(event)
-        if body is None:
-            return
-        if isinstance(event, DeviceStateChanged) and event.state is DeviceState.FORGOTTEN:
-            self._forget(event.address)
-        elif isinstance(event, DeviceStateChanged | SessionStateChanged):
-            self._device_changed(event.address)
-            if isinstance(event, SessionStateChanged) and event.state.value in (
-                "completed",
-                "stopped",
-                "failed",
-                "interrupted",
-            ):
-                self.commands.started_here.discard(event.session_id)
-            self._hub_changed()
-        else:
-            self._device_changed(getattr(event, "address", ""))
-        self._send(self.topics.events, dumps(body))
-
-    def _on_frame(self, frame: TelemetryFrame) -> None:
-        self._frames[frame.device] = frame  # the tick publishes the latest
-
-    def _device_changed(self, address: str) -> None:
-        managed = self.devices.find(address) if address else None
-        if managed is None:
-            return
-        node = node_id(managed.address)
-        if managed.address not in self._known:
-            self._known.add(managed.address)
-            if self.settings.ha_discovery:
-                config = discovery.device_config(
-                    self.topics,
-                    address=managed.address,
-                    node=node,
-                    name=managed.name,
-                    version=self.version,
-                    programs=self.programs,
-                )
-                self._set(self.topics.discovery(f"mcgw_{node}"), dumps(config))
-        state = device_state(
-            managed,
-            self.sessions.active_on(managed.address),
-            self._frames.get(managed.address),
-            cap_s=self.sessions.session_cap_s,
-        )
-        self._set(self.topics.state(node), dumps(state))
-
-    def _forget(self, address: str) -> None:
-        """A forgotten device: its retained config and state are cleared (HA removes it)."""
-        node = node_id(address)
-        self._known.discard(address.upper())
-        self._frames.pop(address.upper(), None)
-        if self.settings.ha_discovery:
-            self._set(self.topics.discovery(f"mcgw_{node}"), b"")
-        self._set(self.topics.state(node), b"")
-        self._hub_changed()
-
-    def _hub_changed(self) -> None:
-        summary = hub_summary(
-            self.topics.hub_id, self.version, self.devices.all(), self.sessions.all()
-        )
-        summary.pop("ts")  # a timestamp alone is no change
-        self._set(self.topics.hub, dumps(summary))
-
-    def _publish_hub_config(self) -> None:
-        if self.settings.ha_discovery:
-            config = discovery.hub_config(
-                self.topics, version=self.version, extra=self._hub_components
-            )
-            self._set(self.topics.discovery(self.topics.hub_node), dumps(config))
-
-    # --- ticks and commands ---------------------------------------------------------------------
+        if state != self._status.state:
+            self._status.since = time.time()
+        self._status.state = state
+        self._status.detail = detail
 
     async def _ticker(self) -> None:
-        """Down-sampled telemetry and refreshed state (time left, measurements) per tick;
-        runs connected or not (telemetry while the broker is away is dropped and counted)."""
+        """The mirror's tick, ``MCGW_MQTT__TELEMETRY_HZ`` times a second (at least once);
+        it runs connected or not: telemetry while the broker is away is dropped and counted."""
         hz = self.settings.telemetry_hz
-        period = 1.0 / hz if hz > 0 else 1.0
+        period = 1.0 / max(hz, 1.0)
         loop = asyncio.get_running_loop()
         deadline = loop.time()
-        sent: dict[str, int] = {}
         while True:
-            deadline += period
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            for address in self.devices.addresses():
-                self._device_changed(address)
-                frame = self._frames.get(address)
-                if hz > 0 and frame is not None and sent.get(address) != frame.seq:
-                    sent[address] = frame.seq
-                    self._send(
-                        self.topics.telemetry(node_id(address)), dumps(telemetry_body(frame))
-                    )
+            deadline = max(deadline + period, loop.time())  # no catch-up burst after a stall
+            await asyncio.sleep(deadline - loop.time())
+            self.mirror.tick()
+
+    # --- what comes in ----------------------------------------------------------------------
 
     async def _receiver(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -439,7 +319,7 @@ class MqttBridge:
     def _command(self, payload: bytes) -> None:
         stop = b'"stop"' in payload  # a stop is never refused as busy (parsed properly later)
         if self._in_flight >= COMMANDS_IN_FLIGHT and not stop:
-            self._send(
+            self.mirror.send(
                 self.topics.ack,
                 dumps(
                     {
@@ -463,10 +343,17 @@ class MqttBridge:
             answer = await self.commands.handle(payload)
         finally:
             self._in_flight -= 1
-        self._send(self.topics.ack, dumps(answer))
+        self.mirror.send(self.topics.ack, dumps(answer))
 
     async def _ha_birth(self) -> None:
         low, high = self.ha_birth_delay_s
         await asyncio.sleep(self._rng.uniform(low, high))
         log.info("Home Assistant is back online: publishing discovery again")
-        self._publish_all()
+        self.mirror.publish_all()
+
+
+async def _publish(client: aiomqtt.Client, topic: str, payload: bytes, retain: bool) -> None:
+    """Retained state at QoS 1 (it must arrive), transient messages at QoS 0."""
+    await client.publish(
+        topic, payload, qos=1 if retain else 0, retain=retain, timeout=PUBLISH_TIMEOUT_S
+    )
