@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,8 +77,6 @@ def broker(tmp: Path) -> Iterator[int]:
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(OSError):
-                import socket
-
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             if time.monotonic() > deadline:
@@ -162,8 +161,11 @@ async def latency(transitions: int, repeats: int) -> dict[str, Any]:
                     consented=True,
                 )
                 runtime.bus.add_listener(stamp)
-                size = len(runtime.mqtt._retained[state_topic])
-                async with aiomqtt.Client("127.0.0.1", port, identifier="bench-floor") as bare:
+                size = len(runtime.mqtt.outbox.retained[state_topic])
+                nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]  # as the bridge's client
+                async with aiomqtt.Client(
+                    "127.0.0.1", port, identifier="bench-floor", socket_options=nodelay
+                ) as bare:
                     for _ in range(repeats):
                         changes.clear()
                         floor_sent: list[int] = []

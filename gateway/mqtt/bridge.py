@@ -267,16 +267,18 @@ class MqttBridge:
         closing = asyncio.create_task(self._closing.wait(), name="mqtt:closing")
         try:
             done, _ = await asyncio.wait([*jobs, closing], return_when=asyncio.FIRST_COMPLETED)
-            if closing in done:
-                await self._flush(client)
-                return
-            for job in done:
-                job.result()  # raises what ended the connection
-            raise aiomqtt.MqttError("the broker connection ended")
         finally:
+            # The publisher stops before the flush drains the outbox itself (one drain at a
+            # time); a publish it was in the middle of stays queued and goes out again.
             for task in [*jobs, closing]:
                 task.cancel()
             await asyncio.gather(*jobs, closing, return_exceptions=True)
+        if closing in done:
+            await self._flush(client)
+            return
+        for job in done:
+            job.result()  # raises what ended the connection
+        raise aiomqtt.MqttError("the broker connection ended")
 
     async def _flush(self, client: aiomqtt.Client) -> None:
         """On close: what is pending, ``offline`` last, within a second."""

@@ -9,6 +9,7 @@ both build their clients here; this module connects nothing itself.
 from __future__ import annotations
 
 import logging
+import socket
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -54,4 +55,7 @@ def make_client(
         timeout=CONNECT_TIMEOUT_S,
         tls_params=tls,
         logger=log,
+        # Small messages back to back (a state, the hub summary, an event) must not wait for
+        # the previous one's TCP ACK (Nagle with delayed ACKs: up to 40 ms on Linux).
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )

@@ -91,7 +91,7 @@ class Outbox:
             if self.retained.get(topic) == payload:  # not changed while it was being sent
                 self._dirty.pop(topic, None)
                 if payload == b"":
-                    del self.retained[topic]  # cleared; nothing to restore on reconnect
+                    self.retained.pop(topic, None)  # cleared; nothing to restore on reconnect
         else:
             topic, payload = self._transient.popleft()
             await publish(topic, payload, False)
