@@ -148,7 +148,7 @@ async def test_malformed_unknown_and_unauthorised_commands_are_refused_and_chang
     prefix, ha = unique_prefixes()
     # User 1 (ann) starts over REST; MQTT acts as user 2 (mq), who has not consented yet.
     settings = mqtt_settings(tmp_path, prefix, ha, allow_start=True, user_id=2)
-    async with watch(MQTT_PORT, f"{prefix}/#") as w, serve(settings) as hub:
+    async with watch(MQTT_PORT, f"{prefix}/#", f"{ha}/#") as w, serve(settings) as hub:
         _, ann = await hub.user("ann")
         mq_id, mq = await hub.user("mq", consent=False)
         assert mq_id == 2
