@@ -299,12 +299,16 @@ class MqttBridge:
         it runs connected or not: telemetry while the broker is away is dropped and counted."""
         hz = self.settings.telemetry_hz
         period = 1.0 / max(hz, 1.0)
+        # Below 1 Hz, telemetry goes out every n-th tick (the states still refresh each second).
+        every = max(1, round(1.0 / (hz * period))) if hz > 0 else 0
         loop = asyncio.get_running_loop()
         deadline = loop.time()
+        ticks = 0
         while True:
             deadline = max(deadline + period, loop.time())  # no catch-up burst after a stall
             await asyncio.sleep(deadline - loop.time())
-            self.mirror.tick()
+            ticks += 1
+            self.mirror.tick(telemetry=every > 0 and ticks % every == 0)
 
     # --- what comes in ----------------------------------------------------------------------
 

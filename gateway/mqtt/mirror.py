@@ -94,13 +94,13 @@ class HubMirror:
     def on_frame(self, frame: TelemetryFrame) -> None:
         self._frames[frame.device] = frame  # the tick publishes the latest
 
-    def tick(self) -> None:
-        """Refreshed states, and each device's latest telemetry frame if it is new."""
+    def tick(self, *, telemetry: bool = True) -> None:
+        """Refreshed states and, with ``telemetry``, each device's latest frame if it is new."""
         for address in self.devices.addresses():
             self.device_changed(address)
             frame = self._frames.get(address)
             new = frame is not None and self._sent.get(address) != frame.seq
-            if self.settings.telemetry_hz > 0 and frame is not None and new:
+            if telemetry and frame is not None and new:
                 self._sent[address] = frame.seq
                 self.send(self.topics.telemetry(node_id(address)), dumps(telemetry_body(frame)))
 
