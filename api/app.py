@@ -31,7 +31,18 @@ from api.metrics import CONTENT_TYPE, ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.openapi import build_openapi
 from api.ratelimit import PairingGuard
-from api.routes import devices, health, me, pairing, plans, programs, sessions, tokens, users
+from api.routes import (
+    devices,
+    fleet,
+    health,
+    me,
+    pairing,
+    plans,
+    programs,
+    sessions,
+    tokens,
+    users,
+)
 from api.routes.health import api_version
 from api.strict import reject_unknown_query
 from api.ws import close_all
@@ -60,6 +71,7 @@ TAGS: list[dict[str, Any]] = [
     {"name": "programs", "description": "Built-in and custom treatment programs."},
     {"name": "sessions", "description": "Start, control and review treatment sessions."},
     {"name": "plans", "description": "Treatment plans (templates, phases); adherence in /me."},
+    {"name": "fleet", "description": "Admins: every hub on the MQTT broker (docs/mqtt.md)."},
     {"name": "metrics", "description": "Prometheus metrics; no token needed."},
 ]
 
@@ -108,7 +120,7 @@ def create_app(
     app.state.scan_lock = asyncio.Lock()
 
     install_error_handlers(app)
-    for module in (health, pairing, me, tokens, users, devices, programs, sessions, plans):
+    for module in (health, pairing, me, tokens, users, devices, programs, sessions, plans, fleet):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(ws_router, prefix=API_PREFIX)
     install_docs(app)

@@ -59,6 +59,7 @@ class _GatewayCollector(Collector):
         yield from _links(runtime)
         yield from _storage(runtime)
         yield from _health(runtime)
+        yield from _mqtt(runtime)
 
 
 def _states(runtime: Runtime) -> Iterator[Metric]:
@@ -177,6 +178,23 @@ def _health(runtime: Runtime) -> Iterator[Metric]:
         "The longest event-loop stall seen",
         value=monitor.max_lag_s,
     )
+
+
+def _mqtt(runtime: Runtime) -> Iterator[Metric]:
+    """The MQTT bridge's connection and counters, when it is on."""
+    bridge = getattr(runtime, "mqtt", None)
+    if bridge is None:
+        return
+    status = bridge.status
+    yield GaugeMetricFamily("mcgw_mqtt_up", "1 while connected to the broker", value=status.up)
+    for name, value, doc in (
+        ("connects", status.reconnects, "Broker connections made (the first one included)"),
+        ("published", status.published, "Messages handed to the broker"),
+        ("dropped", status.dropped, "Telemetry, events and acks dropped (broker slow or away)"),
+        ("commands_accepted", bridge.commands.accepted, "MQTT commands carried out"),
+        ("commands_refused", bridge.commands.refused, "MQTT commands refused (error ack)"),
+    ):
+        yield CounterMetricFamily(f"mcgw_mqtt_{name}", doc, value=value)
 
 
 class ApiMetrics:

@@ -83,6 +83,8 @@ SQLITE = "storage_ingest/floor_sqlite3_rows"
 PG = ("postgres_ingest/floor_psycopg_rows",)
 SIM7 = ("footprint/sim7",)
 HCI = ("footprint/hci",)
+MQTT = ("mqtt_bridge/latency",)
+MQTT_CPU = ("mqtt_bridge/cpu",)
 
 # fmt: off
 TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
@@ -146,6 +148,13 @@ TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
     Figure("footprint", "idle CPU, gateway alone, 7 devices",
            "footprint/hci/seven_devices/idle_cpu_pct", "%", when=HCI),
     lambda benches: capacity_figures(benches),
+    *each(Figure("mqtt", "device state change -> MQTT message {q}",
+                 "mqtt_bridge/latency/state_change_ms/{q}", "ms",
+                 "mqtt_bridge/latency/bare_publish_ms/{q}", "bare publish {q}", MQTT), "q", Q),
+    *(Figure("mqtt", f"gateway CPU, 7 devices in session, MQTT on ({hz} telemetry)",
+             f"mqtt_bridge/cpu/mqtt_on_{key}_pct", "%", "mqtt_bridge/cpu/mqtt_off_pct",
+             "MQTT off", MQTT_CPU)
+      for key, hz in (("1hz", "1 Hz"), ("10hz", "10 Hz"))),
 )
 # fmt: on
 

@@ -53,6 +53,7 @@ BENCHES = (
     Bench("ws_fanout", "ws_fanout.py", ("--seconds", "1.5"), timeout_s=240),
     Bench("capacity", "capacity.py", timeout_s=300),
     Bench("footprint", "footprint.py", timeout_s=180),
+    Bench("mqtt_bridge", "mqtt_bridge.py", timeout_s=240),
 )
 
 
@@ -94,6 +95,7 @@ QUICK_ARGS: dict[str, tuple[str, ...]] = {
     "ws_fanout": ("--repeats", "1", "--clients", "20", "--rates", "100", "400"),
     "capacity": ("--steps", "7", "--windows", "1"),
     "footprint": ("--launches", "1", "--idle-s", "2"),
+    "mqtt_bridge": ("--transitions", "20", "--repeats", "1", "--cpu-s", "1.5"),
 }
 
 

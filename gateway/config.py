@@ -77,6 +77,7 @@ NOT_SETTINGS = frozenset(
         "MCGW_SIM_PORT",
         "MCGW_PG_PASSWORD",
         "MCGW_PG_BIND",
+        "MCGW_MQTT_BIND",
         "MCGW_UID",
         # Read by bench/, which passes its environment on to the `mcgw serve` it measures.
         "MCGW_BENCH_GC",
@@ -281,6 +282,62 @@ class RemindersSettings(BaseModel):
     """How long one reminder may take to send before it counts as failed."""
 
 
+class MqttSettings(BaseModel):
+    """The MQTT bridge (docs/mqtt.md): off until ``url`` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, examples=["mqtt://user:pass@127.0.0.1:1883"])
+    """``mqtt://[user:password@]host[:port]`` or ``mqtts://`` (TLS); unset: no MQTT at all."""
+    topic_prefix: str = "mcgw"
+    """Topics are ``<topic_prefix>/<hub_id>/...``."""
+    ha_discovery: bool = True
+    """Publish Home Assistant device-based discovery."""
+    discovery_prefix: str = "homeassistant"
+    telemetry_hz: Annotated[float, Field(ge=0, le=10)] = 1.0
+    """Down-sampled telemetry per device per second (0: none; state is still published)."""
+    allow_start: bool = False
+    """Sessions may be started over MQTT (as ``user_id``, who must have consented)."""
+    user_id: Annotated[int | None, Field(ge=1)] = None
+    """The hub user MQTT starts act as; if an admin, MQTT may also pause, resume and change
+    the level of any session (otherwise only of sessions started over MQTT)."""
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    reconnect_max_backoff_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    keepalive_s: Annotated[int, Field(ge=1, le=300)] = 15
+    """MQTT keepalive: a broker silent for 1.5x this is taken as lost."""
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme, sep, rest = value.partition("://")
+        host = rest.rpartition("@")[2].partition("/")[0]
+        if not sep or scheme not in ("mqtt", "mqtts") or not host:
+            raise ValueError(
+                "the broker URL must look like mqtt://[user:password@]host[:port] "
+                "(or mqtts:// for TLS)"
+            )
+        return value
+
+    @field_validator("topic_prefix", "discovery_prefix")
+    @classmethod
+    def _topic_level(cls, value: str) -> str:
+        if (
+            not value
+            or any(c in value for c in "+#\x00")
+            or value.startswith("/")
+            or value.endswith("/")
+        ):
+            raise ValueError(
+                f"{value!r} is not a usable topic prefix: no wildcards (+ #), no leading or "
+                "trailing /, not empty"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     """All of mcgw's settings. Build one per process (or per test); nothing is global."""
 
@@ -298,6 +355,8 @@ class Settings(BaseSettings):
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     reminders: RemindersSettings = Field(default_factory=RemindersSettings)
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
     log_level: str = "INFO"
     log_json: bool = False
     mdns: bool = True

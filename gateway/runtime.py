@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ble.sim.peripheral import SimulatedDevice
     from gateway.access_sync import AccessSync
     from gateway.mdns import MdnsAdvertiser
+    from gateway.mqtt import MqttBridge
     from gateway.plans.planner import Planner
     from gateway.storage.journal import SessionJournal
     from gateway.storage.reader import StorageReader
@@ -101,6 +102,8 @@ class Runtime:
         """The ``_mcgw._tcp`` announcement on the LAN (``settings.mdns``), while started."""
         self.planner: Planner | None = None
         """Plan events and reminders (``gateway.plans.planner``), while storage is open."""
+        self.mqtt: MqttBridge | None = None
+        """The MQTT bridge (``settings.mqtt.url``), while started."""
         self.started = False
 
     def _session_owner(self, session_id: str) -> int | None:
@@ -299,6 +302,8 @@ class Runtime:
         self.tasks.spawn(self.loop_monitor.run(), name="loop-monitor")
         if self.settings.mdns:
             self._advertise()
+        if self.settings.mqtt.url:
+            self._bridge_mqtt()
         self.started = True
 
     def _start_planner(self) -> None:
@@ -322,6 +327,24 @@ class Runtime:
             send=send,
         )
         self.tasks.spawn(self.planner.run(), name="planner")
+
+    def _bridge_mqtt(self) -> None:
+        """Mirror the hub on MQTT (gateway/mqtt/); a broker that is away never delays start."""
+        from gateway.mqtt import MqttBridge, hub_version
+
+        self.mqtt = MqttBridge(
+            self.settings.mqtt,
+            hub_id=self.settings.hub_id,
+            version=hub_version(),
+            devices=self.devices,
+            sessions=self.sessions,
+            access=self.access,
+            programs=self.programs,
+            bus=self.bus,
+            hub=self.hub,
+            tasks=self.tasks,
+        )
+        self.tasks.spawn(self.mqtt.run(), name="mqtt")
 
     def _advertise(self) -> None:
         """Announce the hub on the LAN. Announcing takes about a second; it runs as a task
@@ -378,6 +401,9 @@ class Runtime:
             self.mdns = None
         await self.sessions.close()
         await self.devices.close()
+        if self.mqtt is not None:
+            await self.mqtt.close()  # the sessions' ends first, then ``offline``
+            self.mqtt = None
         self.hub.close()
         await self._stack.aclose()
         self._unlisten_access()

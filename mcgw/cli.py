@@ -475,6 +475,33 @@ def _print_rows(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: b
     console.print(f"{len(rows)} row(s)")
 
 
+@app.command()
+def fleet(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.5, max=60, help="Seconds to wait.")] = 5.0,
+) -> None:
+    """List every hub on the MQTT broker: availability, devices, live sessions."""
+    from gateway.mqtt.fleet import FleetUnavailable, read_fleet
+
+    settings = load()
+    try:
+        hubs = asyncio.run(read_fleet(settings.mqtt, timeout_s=timeout))
+    except FleetUnavailable as exc:
+        fail(str(exc), "set MCGW_MQTT__URL (and MCGW_MQTT__TOPIC_PREFIX) as the hubs have it")
+    if as_json:
+        out.print_json(json.dumps([hub.as_dict() for hub in hubs]))
+        return
+    table = Table("hub", "availability", "devices", "live sessions")
+    for hub in hubs:
+        devices = ", ".join(
+            f"{d['device']} ({d['connection']})" for d in hub.devices if d.get("device")
+        )
+        sessions = ", ".join(f"{s['device']} {s['state']}" for s in hub.sessions)
+        table.add_row(hub.hub_id, hub.availability, devices or "-", sessions or "-")
+    out.print(table)
+    console.print(f"{len(hubs)} hub(s)")
+
+
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 

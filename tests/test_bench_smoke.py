@@ -15,6 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import floors  # noqa: E402
+import mqtt_bridge  # noqa: E402
 import run as bench_run  # noqa: E402
 import ws_fanout  # noqa: E402
 from harness import joins, machine, phones, processes, stats, wire  # noqa: E402
@@ -261,3 +262,18 @@ def test_bench_imports_have_no_cycle_and_the_harness_imports_no_benchmark() -> N
 
     for name in graph:
         visit(name, ())
+
+
+def test_mqtt_state_changes_join_with_the_messages_that_show_them() -> None:
+    topic = "bench/hub/device/d/state"
+    lines = [
+        f"1000000\t{topic}\t" + '{"session": {"state": "running"}}',
+        f"3000000\t{topic}\t" + '{"session": {"state": "running"}}',
+        f"4000000\t{topic}\t" + '{"session": {"state": "paused"}}',
+        "5000000\tbench/floor\t4500000 xxxx",
+        f"9000000\t{topic}\t" + '{"session": {"state": "running"}}',
+    ]
+    changes = [(2_000_000, "running"), (3_500_000, "paused"), (8_000_000, "running")]
+    change_ms, floor_ms = mqtt_bridge.join(changes, [4_500_000, 7_000_000], lines, topic)
+    assert change_ms == [1.0, 0.5, 1.0]
+    assert floor_ms == [0.5]  # the second floor message never arrived: not counted

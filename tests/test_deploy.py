@@ -35,7 +35,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.config import BleSettings, DatabaseSettings, Settings
+from gateway.config import BleSettings, DatabaseSettings, MqttSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -60,7 +60,7 @@ CLI_OPTIONS = {
 PROFILES = {
     "pi": {"gateway"},
     "sim": {"sim", "gateway-sim"},
-    "fleet": {"postgres", "gateway-fleet"},
+    "fleet": {"postgres", "mosquitto", "gateway-fleet"},
 }
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
@@ -361,6 +361,26 @@ def test_fleet_gateway_stores_history_in_the_profiles_postgres(compose: dict[str
     assert interpolate(postgres["ports"][0]).startswith("127.0.0.1:"), "loopback unless asked"
     assert gateway["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+
+
+def test_fleet_gateway_publishes_to_the_profiles_mosquitto(compose: dict[str, Any]) -> None:
+    broker, gateway = compose["services"]["mosquitto"], compose["services"]["gateway-fleet"]
+    url = interpolate(gateway["environment"]["MCGW_MQTT__URL"])
+    MqttSettings(url=url)  # the gateway's own validation accepts it
+    parts = urlsplit(url)
+    assert parts.hostname == "127.0.0.1", "host networking: the published port is on loopback"
+    assert [parts.port] == [host_port(p) for p in broker["ports"]]
+    assert interpolate(broker["ports"][0]).startswith("127.0.0.1:"), "loopback unless asked"
+    assert "mosquitto" not in gateway["depends_on"], "a hub serves without its broker"
+    config = [v for v in broker["volumes"] if v.endswith(":/mosquitto/config/mosquitto.conf:ro")]
+    assert len(config) == 1
+    conf_path = ROOT / config[0].split(":")[0]
+    lines = [line.split() for line in conf_path.read_text().splitlines() if line.strip()]
+    listeners = [int(words[1]) for words in lines if words[0] == "listener"]
+    assert listeners == [container_port(broker["ports"][0])]
+    assert (ROOT / "deploy" / "mosquitto" / "bridge-to-central.conf").is_file()
+    assert (ROOT / "deploy" / "homeassistant" / "configuration.yaml").is_file()
+    yaml.safe_load((ROOT / "deploy" / "homeassistant" / "configuration.yaml").read_text())
 
 
 @pytest.mark.parametrize("name", ["gateway", "sim", "gateway-sim", "gateway-fleet"])

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from sqlmodel import Session
 
 from api.errors import ApiProblem
-from api.schemas.health import CheckPublic, HealthPublic, ReadyPublic
+from api.schemas.health import CheckPublic, HealthPublic, MqttPublic, ReadyPublic
 from gateway.errors import GatewayError
 from gateway.health import checks
 from gateway.runtime import Runtime
@@ -35,8 +35,17 @@ def api_version() -> str:
 
 @router.get("", summary="Liveness: the process answers")
 async def health(request: Request) -> HealthPublic:
-    """Answers while the process runs, even before the gateway is ready; no token needed."""
-    return HealthPublic(hub_id=request.app.state.settings.hub_id, version=api_version())
+    """Answers while the process runs, even before the gateway is ready; no token needed.
+    ``mqtt`` shows the broker connection when the MQTT bridge is on."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    bridge = runtime.mqtt if runtime is not None else None
+    mqtt = None
+    if bridge is not None:
+        status = bridge.status
+        mqtt = MqttPublic(
+            state=status.state, detail=status.detail, since=status.since, dropped=status.dropped
+        )
+    return HealthPublic(hub_id=request.app.state.settings.hub_id, version=api_version(), mqtt=mqtt)
 
 
 def _ping(*, session: Session) -> int:

@@ -12,12 +12,24 @@ from pydantic import BaseModel, Field
 from api.schemas.fields import examples
 
 
+class MqttPublic(BaseModel):
+    """The MQTT bridge's broker connection (informational: the hub serves without it)."""
+
+    state: Literal["connecting", "up", "down"]
+    detail: str
+    since: float = Field(description="UNIX time the state began")
+    dropped: int = Field(description="Telemetry, events and acks dropped while slow or away")
+
+
 class HealthPublic(BaseModel):
     model_config = examples({"status": "ok", "hub_id": "bathroom-hub", "version": "0.1.0"})
 
     status: Literal["ok"] = "ok"
     hub_id: str
     version: str
+    mqtt: MqttPublic | None = Field(
+        default=None, description="The MQTT bridge, when MCGW_MQTT__URL is set (docs/mqtt.md)"
+    )
 
 
 class CheckPublic(BaseModel):
