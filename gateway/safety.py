@@ -119,8 +119,21 @@ class SafetySupervisor:
             return "the device reports a fault"
         return None
 
-    def check_sample(self, sample: p.TelemetrySample, zone: p.Zone | None) -> str | None:
-        """Return a fault reason if this sample must stop the session (S6), else None."""
+    def check_sample(
+        self,
+        sample: p.TelemetrySample,
+        zone: p.Zone | None,
+        *,
+        earlier_zone: p.Zone | None = None,
+    ) -> str | None:
+        """Return a fault reason if this sample must stop the session (S6), else None.
+
+        ``earlier_zone`` is the zone of the segment before when the sample's period reaches
+        back into it (its segment began after the period did): the mean then mixes the end
+        of one level with the start of the next, and it is held to the larger of the two
+        caps. A real over-current in the new zone shows in the next sample, whose period lies
+        within it; the device's own over-current flag is checked on every sample regardless.
+        """
         reported = self.check_status(sample.state, sample.faults)
         if reported is not None:
             return reported
@@ -132,6 +145,8 @@ class SafetySupervisor:
         caps = self.caps
         if caps is not None:
             cap = caps.for_zone(zone) if zone is not None else self.settings.hub_cap_ua
+            if earlier_zone is not None:
+                cap = max(cap, caps.for_zone(earlier_zone))
             limit = cap * (1 + self.settings.over_current_margin)
             if sample.current_mean_ua > limit:
                 return (
@@ -139,6 +154,16 @@ class SafetySupervisor:
                     f"{cap} µA + {self.settings.over_current_margin:.0%}"
                 )
         return None
+
+
+def mean_reaches_back(sample: p.TelemetrySample, last_sample_ms: int | None) -> bool:
+    """Whether the sample's period (since the sample before, ``last_sample_ms`` in device
+    time; None: unknown) began before its segment did, so that its mean current mixes the
+    segment before with this one (``SafetySupervisor.check_sample``'s ``earlier_zone``)."""
+    if last_sample_ms is None:
+        return True
+    period_ms = (sample.device_time_ms - last_sample_ms) % p.DEVICE_TIME_MOD
+    return sample.segment_elapsed_ms < period_ms
 
 
 def session_cap_s(settings: SafetySettings) -> float:

@@ -85,6 +85,8 @@ class Session:
     last_step: int = -1
     last_cue_s: int = 0
     last_zone: p.Zone | None = None
+    last_sample_ms: int | None = None
+    """Device time of the last telemetry sample (the start of the next one's period)."""
     resume_after_link: bool = False
     low_battery_told: bool = False
     stream_task: asyncio.Task[None] | None = None

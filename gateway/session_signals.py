@@ -27,6 +27,7 @@ from ble.errors import BleError
 from gateway.config import SafetySettings
 from gateway.devices import ManagedDevice
 from gateway.errors import DeviceUnavailable, SafetyViolation
+from gateway.safety import mean_reaches_back
 from gateway.scheduler import Streamer
 from gateway.session import Session
 from gateway.session_lifecycle import SessionLifecycle
@@ -82,6 +83,7 @@ class SessionSignals:
         if streamer is None or not session.active:
             return None, None
         streamer.observe(sample)
+        earlier = session.last_zone
         zone = streamer.zone_of(sample.segment_id)
         if zone is not None:
             session.last_zone = zone
@@ -89,7 +91,10 @@ class SessionSignals:
             # The sample's mean covers the interval before it: the tail of the last segment
             # (the device reports no segment once its queue ran dry). Charge it there.
             zone = session.last_zone
-        fault = managed.supervisor.check_sample(sample, zone)
+        if earlier == zone or not mean_reaches_back(sample, session.last_sample_ms):
+            earlier = None
+        session.last_sample_ms = sample.device_time_ms
+        fault = managed.supervisor.check_sample(sample, zone, earlier_zone=earlier)
         if fault is not None:
             self.life.spawn_end(session, SessionState.FAILED, fault)
             return session.id, zone

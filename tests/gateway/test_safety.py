@@ -32,7 +32,7 @@ from gateway.programs import (
     limit_program,
     validate_program,
 )
-from gateway.safety import SafetySupervisor, session_cap_s
+from gateway.safety import SafetySupervisor, mean_reaches_back, session_cap_s
 from gateway.scheduler import compile_program
 from gateway.states import SessionState
 from tests.gateway.conftest import (
@@ -182,6 +182,39 @@ def test_every_fault_in_a_sample_has_a_reason_and_healthy_samples_have_none() ->
         reason = check(bad, zone)
         assert reason is not None
         assert expected in reason
+
+
+def test_a_mean_reaching_back_into_the_zone_before_is_held_to_the_larger_cap_only() -> None:
+    # A sample whose period began in a cheeks segment (250 µA) and ended in an eye-area one
+    # (200 µA) averages both levels: 232 µA is not an over-current there, but it is in a
+    # period wholly in the eye area, and more than the larger cap + 10 % is one either way.
+    safety = SafetySettings()
+    supervisor = SafetySupervisor("AA", safety)
+    supervisor.arm(Caps(safety, user_cap_ua=250))
+    check = supervisor.check_sample
+    mixed = sample(current_mean_ua=232)
+    assert check(mixed, p.Zone.EYE_AREA, earlier_zone=p.Zone.CHEEKS) is None
+    assert "over-current: measured 232" in (check(mixed, p.Zone.EYE_AREA) or "")
+    too_much = sample(current_mean_ua=276)  # cheeks at the user cap: 250 + 10 %
+    reason = check(too_much, p.Zone.EYE_AREA, earlier_zone=p.Zone.CHEEKS)
+    assert reason is not None
+    assert "over-current: measured 276" in reason
+    # The device's own flag wins whatever the zones.
+    flagged = sample(current_mean_ua=0, faults=p.FaultFlags.OVER_CURRENT)
+    assert check(flagged, p.Zone.EYE_AREA, earlier_zone=p.Zone.CHEEKS) is not None
+
+
+def test_only_a_period_that_began_before_its_segmentmean_reaches_back() -> None:
+    # Samples every 20 ms of device time: the one 5 ms into a segment averages 15 ms of the
+    # segment before; the one 25 ms in does not. Device time wraps at 2**32.
+    assert mean_reaches_back(sample(device_time_ms=1020, segment_elapsed_ms=5), 1000)
+    assert not mean_reaches_back(sample(device_time_ms=1020, segment_elapsed_ms=25), 1000)
+    assert not mean_reaches_back(sample(device_time_ms=1020, segment_elapsed_ms=20), 1000)
+    assert mean_reaches_back(sample(device_time_ms=4, segment_elapsed_ms=5), p.DEVICE_TIME_MOD - 16)
+    assert not mean_reaches_back(
+        sample(device_time_ms=4, segment_elapsed_ms=30), p.DEVICE_TIME_MOD - 16
+    )
+    assert mean_reaches_back(sample(segment_elapsed_ms=60_000), None)  # no sample before: unknown
 
 
 def test_the_session_cap_never_exceeds_thirty_minutes() -> None:
@@ -535,7 +568,14 @@ async def test_a_direct_write_above_the_cap_never_reaches_the_device(hub: Hub) -
     assert session.state is SessionState.FAILED
     assert "450 µA" in session.reason
     assert 999 not in [s.segment_id for s in spy.of(p.QueueSegment)]
-    assert [c for c in spy.since(mark) if not isinstance(c, p.Keepalive | p.Stop)] == []
+    sent = spy.since(mark)
+    assert any(isinstance(c, p.Stop) for c in sent)
+    stop_at = next(i for i, c in enumerate(sent) if isinstance(c, p.Stop))
+    # The streamer may have had one of the program's own segments on its way as the rogue
+    # write was refused: within the cap. After the stop nothing that makes output went.
+    before_stop = [c for c in sent[:stop_at] if not isinstance(c, p.Keepalive)]
+    assert all(isinstance(c, p.QueueSegment) and c.amplitude_ua <= 300 for c in before_stop)
+    assert [c for c in sent[stop_at:] if not isinstance(c, p.Keepalive | p.Stop)] == []
     assert hub.firmware(0).output_ua == 0
     # With no session holding the device, nothing that makes output passes at all.
     for command in (p.Start(), p.QueueSegment(segment_id=5, zone=p.Zone.CHEEKS)):
