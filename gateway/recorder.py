@@ -77,7 +77,8 @@ class StorageRecorder:
             },
         )
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), OPEN_TIMEOUT_S)
+            async with asyncio.timeout(OPEN_TIMEOUT_S):  # not wait_for: it can lose a cancel
+                await asyncio.shield(asyncio.wrap_future(future))
         except TimeoutError:
             why = self.journal.failing or "the disk is slow"
             self._withdraw(session, future, why)

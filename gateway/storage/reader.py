@@ -48,7 +48,11 @@ class StorageReader:
         submitted = self._pool.submit(self._call, fn, kwargs)
         wrapped = asyncio.wrap_future(submitted)
         try:
-            return await asyncio.wait_for(asyncio.shield(wrapped), limit)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result of a
+            # read that finished just as the caller was cancelled, and the cancellation is lost
+            # (a task that could then never be stopped).
+            async with asyncio.timeout(limit):
+                return await asyncio.shield(wrapped)
         except TimeoutError:
             # Whatever it ends with is nobody's news now. Not started yet (the threads are
             # stuck on a locked database): it never runs, so reads do not pile up behind them.

@@ -166,7 +166,8 @@ class StorageWriter:
         if self._thread is None:
             return
         self._jobs.put((_STOP, None))
-        await asyncio.wait_for(asyncio.wrap_future(self._stopped), CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: it can lose a cancel
+            await asyncio.wrap_future(self._stopped)
 
     async def __aenter__(self) -> StorageWriter:
         await self.start()

@@ -47,3 +47,40 @@ async def test_a_read_that_timed_out_before_it_started_never_runs(tmp_path: Path
     finally:
         release.set()
         reader.close()
+
+
+async def test_a_caller_cancelled_as_its_read_finishes_is_still_cancelled(tmp_path: Path) -> None:
+    """A task cancelled (at shutdown) in the instant its read completes must end cancelled,
+    not carry on with the result: a poll loop that lost its cancellation could never be
+    stopped. Python 3.11's ``asyncio.wait_for`` loses it there. The read itself schedules the
+    cancel, ``hops`` turns of the event loop after it returns, so every step of the result's
+    way back to the caller is tried as the moment of the cancel."""
+    reader = StorageReader(sa.create_engine(f"sqlite:///{tmp_path / 'r.db'}"))
+    loop = asyncio.get_running_loop()
+    outcomes: list[str] = []
+    try:
+        for hops in range(8):
+            task: asyncio.Task[int] | None = None
+            asked: list[bool] = []
+
+            def cancel_after(n: int, asked: list[bool] = asked) -> None:
+                if n:
+                    loop.call_soon(cancel_after, n - 1)
+                elif task is not None:
+                    asked.append(task.cancel())
+
+            def read(*, session: Any, hops: int = hops) -> int:
+                loop.call_soon_threadsafe(cancel_after, hops)
+                return 7
+
+            task = asyncio.create_task(reader.run(read))
+            try:
+                await task
+            except asyncio.CancelledError:
+                outcomes.append("cancelled")
+            else:
+                outcomes.append("cancelled, then lost" if asked == [True] else "done first")
+        assert "cancelled, then lost" not in outcomes, outcomes
+        assert outcomes[0] == "cancelled", outcomes  # the window is reached, not only passed
+    finally:
+        reader.close()
