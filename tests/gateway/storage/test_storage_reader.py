@@ -60,20 +60,23 @@ async def test_a_caller_cancelled_as_its_read_finishes_is_still_cancelled(tmp_pa
     outcomes: list[str] = []
     try:
         for hops in range(8):
-            task: asyncio.Task[int] | None = None
+            running: list[asyncio.Task[int]] = []
             asked: list[bool] = []
 
-            def cancel_after(n: int, asked: list[bool] = asked) -> None:
+            def cancel_after(
+                n: int, running: list[asyncio.Task[int]] = running, asked: list[bool] = asked
+            ) -> None:
                 if n:
                     loop.call_soon(cancel_after, n - 1)
-                elif task is not None:
-                    asked.append(task.cancel())
+                else:
+                    asked.extend(task.cancel() for task in running)
 
             def read(*, session: Any, hops: int = hops) -> int:
                 loop.call_soon_threadsafe(cancel_after, hops)
                 return 7
 
             task = asyncio.create_task(reader.run(read))
+            running.append(task)
             try:
                 await task
             except asyncio.CancelledError:
