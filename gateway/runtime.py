@@ -352,13 +352,9 @@ class Runtime:
             from gateway.mqtt.plans import PlanSensors
 
             self.plan_sensors = PlanSensors(
-                self.mqtt, bus=self.bus, planner=self.planner, db=self.db, user_name=self._name
+                self.mqtt, bus=self.bus, planner=self.planner, db=self.db, user=self.access.user
             )
             self.tasks.spawn(self.plan_sensors.run(), name="mqtt:plans")
-
-    def _name(self, user_id: int) -> str | None:
-        user = self.access.user(user_id)
-        return None if user is None else user.name
 
     def _advertise(self) -> None:
         """Announce the hub on the LAN. Announcing takes about a second; it runs as a task

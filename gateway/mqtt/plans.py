@@ -111,6 +111,13 @@ class Sink(Protocol):
     def remove_hub_components(self, unique_ids: Iterable[str]) -> None: ...
 
 
+class Named(Protocol):
+    """A user as the access policy knows them (``Principal``): only the name is read."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class SummarySource(Protocol):
     """What this module needs of ``Planner``."""
 
@@ -130,14 +137,14 @@ class PlanSensors:
         bus: EventBus,
         planner: SummarySource,
         db: Db,
-        user_name: Callable[[int], str | None],
+        user: Callable[[int], Named | None],
         retry_start_s: float = RETRY_START_S,
     ) -> None:
         self.bridge = bridge
         self._bus = bus
         self._planner = planner
         self._db = db
-        self._user_name = user_name
+        self._user = user
         self._retry_start_s = retry_start_s
         self._named: dict[int, str] = {}
         """Users whose components are on the hub's config, with the name they carry."""
@@ -211,7 +218,8 @@ class PlanSensors:
                 self.bridge.remove_hub_components(component_ids(self.bridge.topics, user_id))
             return
         self.bridge.publish_retained(plan_suffix(user_id), plan_payload(summary))
-        name = self._user_name(user_id) or f"user {user_id}"
+        known = self._user(user_id)
+        name = known.name if known is not None else f"user {user_id}"
         if self._named.get(user_id) != name:
             self._named[user_id] = name
             self.bridge.add_hub_components(

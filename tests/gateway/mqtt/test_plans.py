@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
+from gateway.access import Principal
 from gateway.config import DatabaseSettings
 from gateway.events import AdherenceChanged, EventBus
 from gateway.mqtt.plans import PlanSensors, component_ids, plan_components, plan_payload
@@ -138,9 +139,12 @@ async def test_storage_down_at_start_is_retried_and_an_event_meanwhile_wins(
     bus, tasks, bridge = EventBus(), TaskOwner("test"), Recorder()
     now = datetime(2026, 6, 3, 12, tzinfo=UTC)  # a Wednesday
     planner = Planner(db=db, bus=bus, tasks=tasks, program_seconds={}, now=lambda: now)
-    names = {1: "ana", 2: "ben"}
+    names = {
+        1: Principal(1, "ana", False, None, None, None),
+        2: Principal(2, "ben", False, None, None, None),
+    }
     sensors = PlanSensors(
-        bridge, bus=bus, planner=planner, db=db, user_name=names.get, retry_start_s=0.05
+        bridge, bus=bus, planner=planner, db=db, user=names.get, retry_start_s=0.05
     )
     caplog.set_level(logging.WARNING, logger="gateway.mqtt.plans")
     runner = tasks.spawn(sensors.run(), name="plan-sensors")
