@@ -74,13 +74,15 @@ class PlanEvent(Event):
     """Base of a treatment plan's events (``gateway.plans.planner``): for ``user_id`` only."""
 
     user_id: int
-    plan_id: int
+    plan_id: int | None
+    """None only in ``AdherenceChanged``, when the user has no plan any more."""
 
 
 @dataclass(frozen=True, slots=True)
 class PlanDue(PlanEvent):
     """A planned session became due (its slot opened); ``window_end``: until when it counts."""
 
+    plan_id: int
     due_at: str
     window_end: str
     local_day: str
@@ -91,6 +93,7 @@ class PlanDue(PlanEvent):
 class PlanMissed(PlanEvent):
     """A planned session's window ended without it being done (a missed day)."""
 
+    plan_id: int
     due_at: str
     local_day: str
     credit: float
@@ -99,7 +102,8 @@ class PlanMissed(PlanEvent):
 
 @dataclass(frozen=True, slots=True)
 class AdherenceChanged(PlanEvent):
-    """The user's state on their newest plan: due now, and this week's done versus expected."""
+    """The user's state on their newest plan: due now, and this week's done versus expected.
+    ``plan_id`` None: the user's last plan was deleted (nothing due, nothing expected)."""
 
     due: bool
     week_done: int

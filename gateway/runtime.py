@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from gateway.access_sync import AccessSync
     from gateway.mdns import MdnsAdvertiser
     from gateway.mqtt import MqttBridge
+    from gateway.mqtt.plans import PlanSensors
     from gateway.plans.planner import Planner
     from gateway.storage.journal import SessionJournal
     from gateway.storage.reader import StorageReader
@@ -104,6 +105,8 @@ class Runtime:
         """Plan events and reminders (``gateway.plans.planner``), while storage is open."""
         self.mqtt: MqttBridge | None = None
         """The MQTT bridge (``settings.mqtt.url``), while started."""
+        self.plan_sensors: PlanSensors | None = None
+        """Plans on MQTT (``gateway.mqtt.plans``): with the bridge and the planner both."""
         self.started = False
 
     def _session_owner(self, session_id: str) -> int | None:
@@ -345,6 +348,13 @@ class Runtime:
             tasks=self.tasks,
         )
         self.tasks.spawn(self.mqtt.run(), name="mqtt")
+        if self.planner is not None:  # each user's "session due" and "adherence this week"
+            from gateway.mqtt.plans import PlanSensors
+
+            self.plan_sensors = PlanSensors(
+                self.mqtt, bus=self.bus, planner=self.planner, db=self.db, user=self.access.user
+            )
+            self.tasks.spawn(self.plan_sensors.run(), name="mqtt:plans")
 
     def _advertise(self) -> None:
         """Announce the hub on the LAN. Announcing takes about a second; it runs as a task

@@ -2,7 +2,8 @@
 
 ``bridge`` supervises the connection and publishes; ``topics`` names topics and parses
 commands (pure); ``state`` and ``discovery`` build payloads; ``commands`` decides and runs
-commands; ``fleet`` reads every hub's retained state back. docs/mqtt.md describes the topics.
+commands; ``fleet`` reads every hub's retained state back; ``plans`` publishes each user's
+treatment plan state and Home Assistant sensors. docs/mqtt.md describes the topics.
 """
 
 from __future__ import annotations

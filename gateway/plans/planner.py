@@ -8,7 +8,8 @@ publishes on the ``EventBus``, for the plan's owner (and admins; ``AccessPolicy.
 
 * ``PlanDue`` when a slot's due time passed since the last look and the slot is open;
 * ``PlanMissed`` when a slot's window ended since the last look without it being done;
-* ``AdherenceChanged`` when a user's summary (due now, this week done/expected) changed.
+* ``AdherenceChanged`` when a user's summary (due now, this week done/expected) changed, and
+  with ``plan_id`` None when their last plan was deleted.
 
 Reminders go through ``gateway.plans.reminders`` when configured: at the due time, or at the
 end of the plan's quiet hours when it falls in them (skipped if the slot is done or over by
@@ -244,6 +245,12 @@ class Planner:
                         week_expected=summary.week_expected,
                     )
                 )
+        for user_id in self._summaries.keys() - found.summaries.keys():
+            self._bus.publish(  # their last plan was deleted
+                AdherenceChanged(
+                    user_id=user_id, plan_id=None, due=False, week_done=0, week_expected=0
+                )
+            )
         self._summaries = found.summaries
         if self._send is not None:
             for reminder in found.reminders:

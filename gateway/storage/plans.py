@@ -90,6 +90,12 @@ def list_plans(*, session: Session, owner_id: int | None = None) -> list[PlanRec
     return list(session.exec(query).all())
 
 
+def plan_owners(*, session: Session) -> list[int]:
+    """The users who have at least one plan, in id order."""
+    query = select(PlanRecord.owner_id).distinct().order_by(col(PlanRecord.owner_id))
+    return list(session.exec(query).all())
+
+
 def update_plan(
     *, session: Session, plan_id: int, owner_id: int | None = None, **fields: Any
 ) -> PlanRecord:

@@ -171,6 +171,14 @@ async def test_due_missed_summary_and_a_reminder_after_quiet_hours(
         assert len([e for e in seen if isinstance(e, PlanDue)]) == 1  # announced once
         summary = await planner.summary(user_id)
         assert (summary.due, summary.week_done, summary.week_expected) == (False, 0, 1)
+        # The user's last plan deleted: one event without a plan (bridges clear what they show).
+        await writer.run(lambda s: store.delete_plan(session=s, plan_id=plan_id))
+        await look_at(paris(3, 0, 2))
+        assert seen[-1] == AdherenceChanged(
+            user_id=user_id, plan_id=None, due=False, week_done=0, week_expected=0, ts=seen[-1].ts
+        )
+        await look_at(paris(3, 0, 3))
+        assert len([e for e in seen if isinstance(e, AdherenceChanged) and not e.plan_id]) == 1
     finally:
         runner.cancel()
         await tasks.close()
