@@ -108,6 +108,8 @@ class AdherenceChanged(PlanEvent):
     due: bool
     week_done: int
     week_expected: int
+    week_credit: float
+    """Credited shares this week; ``week_credit / week_expected`` is the week's ``ratio``."""
     kind: str = field(init=False, default="adherence")
 
 

@@ -56,6 +56,7 @@ def plan_payload(summary: Summary) -> dict[str, Any]:
         "due": summary.due,
         "week_done": summary.week_done,
         "week_expected": summary.week_expected,
+        "week_credit": summary.week_credit,
         "week_ratio": summary.week_ratio,
     }
 
@@ -206,6 +207,7 @@ class PlanSensors:
                 due=event.due,
                 week_done=event.week_done,
                 week_expected=event.week_expected,
+                week_credit=event.week_credit,
             )
         )
 

@@ -146,6 +146,7 @@ def look(
             due=bool(report.due_now),
             week_done=sum(s.status == "done" for s in report.slots),
             week_expected=len(report.slots),
+            week_credit=round(sum(s.credit for s in report.slots), 4),
         )
     return found
 
@@ -243,12 +244,18 @@ class Planner:
                         due=summary.due,
                         week_done=summary.week_done,
                         week_expected=summary.week_expected,
+                        week_credit=summary.week_credit,
                     )
                 )
         for user_id in self._summaries.keys() - found.summaries.keys():
             self._bus.publish(  # their last plan was deleted
                 AdherenceChanged(
-                    user_id=user_id, plan_id=None, due=False, week_done=0, week_expected=0
+                    user_id=user_id,
+                    plan_id=None,
+                    due=False,
+                    week_done=0,
+                    week_expected=0,
+                    week_credit=0.0,
                 )
             )
         self._summaries = found.summaries

@@ -58,10 +58,16 @@ class Summary:
     due: bool
     week_done: int
     week_expected: int
+    week_credit: float
+    """Credited shares this week (a stopped session counts its share; docs/plans.md)."""
 
     @property
     def week_ratio(self) -> float | None:
-        return None if self.week_expected == 0 else round(self.week_done / self.week_expected, 4)
+        """Credited shares / expected this week: the ``ratio`` of the week in
+        ``GET /me/adherence`` (None when nothing is expected)."""
+        if self.week_expected == 0:
+            return None
+        return round(min(1.0, self.week_credit / self.week_expected), 4)
 
 
 def zone_seconds(programs: Iterable[Program]) -> dict[str, dict[str, float]]:
@@ -172,7 +178,9 @@ def summary(
     """``Summary`` of the user's newest plan this week."""
     plans = store.list_plans(session=session, owner_id=user_id)
     if not plans:
-        return Summary(user_id=user_id, plan_id=None, due=False, week_done=0, week_expected=0)
+        return Summary(
+            user_id=user_id, plan_id=None, due=False, week_done=0, week_expected=0, week_credit=0.0
+        )
     plan = plans[-1]
     assert plan.id is not None
     since, until = this_week(plan, now)
@@ -190,4 +198,5 @@ def summary(
         due=bool(got.due_now),
         week_done=sum(s.status == "done" for s in got.slots),
         week_expected=len(got.slots),
+        week_credit=round(sum(s.credit for s in got.slots), 4),
     )

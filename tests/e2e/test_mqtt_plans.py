@@ -76,6 +76,7 @@ async def test_a_plan_shows_as_sensors_on_the_hub_is_updated_and_cleared_when_de
             "due": rest["due"],
             "week_done": 0,
             "week_expected": 3,
+            "week_credit": 0.0,
             "week_ratio": 0.0,
         }
         config = (await w.wait_for(config_with(True))).json()
@@ -116,6 +117,9 @@ async def test_a_plan_shows_as_sensors_on_the_hub_is_updated_and_cleared_when_de
         done = await w.wait_for(state(lambda s: s["week_done"] == 1), after=mark)
         body = done.json()
         assert (body["plan_id"], body["week_expected"], body["week_ratio"]) == (plan_id, 2, 0.5)
+        report = (await phone.get("/api/v1/me/adherence")).json()
+        week = report["weeks"][0]
+        assert (week["credit"], week["ratio"]) == (body["week_credit"], body["week_ratio"])
 
         # The last plan deleted: the state is cleared and the components leave the hub.
         mark = w.mark()

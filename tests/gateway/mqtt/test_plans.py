@@ -36,15 +36,20 @@ TOPICS = Topics("mcgw", "room-1", "homeassistant")
 
 
 def test_the_payload_carries_the_summary_and_its_ratio() -> None:
-    summary = Summary(user_id=3, plan_id=7, due=True, week_done=1, week_expected=3)
+    # One session done and a stopped one that delivered half: the ratio counts shares, as
+    # the week's ``ratio`` in GET /me/adherence does.
+    summary = Summary(user_id=3, plan_id=7, due=True, week_done=1, week_expected=3, week_credit=1.5)
     assert plan_payload(summary) == {
         "plan_id": 7,
         "due": True,
         "week_done": 1,
         "week_expected": 3,
-        "week_ratio": 0.3333,
+        "week_credit": 1.5,
+        "week_ratio": 0.5,
     }
-    nothing = Summary(user_id=3, plan_id=7, due=False, week_done=0, week_expected=0)
+    nothing = Summary(
+        user_id=3, plan_id=7, due=False, week_done=0, week_expected=0, week_credit=0.0
+    )
     assert plan_payload(nothing)["week_ratio"] is None  # the sensor is then unknown
 
 
@@ -153,12 +158,17 @@ async def test_storage_down_at_start_is_retried_and_an_event_meanwhile_wins(
         assert bridge.retained == {}
         # The planner read storage and published Ben's summary: it is shown at once, and the
         # start read, once storage is back, does not replace it with what it reads for him.
-        bus.publish(AdherenceChanged(user_id=2, plan_id=9, due=True, week_done=2, week_expected=5))
+        bus.publish(
+            AdherenceChanged(
+                user_id=2, plan_id=9, due=True, week_done=2, week_expected=5, week_credit=2.0
+            )
+        )
         assert bridge.retained["user/2/plan"] == {
             "plan_id": 9,
             "due": True,
             "week_done": 2,
             "week_expected": 5,
+            "week_credit": 2.0,
             "week_ratio": 0.4,
         }
         await writer.start()
@@ -177,13 +187,22 @@ async def test_storage_down_at_start_is_retried_and_an_event_meanwhile_wins(
         # A change re-publishes the state; the components stay as they were.
         changes = bridge.config_changes
         bus.publish(
-            AdherenceChanged(user_id=1, plan_id=ana_plan, due=False, week_done=3, week_expected=3)
+            AdherenceChanged(
+                user_id=1,
+                plan_id=ana_plan,
+                due=False,
+                week_done=3,
+                week_expected=3,
+                week_credit=3.0,
+            )
         )
         assert bridge.retained["user/1/plan"]["week_ratio"] == 1.0  # type: ignore[index]
         assert bridge.config_changes == changes
         # Ana's last plan deleted: her state is cleared and her components removed.
         bus.publish(
-            AdherenceChanged(user_id=1, plan_id=None, due=False, week_done=0, week_expected=0)
+            AdherenceChanged(
+                user_id=1, plan_id=None, due=False, week_done=0, week_expected=0, week_credit=0.0
+            )
         )
         assert bridge.retained["user/1/plan"] is None
         assert set(bridge.components) == set(component_ids(TOPICS, 2))

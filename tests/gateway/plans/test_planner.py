@@ -143,6 +143,7 @@ async def test_due_missed_summary_and_a_reminder_after_quiet_hours(
                 due=False,
                 week_done=0,
                 week_expected=1,
+                week_credit=0.0,
                 ts=seen[0].ts,
             )
         ]
@@ -151,7 +152,13 @@ async def test_due_missed_summary_and_a_reminder_after_quiet_hours(
         assert (due.user_id, due.plan_id, due.local_day) == (user_id, plan_id, "2026-06-02")
         assert datetime.fromisoformat(due.due_at) == paris(2, 20)
         assert seen[-1] == AdherenceChanged(
-            user_id=user_id, plan_id=plan_id, due=True, week_done=0, week_expected=1, ts=seen[-1].ts
+            user_id=user_id,
+            plan_id=plan_id,
+            due=True,
+            week_done=0,
+            week_expected=1,
+            week_credit=0.0,
+            ts=seen[-1].ts,
         )
         await asyncio.sleep(0.2)  # a reminder sent now would be inside the quiet hours
         assert handler.received == []
@@ -175,7 +182,13 @@ async def test_due_missed_summary_and_a_reminder_after_quiet_hours(
         await writer.run(lambda s: store.delete_plan(session=s, plan_id=plan_id))
         await look_at(paris(3, 0, 2))
         assert seen[-1] == AdherenceChanged(
-            user_id=user_id, plan_id=None, due=False, week_done=0, week_expected=0, ts=seen[-1].ts
+            user_id=user_id,
+            plan_id=None,
+            due=False,
+            week_done=0,
+            week_expected=0,
+            week_credit=0.0,
+            ts=seen[-1].ts,
         )
         await look_at(paris(3, 0, 3))
         assert len([e for e in seen if isinstance(e, AdherenceChanged) and not e.plan_id]) == 1
