@@ -101,7 +101,7 @@ async def test_broker_restarted_mid_session_state_and_discovery_come_back_sessio
         assert hub.runtime.mqtt.status.dropped > 0
 
 
-async def test_a_frozen_broker_delays_no_stop_over_rest_or_mqtt(
+async def test_a_frozen_broker_delays_no_rest_stop_and_a_held_mqtt_stop_lands_on_thaw(
     tmp_path: Path, broker: Broker
 ) -> None:
     broker.start()
