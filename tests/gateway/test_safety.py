@@ -204,7 +204,7 @@ def test_a_mean_reaching_back_into_the_zone_before_is_held_to_the_larger_cap_onl
     assert check(flagged, p.Zone.EYE_AREA, earlier_zone=p.Zone.CHEEKS) is not None
 
 
-def test_only_a_period_that_began_before_its_segmentmean_reaches_back() -> None:
+def test_only_a_period_that_began_before_its_segment_reaches_back() -> None:
     # Samples every 20 ms of device time: the one 5 ms into a segment averages 15 ms of the
     # segment before; the one 25 ms in does not. Device time wraps at 2**32.
     assert mean_reaches_back(sample(device_time_ms=1020, segment_elapsed_ms=5), 1000)
