@@ -45,6 +45,17 @@ async def wait_mqtt(hub: Hub, state: str) -> None:
             await asyncio.sleep(0.05)
 
 
+async def settled(hub: Hub) -> None:
+    """Until the bridge has nothing waiting: every retained topic it holds was acknowledged by
+    the broker, so a subscriber arriving now gets them as retained messages. (Before that, a
+    publish still on its way reaches a new subscriber live, without the retain flag.)"""
+    bridge = hub.runtime.mqtt
+    assert bridge is not None
+    async with asyncio.timeout(HANG_S):
+        while bridge.backlog:
+            await asyncio.sleep(0.01)
+
+
 async def test_broker_down_at_start_the_hub_serves_and_connects_once_it_is_up(
     tmp_path: Path, broker: Broker
 ) -> None:
@@ -58,6 +69,7 @@ async def test_broker_down_at_start_the_hub_serves_and_connects_once_it_is_up(
 
         broker.start()
         await wait_mqtt(hub, "up")
+        await settled(hub)
         async with watch(broker.port, f"{prefix}/#", f"{ha}/#") as w:
             online = await w.wait_for(lambda m: m.topic.endswith("/availability"))
             assert (online.payload, online.retain) == (b"online", True)
@@ -84,6 +96,7 @@ async def test_broker_restarted_mid_session_state_and_discovery_come_back_sessio
         await wait_mqtt(hub, "down")
         broker.start()
         await wait_mqtt(hub, "up")
+        await settled(hub)
         async with watch(broker.port, f"{prefix}/#", f"{ha}/#") as w:
             state = await w.wait_for(is_state(prefix, address, lambda s: s["session"] is not None))
             assert state.retain
