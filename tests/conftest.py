@@ -12,6 +12,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -31,14 +32,18 @@ def service_reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def require_service(name: str, host: str, port: int) -> None:
-    """Skip (laptop) or fail (CI=true) when ``name`` does not answer on host:port."""
-    if service_reachable(host, port):
-        return
-    message = f"{name} is not reachable on {host}:{port}"
+def unavailable(message: str) -> NoReturn:
+    """What the test needs is missing: fail with CI=true (CI must never pass by skipping),
+    skip with the reason on a laptop."""
     if IN_CI:
         pytest.fail(f"{message}; CI=true requires it", pytrace=False)
-    pytest.skip(f"{message}; start it to run this test")
+    pytest.skip(message)
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (laptop) or fail (CI=true) when ``name`` does not answer on host:port."""
+    if not service_reachable(host, port):
+        unavailable(f"{name} is not reachable on {host}:{port}; start it to run this test")
 
 
 @contextlib.contextmanager
@@ -47,10 +52,7 @@ def immutable(path: Path) -> Iterator[None]:
     cannot write it). Skips (laptop) or fails (CI=true) without CAP_LINUX_IMMUTABLE."""
     made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
     if made.returncode != 0:
-        message = f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"chattr +i needs root (CAP_LINUX_IMMUTABLE): {made.stderr.decode().strip()}")
     try:
         yield
     finally:

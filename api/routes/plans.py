@@ -93,9 +93,8 @@ async def _visible(runtime: Runtime, user: Principal, plan_id: int) -> PlanRecor
 
 
 def _changed(runtime: Runtime) -> None:
-    planner = getattr(runtime, "planner", None)
-    if planner is not None:
-        planner.changed()
+    if runtime.planner is not None:
+        runtime.planner.changed()
 
 
 @router.get("/plans/templates", summary="Built-in plan templates")

@@ -26,9 +26,8 @@ from typing import Any
 
 import aiomqtt
 import orjson
-import pytest
 
-from tests.conftest import IN_CI, service_reachable
+from tests.conftest import service_reachable, unavailable
 from tests.e2e.served import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -46,10 +45,7 @@ class Broker:
 
     def __init__(self, tmp_path: Path) -> None:
         if not Path(MOSQUITTO).exists():
-            message = "mosquitto is not installed (apt-get install mosquitto)"
-            if IN_CI:
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message)
+            unavailable("mosquitto is not installed (apt-get install mosquitto)")
         self.port = free_port()
         self.conf = tmp_path / "mosquitto.conf"
         self.conf.write_text(
