@@ -127,8 +127,14 @@ def scan(
     ble: Annotated[str | None, typer.Option(help="auto | bluez | hci:<transport>.")] = None,
     timeout: Annotated[float, typer.Option(min=0.5, max=60, help="Seconds to scan.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every advertiser heard, not only microcurrent devices.")
+    ] = False,
 ) -> None:
-    """Scan for microcurrent devices and list them."""
+    """Scan for microcurrent devices and list them (--all: every advertiser heard)."""
+    from bleak.exc import BleakError
+
+    from ble.errors import BleError
     from gateway.errors import BluetoothUnavailable
     from gateway.runtime import Runtime
 
@@ -139,6 +145,10 @@ def scan(
         await runtime.open_ble()
         try:
             with console.status(f"scanning for {timeout:g} s ..."):
+                if every:
+                    from mcgw.advertisers import listen
+
+                    return await listen(runtime, timeout)
                 found = await runtime.devices.scan(timeout_s=timeout)
         finally:
             await runtime.stop()
@@ -148,6 +158,13 @@ def scan(
         found = asyncio.run(go())
     except BluetoothUnavailable as exc:
         fail(str(exc))
+    except (BleError, BleakError) as exc:
+        fail(str(exc), "`mcgw doctor` checks the radio and says what to fix")
+    if every:
+        from mcgw.advertisers import show
+
+        show(found, as_json=as_json, out=out, console=console)
+        return
     if as_json:
         out.print_json(json.dumps(found))
         return
