@@ -1,4 +1,4 @@
-"""The ``mcgw`` command line: serve, sim, scan, devices, sessions, pair, token, db, config.
+"""The ``mcgw`` command line: serve, sim, scan, doctor, devices, sessions, pair, token, db, config.
 
 Each command imports only what it needs (bumble and the web stack cost start-up time on a Pi).
 Errors print one line saying what went wrong and what to do, and exit non-zero; they never dump
@@ -175,6 +175,24 @@ def scan(
         )
     out.print(table)
     console.print(f"{len(found)} device(s) found")
+
+
+@app.command()
+def doctor(
+    ble: Annotated[
+        str | None, typer.Option(help="BLE mode to check (default: the setting).")
+    ] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL to check.")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port to check.")] = None,
+    scan: Annotated[float, typer.Option(min=0.5, max=60, help="Seconds to listen.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the host as an installer would (Bluetooth, database, port, mDNS, MQTT); print a
+    fix for each problem; exit 1 if a check failed."""
+    from mcgw.doctor import run
+
+    settings = load(**{"ble.mode": ble, "db.url": db, "api.port": port})
+    run(settings, scan_s=scan, as_json=as_json, out=out)
 
 
 @app.command()
