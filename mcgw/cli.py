@@ -100,6 +100,10 @@ def sim(
     control_port: Annotated[int, typer.Option(help="Local scenario control port.")] = 9101,
     host: Annotated[str, typer.Option(help="Address to bind both ports to.")] = "127.0.0.1",
     seed: Annotated[int, typer.Option(help="Seed for the devices' physics.")] = 1,
+    bluez_bus: Annotated[
+        str | None, typer.Option(help="Also serve the air as BlueZ on this D-Bus address.")
+    ] = None,
+    bluez_adapters: Annotated[int, typer.Option(min=1, max=8, help="BlueZ adapters.")] = 1,
 ) -> None:
     """Run a virtual radio with simulated devices, reachable over HCI-over-TCP."""
     from ble.sim.process import run_sim_process
@@ -114,6 +118,8 @@ def sim(
                 control_port=control_port,
                 seed=seed,
                 announce=lambda line: out.print(line, highlight=False),
+                bluez_bus=bluez_bus,
+                bluez_adapters=bluez_adapters,
             )
         )
     except OSError as exc:
