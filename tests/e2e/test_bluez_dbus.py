@@ -31,6 +31,8 @@ from ble.mode import BleMode
 from ble.sim.bluez_dbus import BluezService
 from ble.sim.fleet import start_sim_devices, stop_sim_devices
 from ble.sim.peripheral import SimulatedDevice
+from gateway.doctor import Status
+from gateway.doctor.bluetooth import bluetooth_checks
 from tests.e2e.bluez_bus import BLUEZ_VERSION, PrivateBus
 from tests.e2e.served import ServedHub, base_env, free_port, mcgw_command, read_banner
 from tests.e2e.test_cli import mcgw
@@ -215,3 +217,23 @@ async def test_serve_with_bluez_hci1_claims_and_runs_a_session(
             final = (await admin.get(f"/api/v1/sessions/{session}")).json()
             assert final["state"] == "stopped"
         assert "Traceback" not in hub.logged()
+
+
+async def test_doctor_names_a_powered_off_adapter_and_how_to_turn_it_on(bus: PrivateBus) -> None:
+    radio = VirtualRadio()
+    central = await BumbleAdapter.open("virtual", radio=radio, name="hci0")
+    service = BluezService({"hci0": central}, powered=False)
+    await service.start(bus.address)
+    try:
+        checks = {c.name: c for c in await bluetooth_checks(BleMode.parse("bluez"), scan_s=0.5)}
+    finally:
+        await service.close()
+        await central.close()
+        await radio.close()
+    assert checks["dbus"].status is Status.OK
+    assert checks["bluez"].status is Status.OK
+    adapters = checks["adapters"]
+    assert adapters.status is Status.FAIL
+    assert adapters.detail == f"hci0 is powered off (hci0 ({central.address}, off))"
+    assert "bluetoothctl power on" in adapters.fix
+    assert checks["radio"].status is Status.SKIP
