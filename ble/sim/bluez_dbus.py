@@ -294,6 +294,8 @@ class DeviceObject(ServiceInterface):
         self._trusted = False
         self._resolved = False
         self._busy = asyncio.Lock()
+        self._drops = 0
+        """Counts ``drop()`` calls: a ``Disconnect`` during a ``Connect`` cancels it (BlueZ too)."""
 
     # -- properties --------------------------------------------------------------------------
 
@@ -437,6 +439,7 @@ class DeviceObject(ServiceInterface):
             return
         if not self.adapter.Powered:
             raise DBusError("org.bluez.Error.NotReady", "Resource Not Ready")
+        drops = self._drops
         client = BleakClient(
             self.address,
             backend=BumbleClient.bound_to(self.adapter.central),
@@ -451,6 +454,10 @@ class DeviceObject(ServiceInterface):
             with contextlib.suppress(BleakError, TimeoutError):
                 await client.disconnect()
             raise bluez_error(exc, "Connect") from exc
+        if drops != self._drops:  # the caller gave up (bleak sends Disconnect on a timeout)
+            with contextlib.suppress(BleakError, TimeoutError):
+                await client.disconnect()
+            raise DBusError("org.bluez.Error.Failed", "Operation was cancelled")
         self._client = client
         self.emit_properties_changed({"Connected": True})
         self._gatt = GattTree(self.adapter.service.bus, self.path, client)
@@ -473,7 +480,8 @@ class DeviceObject(ServiceInterface):
         self.emit_properties_changed({"Connected": False})
 
     async def drop(self) -> None:
-        """Disconnect (no-op when not connected)."""
+        """Disconnect (no-op when not connected); cancels a ``Connect`` under way."""
+        self._drops += 1
         client = self._client
         if client is None:
             return
@@ -486,5 +494,6 @@ class DeviceObject(ServiceInterface):
         await self.drop()
         if self._paired:
             self._paired = False
-            peer = await self.adapter.central.resolve_address(self.address, timeout_s=1.0)
-            await self.adapter.central.forget(peer)
+            with contextlib.suppress(TimeoutError):
+                peer = await self.adapter.central.resolve_address(self.address, timeout_s=1.0)
+                await self.adapter.central.forget(peer)

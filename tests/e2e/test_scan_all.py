@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from ble import protocol as p
+from gateway.config import BleSettings, Settings
+from gateway.runtime import Runtime
+from mcgw.advertisers import listen
 from tests.e2e import stranger
 from tests.e2e.served import Sim, SimFactory, base_env
 from tests.e2e.test_cli import mcgw
@@ -75,3 +78,14 @@ async def test_scan_all_lists_a_stock_peripheral_beside_the_devices(
     (device,) = json.loads(only_ours.stdout)
     assert device["address"] == ours
     assert set(device) == {"address", "name", "rssi", "battery_pct", "state"}
+
+
+async def test_scan_all_in_sim_mode_hears_the_simulated_devices() -> None:
+    runtime = Runtime(Settings(ble=BleSettings(mode="sim:2"), mdns=False), storage=False)
+    await runtime.open_ble()
+    try:
+        rows = await listen(runtime, 0.5)
+    finally:
+        await runtime.stop()
+    assert sorted(row["address"] for row in rows) == sorted(d.address for d in runtime.sim_devices)
+    assert all(row["microcurrent"] and row["name"].startswith("MC-SIM") for row in rows)
