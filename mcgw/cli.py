@@ -130,7 +130,9 @@ def sim(
 
 @app.command()
 def scan(
-    ble: Annotated[str | None, typer.Option(help="auto | bluez | hci:<transport>.")] = None,
+    ble: Annotated[
+        str | None, typer.Option(help="auto | bluez[:hciN] | sim[:N] | hci:<transport>.")
+    ] = None,
     timeout: Annotated[float, typer.Option(min=0.5, max=60, help="Seconds to scan.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     every: Annotated[
@@ -204,7 +206,7 @@ def doctor(
 @app.command()
 def serve(
     ble: Annotated[
-        str | None, typer.Option(help="auto | bluez | sim[:N] | hci:<bumble transport>.")
+        str | None, typer.Option(help="auto | bluez[:hciN] | sim[:N] | hci:<bumble transport>.")
     ] = None,
     db: Annotated[
         str | None, typer.Option(help="Database URL (sqlite:/// or postgresql+psycopg://).")
