@@ -47,6 +47,11 @@ class PrivateBus:
         daemon = shutil.which("dbus-daemon")
         if daemon is None:
             unavailable("dbus-daemon is not installed (apt install dbus)")
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        tool = bin_dir / "bluetoothctl"
+        tool.write_text(f"#!/bin/sh\necho 'bluetoothctl: {BLUEZ_VERSION}'\n")
+        tool.chmod(0o755)
         config = tmp_path / "bus.conf"
         config.write_text(_CONFIG.format(socket=tmp_path / "system_bus_socket"))
         process = subprocess.Popen(
@@ -60,11 +65,6 @@ class PrivateBus:
         if not address:
             process.kill()
             raise AssertionError(f"dbus-daemon did not start: {process.communicate()[1]}")
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        tool = bin_dir / "bluetoothctl"
-        tool.write_text(f"#!/bin/sh\necho 'bluetoothctl: {BLUEZ_VERSION}'\n")
-        tool.chmod(0o755)
         return cls(process, address, bin_dir)
 
     def env(self) -> dict[str, str]:
