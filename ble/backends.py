@@ -4,6 +4,7 @@ As bleak picks its backend for the platform and bumble opens a transport from a 
 module turns a mode into what the gateway needs to reach devices:
 
 - ``auto`` / ``bluez``: nothing to open; bleak's own backend for the platform (``None``);
+  ``bluez:hciN``: bleak's BlueZ backends bound to that adapter (ble/bluez.py);
 - ``sim:N``: an in-process :class:`~ble.bumble.radio.VirtualRadio` with N simulated devices and
   a bumble central on it (the radio cannot be lost, so nothing supervises it);
 - ``hci:<moniker>``: a bumble central on that transport, kept open by a
@@ -81,6 +82,10 @@ class BleStack:
                 await stack._open_sim()
             elif mode.kind is BleModeKind.HCI:
                 await stack._open_hci(on_down, on_up)
+            elif mode.adapter:  # bluez:hciN
+                from ble.bluez import bluez_backends
+
+                stack.backends = BleakBackends(*bluez_backends(mode.adapter))
         except BaseException:
             await stack.close()
             raise

@@ -2,9 +2,10 @@
 
 A mode is written as a string in settings, on the command line and in the environment::
 
-    auto | bluez | sim | sim:N | hci:<bumble transport moniker>
+    auto | bluez | bluez:hciN | sim | sim:N | hci:<bumble transport moniker>
 
-``auto`` and ``bluez`` use bleak's own backend for the platform (BlueZ over D-Bus on Linux);
+``auto`` and ``bluez`` use bleak's own backend for the platform (BlueZ over D-Bus on Linux),
+``bluez:hciN`` BlueZ's adapter ``hciN`` rather than its default one;
 ``sim[:N]`` an in-process virtual radio with N simulated devices (2 when N is left out);
 ``hci:<moniker>`` a bumble central on any bumble transport (``hci:tcp-client:127.0.0.1:9100``
 to ``mcgw sim``, ``hci:usb:0``, ``hci:serial:/dev/ttyUSB0``). :meth:`BleMode.parse` is the one
@@ -43,12 +44,21 @@ class BleMode:
     """Simulated devices in the hub process (``sim`` only; 0 otherwise)."""
     transport: str = ""
     """The bumble transport moniker (``hci`` only; empty otherwise)."""
+    adapter: str = ""
+    """BlueZ's adapter (``bluez:hciN`` only; empty: BlueZ's default adapter)."""
 
     @classmethod
     def parse(cls, text: str) -> BleMode:
         """The mode ``text`` names; ValueError saying what is accepted otherwise."""
         if text in (BleModeKind.AUTO, BleModeKind.BLUEZ):
             return cls(BleModeKind(text))
+        if text.startswith("bluez:"):
+            adapter = text[len("bluez:") :]
+            if not _is_adapter_name(adapter):
+                raise ValueError(
+                    f"bluez:hciN needs a BlueZ adapter name like hci0, got {adapter!r}"
+                )
+            return cls(BleModeKind.BLUEZ, adapter=adapter)
         if text == BleModeKind.SIM or text.startswith("sim:"):
             count = text.partition(":")[2] or str(DEFAULT_SIM_DEVICES)
             if not count.isdigit() or not 1 <= int(count) <= MAX_SIM_DEVICES:
@@ -57,7 +67,7 @@ class BleMode:
         if text.startswith("hci:") and len(text) > len("hci:"):
             return cls(BleModeKind.HCI, transport=text[len("hci:") :])
         raise ValueError(
-            f"unknown BLE mode {text!r}: use auto, bluez, sim[:N] or hci:<bumble transport>"
+            f"unknown BLE mode {text!r}: use auto, bluez[:hciN], sim[:N] or hci:<bumble transport>"
         )
 
     @property
@@ -70,4 +80,10 @@ class BleMode:
             return f"sim:{self.sim_devices}"
         if self.kind is BleModeKind.HCI:
             return f"hci:{self.transport}"
+        if self.adapter:
+            return f"{self.kind.value}:{self.adapter}"
         return self.kind.value
+
+
+def _is_adapter_name(text: str) -> bool:
+    return text.startswith("hci") and text[3:].isdigit()

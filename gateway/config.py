@@ -132,7 +132,7 @@ class BleSettings(BaseModel):
         PlainSerializer(str, return_type=str),
     ] = Field(
         default=BleMode(BleModeKind.AUTO),
-        description="auto | bluez | sim[:N] (in-process simulated devices) | "
+        description="auto | bluez[:hciN] | sim[:N] (in-process simulated devices) | "
         "hci:<bumble transport> (e.g. hci:tcp-client:127.0.0.1:9100, hci:usb:0)",
     )
     connection_slots: Annotated[int, Field(ge=1, le=20)] = 7

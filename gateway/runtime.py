@@ -182,7 +182,11 @@ class Runtime:
         import os
         import sys
 
-        if sys.platform.startswith("linux") and not os.path.exists("/run/dbus/system_bus_socket"):
+        if (
+            sys.platform.startswith("linux")
+            and not os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+            and not os.path.exists("/run/dbus/system_bus_socket")
+        ):
             raise BluetoothUnavailable(
                 "no D-Bus system bus, so BlueZ cannot be reached. Install and start bluez "
                 "(and dbus), run with an HCI dongle (--ble hci:usb:0), or try the simulator "

@@ -1,4 +1,4 @@
-"""The ``mcgw`` command line: serve, sim, scan, devices, sessions, pair, token, db, config.
+"""The ``mcgw`` command line: serve, sim, scan, doctor, devices, sessions, pair, token, db, config.
 
 Each command imports only what it needs (bumble and the web stack cost start-up time on a Pi).
 Errors print one line saying what went wrong and what to do, and exit non-zero; they never dump
@@ -100,6 +100,10 @@ def sim(
     control_port: Annotated[int, typer.Option(help="Local scenario control port.")] = 9101,
     host: Annotated[str, typer.Option(help="Address to bind both ports to.")] = "127.0.0.1",
     seed: Annotated[int, typer.Option(help="Seed for the devices' physics.")] = 1,
+    bluez_bus: Annotated[
+        str | None, typer.Option(help="Also serve the air as BlueZ on this D-Bus address.")
+    ] = None,
+    bluez_adapters: Annotated[int, typer.Option(min=1, max=8, help="BlueZ adapters.")] = 1,
 ) -> None:
     """Run a virtual radio with simulated devices, reachable over HCI-over-TCP."""
     from ble.sim.process import run_sim_process
@@ -114,6 +118,8 @@ def sim(
                 control_port=control_port,
                 seed=seed,
                 announce=lambda line: out.print(line, highlight=False),
+                bluez_bus=bluez_bus,
+                bluez_adapters=bluez_adapters,
             )
         )
     except OSError as exc:
@@ -124,11 +130,19 @@ def sim(
 
 @app.command()
 def scan(
-    ble: Annotated[str | None, typer.Option(help="auto | bluez | hci:<transport>.")] = None,
+    ble: Annotated[
+        str | None, typer.Option(help="auto | bluez[:hciN] | sim[:N] | hci:<transport>.")
+    ] = None,
     timeout: Annotated[float, typer.Option(min=0.5, max=60, help="Seconds to scan.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every advertiser heard, not only microcurrent devices.")
+    ] = False,
 ) -> None:
-    """Scan for microcurrent devices and list them."""
+    """Scan for microcurrent devices and list them (--all: every advertiser heard)."""
+    from bleak.exc import BleakError
+
+    from ble.errors import BleError
     from gateway.errors import BluetoothUnavailable
     from gateway.runtime import Runtime
 
@@ -139,6 +153,10 @@ def scan(
         await runtime.open_ble()
         try:
             with console.status(f"scanning for {timeout:g} s ..."):
+                if every:
+                    from mcgw.advertisers import listen
+
+                    return await listen(runtime, timeout)
                 found = await runtime.devices.scan(timeout_s=timeout)
         finally:
             await runtime.stop()
@@ -148,6 +166,13 @@ def scan(
         found = asyncio.run(go())
     except BluetoothUnavailable as exc:
         fail(str(exc))
+    except (BleError, BleakError) as exc:
+        fail(str(exc), "`mcgw doctor` checks the radio and says what to fix")
+    if every:
+        from mcgw.advertisers import show
+
+        show(found, as_json=as_json, out=out, console=console)
+        return
     if as_json:
         out.print_json(json.dumps(found))
         return
@@ -161,9 +186,27 @@ def scan(
 
 
 @app.command()
+def doctor(
+    ble: Annotated[
+        str | None, typer.Option(help="BLE mode to check (default: the setting).")
+    ] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL to check.")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port to check.")] = None,
+    scan: Annotated[float, typer.Option(min=0.5, max=60, help="Seconds to listen.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the host as an installer would (Bluetooth, database, port, mDNS, MQTT); print a
+    fix for each problem; exit 1 if a check failed."""
+    from mcgw.doctor import run
+
+    settings = load(**{"ble.mode": ble, "db.url": db, "api.port": port})
+    run(settings, scan_s=scan, as_json=as_json, out=out)
+
+
+@app.command()
 def serve(
     ble: Annotated[
-        str | None, typer.Option(help="auto | bluez | sim[:N] | hci:<bumble transport>.")
+        str | None, typer.Option(help="auto | bluez[:hciN] | sim[:N] | hci:<bumble transport>.")
     ] = None,
     db: Annotated[
         str | None, typer.Option(help="Database URL (sqlite:/// or postgresql+psycopg://).")

@@ -11,6 +11,8 @@ Modules, from the inside out:
 - ``peripheral``: a bumble GATT peripheral on a :class:`~ble.bumble.radio.VirtualRadio` that carries
   bytes between the radio and the firmware, with the scenario API for tests;
 - ``control``: a local JSON-over-HTTP endpoint exposing the scenario API to other processes.
+- ``bluez_dbus`` (with ``bluez_gatt``, ``bluez_serving``): the same air served as BlueZ on a D-Bus
+  bus, so bleak's own BlueZ backend reaches the simulated devices (``mcgw sim --bluez-bus``).
 
 Behaviour a gateway can rely on (docs/protocol.md states it for firmware authors):
 

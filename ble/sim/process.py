@@ -71,8 +71,14 @@ async def run_sim_process(
     seed: int = 1,
     announce: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
+    bluez_bus: str | None = None,
+    bluez_adapters: int = 1,
 ) -> None:
-    """Serve ``devices`` simulated devices until ``stop`` is set or a signal arrives."""
+    """Serve ``devices`` simulated devices until ``stop`` is set or a signal arrives.
+
+    With ``bluez_bus`` (a D-Bus address) the same air is also served as BlueZ would serve it,
+    with ``bluez_adapters`` adapters (``hci0``...): ble/sim/bluez_dbus.py.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -91,8 +97,14 @@ async def run_sim_process(
                 announce(f"  {sim.address}  {sim.name}")
             announce(f"HCI over TCP: tcp-client:{host}:{hci.port}")
             announce(f"control:      http://{host}:{control.port}/devices")
-            announce(f"gateway:      mcgw serve --ble hci:tcp-client:{host}:{hci.port}")
-            await stop.wait()
+            async with contextlib.AsyncExitStack() as bluez:
+                if bluez_bus is not None:
+                    from ble.sim.bluez_serving import serve_bluez
+
+                    names = await serve_bluez(bluez, radio, bluez_bus, bluez_adapters)
+                    announce(f"BlueZ:        {', '.join(names)} on D-Bus {bluez_bus}")
+                announce(f"gateway:      mcgw serve --ble hci:tcp-client:{host}:{hci.port}")
+                await stop.wait()
     finally:
         await stop_sim_devices(sims)
         await radio.close()
