@@ -29,6 +29,7 @@ from typing import Any
 
 from harness import ROOT
 from harness.hub import start_sim
+from harness.imports import package_table, profiled_command
 from harness.processes import CpuMeter, free_port, helper_log, memory_mib, run_timed, stop_process
 from harness.report import run_main
 from harness.sessions import claim_all, http_client
@@ -122,12 +123,21 @@ def server_env(db_path: Path, port: int, ble: str) -> dict[str, str]:
     )
 
 
-def start_server(ble: str, db_path: Path) -> tuple[subprocess.Popen[bytes], int, float, str]:
-    """Start a server; return it, its port, the start time and how it was started."""
+def start_server(
+    ble: str, db_path: Path, *, import_profile: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int, float, str]:
+    """Start a server; return it, its port, the start time and how it was started.
+
+    With ``import_profile``, the server books every import's resident memory to its package and
+    writes the table there when it exits (bench/harness/imports.py).
+    """
     command, how = serve_command()
     port = free_port()
     if how == "mcgw serve":
-        command = [*command, "--ble", ble, "--host", "127.0.0.1", "--port", str(port)]
+        args = ["--ble", ble, "--host", "127.0.0.1", "--port", str(port)]
+        command = [*command, *args]
+        if import_profile is not None:
+            command = profiled_command(import_profile, ["serve", *args])
     started = time.monotonic()
     process = subprocess.Popen(
         command, env=server_env(db_path, port, ble), stdout=helper_log(), stderr=helper_log()
@@ -254,6 +264,33 @@ async def hci_launch(idle_s: float) -> dict[str, Any]:
     }
 
 
+async def import_profile() -> dict[str, Any]:
+    """The gateway alone with 7 claimed devices, started with every import's RSS booked to its
+    package (bench/harness/imports.py); the table is written when it exits."""
+    sim = await start_sim(DEVICES, record=False)
+    async with sim:
+        with tempfile.TemporaryDirectory() as tmp:
+            db_path, out = Path(tmp) / "mcgw.db", Path(tmp) / "imports.json"
+            moniker = f"hci:tcp-client:127.0.0.1:{sim.ready['port']}"
+            process, port, _, _ = start_server(moniker, db_path, import_profile=out)
+            try:
+                await wait_ready(port, process)
+                token = make_token(db_path)
+                async with http_client(f"http://127.0.0.1:{port}", token) as http:
+                    scan = await http.post("/api/v1/devices/scan", json={"timeout_s": 1.0})
+                    scan.raise_for_status()
+                    await claim_all(http, [d["address"] for d in scan.json()])
+                await wait_bonded(port, DEVICES)
+                await asyncio.sleep(SETTLE_S)
+                rss = memory_mib(process.pid)["rss"]
+            finally:
+                stop_process(process)
+            profile: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    profile["rss_mib"] = rss
+    profile["table"] = package_table(profile)
+    return profile
+
+
 async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
     runs = [await sim7_launch(idle_s) for _ in range(launches)]
     return {
@@ -272,6 +309,7 @@ async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
         },
         "hci": await hci_launch(idle_s),
         "import_rss_mib": import_rss(),
+        "import_profile": await import_profile(),
     }
 
 
