@@ -185,7 +185,7 @@ def head_revision() -> str:
     """
     revisions: dict[str, str | None] = {}
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        found: dict[str, str | None] = {}
+        found: dict[str, object] = {}
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(
                 node.value, ast.Constant
@@ -194,8 +194,9 @@ def head_revision() -> str:
                 for target in targets:
                     if isinstance(target, ast.Name):
                         found[target.id] = node.value.value
-        if isinstance(found.get("revision"), str):
-            revisions[str(found["revision"])] = found.get("down_revision")
+        revision, down = found.get("revision"), found.get("down_revision")
+        if isinstance(revision, str):
+            revisions[revision] = down if isinstance(down, str) else None
     heads = set(revisions) - set(revisions.values())
     if len(heads) != 1:
         raise StorageUnavailable(f"the migrations have {len(heads)} heads, expected one: {heads}")
