@@ -13,6 +13,9 @@ telemetry notification goes on air, and the firmware to record when a STOP turns
 * stop latency: with a session running on each device, ``POST /api/v1/sessions/{id}/stop`` from
   the orchestrator -> the device's firmware has turned output off (and the HTTP answer).
 
+With ``--pinned`` the telemetry windows run once more on a second hub pinned to one core (the
+Pi-class run, ``telemetry_pinned``).
+
 Compare with bench/floors.py in process (the sim and the central share the hub's process): the
 BRIEF asks for telemetry p99 under 5 ms above the raw notification p99, and stop p99 under 5 ms
 above one write-with-response round trip.
@@ -161,6 +164,7 @@ async def measure_async(
     stop_cycles_per_repeat: int,
     loop: str,
     profile: bool,
+    pinned: bool,
 ) -> dict[str, Any]:
     hub = await start_hub(ble=f"sim:{devices}", loop=loop, record=True)
     async with hub:
@@ -206,7 +210,26 @@ async def measure_async(
         result["stop_profile"] = stop_profile
     if profile:
         result["profile"] = await profile_hub(devices, clients, loop)
+    if pinned:
+        result["telemetry_pinned"] = await pinned_windows(
+            devices, clients, windows, window_s, warmup_s, loop
+        )
     return result
+
+
+async def pinned_windows(
+    devices: int, clients: int, windows: int, window_s: float, warmup_s: float, loop: str
+) -> dict[str, Any]:
+    """The telemetry windows again, with the hub (devices included) pinned to core 0."""
+    hub = await start_hub(ble=f"sim:{devices}", loop=loop, record=True, cpus=[0])
+    async with hub:
+        ready = hub.ready
+        async with http_client(ready["base_url"], ready["token"]) as http:
+            await claim_all(http, ready["devices"])
+            telemetry, _, _ = await telemetry_windows(
+                hub, http, clients, windows, window_s, warmup_s
+            )
+    return summarize_windows(telemetry) | {"cpus": [0]}
 
 
 def summarize_windows(windows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -314,6 +337,7 @@ def measure(
     stop_cycles_per_repeat: int = 5,
     loop: str = "auto",
     profile: bool = False,
+    pinned: bool = False,
 ) -> dict[str, Any]:
     return run_timed(
         measure_async(
@@ -325,6 +349,7 @@ def measure(
             stop_cycles_per_repeat=stop_cycles_per_repeat,
             loop=loop,
             profile=profile,
+            pinned=pinned,
         )
     )
 
@@ -353,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         "--stop-cycles", type=int, default=5, dest="stop_cycles_per_repeat", metavar="STOP_CYCLES"
     )
     parser.add_argument("--profile", action="store_true", help="also profile the hub (cProfile)")
+    parser.add_argument("--pinned", action="store_true", help="also run pinned to one core")
     add_loop_argument(parser)
     run_main(parser, measure, spread_lines, argv)
 
