@@ -16,11 +16,11 @@ notification callback through the synchronous :meth:`TelemetryHub.publish` and
 * calls in-process listeners (the session layer), isolating the hub from their exceptions;
   ``add_listener`` returns the callable that removes the listener again.
 
-A :class:`TelemetryFrame` serialises itself to JSON once, lazily (``json_bytes``), and every
-consumer sends those same bytes. The figures of one session (dose per zone, "apply more gel")
+A :class:`TelemetryFrame` serialises itself to JSON once, lazily (``json_text``), and every
+consumer sends that same text. The figures of one session (dose per zone, "apply more gel")
 are derived from its frames in ``gateway.figures``.
 
-This module deliberately does not: speak HTTP or WebSocket (api/ sends ``json_bytes``), import
+This module deliberately does not: speak HTTP or WebSocket (api/ sends ``json_text``), import
 bleak or touch a radio (ble/ decodes samples, the device manager calls ``publish``), persist
 anything (storage batches frames from a listener), decide what a warning or a fault *does*
 (sessions and the safety supervisor do), or run any task of its own. Everything must be called
@@ -66,18 +66,24 @@ class TelemetryFrame:
     session_id: str | None
     zone: Zone | None
     received_at: float
-    _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def json_text(self) -> str:
+        """The frame as a JSON object, built on first use and shared by every consumer.
+
+        Kept as text: WebSocket frames go out as text, so every subscriber sends this one
+        string, with no per-subscriber decode."""
+        text = self._json
+        if text is None:
+            text = orjson.dumps(self.as_dict()).decode()
+            object.__setattr__(self, "_json", text)
+        return text
 
     @property
     def json_bytes(self) -> bytes:
-        """The frame as a JSON object, built on first use and shared by every consumer."""
-        data = self._json
-        if data is None:
-            # orjson returns bytes in an over-allocated buffer (~4 KiB for a ~330-byte frame);
-            # the ring keeps 3000 frames per device, so keep a right-sized copy (~0.2 µs).
-            data = bytes(memoryview(orjson.dumps(self.as_dict())))
-            object.__setattr__(self, "_json", data)
-        return data
+        """``json_text`` encoded (for consumers that want bytes; not cached)."""
+        return self.json_text.encode()
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape: ``type`` is ``"telemetry"``; names are lower case; units in keys."""
