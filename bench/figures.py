@@ -141,7 +141,10 @@ TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
              "samples/s", "postgres_ingest/floor_psycopg_rows", "psycopg executemany", PG)
       for key, label in (("writer_1_session", "1 session"),
                          ("writer_50_sessions", "50 sessions"))),
-    Figure("footprint", "time to ready (sim:7)", "footprint/sim7/ready_s", "s", when=SIM7),
+    Figure("footprint", "time to ready (sim:7, new database: migrations)",
+           "footprint/sim7/ready_s", "s", when=SIM7),
+    Figure("footprint", "time to ready (sim:7, restart on a migrated database)",
+           "footprint/sim7/ready_restart_s", "s", when=("footprint/sim7/ready_restart_s",)),
     Figure("footprint", "time to 7 devices bonded (sim:7)", "footprint/sim7/devices_bonded_s",
            "s", when=SIM7),
     Figure("footprint", "RSS, sim:7 (sims in process)", "footprint/sim7/rss_mib", "MiB",

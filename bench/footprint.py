@@ -4,8 +4,10 @@ Two set-ups, each a real server process started the way a user starts it:
 
 * ``sim:7``: ``mcgw serve --ble sim:7`` (or, while the CLI has no ``serve`` yet, the same app
   under ``uvicorn.run`` from ``python -c``). ``--launches`` times: process start -> the first
-  ``GET /api/v1/health`` answering 200 (time to ready), -> /metrics showing 7 devices bonded,
-  then RSS, and the CPU the process uses over ``--idle-s`` seconds with no client and no session.
+  ``GET /api/v1/health`` answering 200 (time to ready, on a new database: its migrations run
+  in a child process), -> /metrics showing 7 devices bonded, then RSS, and the CPU the process
+  uses over ``--idle-s`` seconds with no client and no session; then a restart on that same
+  database (time to ready again, the usual start).
   The 7 simulated devices live in this process, so their cost is in these figures.
 * ``hci``: the gateway alone, its 7 devices in a sim helper process (HCI over TCP). Idle RSS and
   CPU with no device, then again once the 7 are claimed (over REST, as a phone does) and
@@ -211,8 +213,15 @@ async def sim7_launch(idle_s: float) -> dict[str, Any]:
             memory = memory_mib(process.pid)
         finally:
             stop_process(process)
+        # A restart on the database the first start created and migrated (the usual start).
+        process, port, restarted, _ = start_server(f"sim:{DEVICES}", Path(tmp) / "mcgw.db")
+        try:
+            ready_again = await wait_ready(port, process)
+        finally:
+            stop_process(process)
     return {
         "ready_s": ready - started,
+        "ready_restart_s": ready_again - restarted,
         "devices_bonded_s": bonded - started,
         "rss_mib": memory["rss"],
         "idle_cpu_pct": cpu,
@@ -353,6 +362,7 @@ async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
         },
         "sim7": {
             "ready_s": summarize([r["ready_s"] for r in runs]),
+            "ready_restart_s": summarize([r["ready_restart_s"] for r in runs]),
             "devices_bonded_s": summarize([r["devices_bonded_s"] for r in runs]),
             "rss_mib": summarize([r["rss_mib"] for r in runs], 1),
             "idle_cpu_pct": summarize(idle_cpu, 2),
