@@ -291,28 +291,26 @@ def core_verdict(core: dict[str, Any]) -> str:
 
 
 def limits_stop(e2e: dict[str, Any]) -> str:
-    http = median(dig(e2e, "stop", "http_answer_ms", "p50"))
-    off = median(dig(e2e, "stop", "output_off_ms", "p50"))
-    off99 = median(dig(e2e, "stop", "output_off_ms", "p99"))
-    ws50 = median(dig(e2e, "stop_ws", "output_off_ms", "p50"))
-    ws99 = median(dig(e2e, "stop_ws", "output_off_ms", "p99"))
+    def q(part: str, key: str = "output_off_ms", quantile: str = "p99") -> str:
+        return fmt(median(dig(e2e, part, key, quantile)), "ms")
+
     text = (
-        f"Over REST the STOP reaches the device {fmt(off, 'ms')} (p50) / {fmt(off99, 'ms')} (p99) "
-        f"after the request is sent, and the HTTP answer comes at {fmt(http, 'ms')} (p50). The "
-        f"same stop sent on an already authenticated WebSocket turns output off in "
-        f"{fmt(ws50, 'ms')} (p50) / {fmt(ws99, 'ms')} (p99): the session layer and the radio are "
-        "not what is slow. The difference is the REST request before the route runs: the "
-        "middleware stack and, above all, the bearer-token check, a round trip through the "
-        "storage thread (a SQLite read, plus a commit when last_used_at is due) on every "
-        "request. Authenticating from an in-memory cache of token hashes (invalidated on revoke) "
-        "and recording last_used_at off the request path would remove most of it."
+        f"Over REST (a raw HTTP/1.1 client) the STOP reaches the device {q('stop', quantile='p50')}"
+        f" (p50) / {q('stop')} (p99) after the request is sent, and the answer comes at "
+        f"{q('stop', 'http_answer_ms', 'p50')} (p50). Through httpx, as a Python script would "
+        f"send it, output is off at {q('stop_httpx', quantile='p50')} / {q('stop_httpx')}: the "
+        "difference is the client's own work before the bytes leave. The same stop sent on an "
+        f"already authenticated WebSocket turns output off in {q('stop_ws', quantile='p50')} / "
+        f"{q('stop_ws')}: the session layer and the radio are the same; what REST adds is "
+        "HTTP parsing, the middleware, routing, the dependency tree (bearer check from the "
+        "in-memory access policy, no storage) and the response model. A stop waits on no "
+        "storage on either path."
     )
     profile = e2e.get("stop_profile")
     if profile:
         text += (
             "\n\nThe request path during stops (cProfile of the hub's event-loop thread, "
-            "cumulative per stop; waits for the storage thread are not in it, and calls count "
-            "coroutine resumptions):\n\n" + code(profile)
+            "cumulative per stop; calls count coroutine resumptions):\n\n" + code(profile)
         )
     return text
 
