@@ -297,12 +297,12 @@ def _with_db(settings: Settings, fn: Callable[[Any], _T], *, create: bool = Fals
 
 def _migrated_db(settings: Settings) -> Engine:
     """The configured database, created if need be and migrated to the latest revision."""
-    from gateway.storage.engine import create_engine_from_settings, needs_upgrade, upgrade_apart
+    from gateway.storage.engine import create_engine_from_settings, migrate_for_hub, needs_upgrade
 
     try:
         engine = create_engine_from_settings(settings.db)
         if needs_upgrade(engine):  # apart: `serve --bootstrap` must not keep Alembic resident
-            upgrade_apart(settings.db)
+            migrate_for_hub(settings.db, engine)
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
         fail(
             f"cannot open the database {mask_url(settings.db.url)}: {_one_line(exc)}",

@@ -19,8 +19,9 @@ together on one database do not race each other through the same migration.
 
 Alembic (with Mako and Pygments, about 8 MiB) is imported only to migrate. The hub asks
 ``needs_upgrade`` first, which compares the stored revision with the newest revision file
-without Alembic; when a migration is due, ``upgrade_apart`` runs it in a short-lived child
-process (``python -m gateway.storage.migrate``), so Alembic never stays resident in the hub.
+without Alembic; when a migration is due, ``migrate_for_hub`` runs it in a short-lived child
+process (``upgrade_apart``: ``python -m gateway.storage.migrate``), so Alembic never stays
+resident in the hub (unless something in the process imported it already).
 
 Nothing here runs at import time; callers own the engine and ``dispose()`` it.
 """
@@ -224,28 +225,31 @@ def needs_upgrade(engine: Engine) -> bool:
         ) from exc
 
 
+def migrate_for_hub(settings: DatabaseSettings, engine: Engine) -> None:
+    """Bring the hub's database to the newest revision without leaving Alembic resident.
+
+    Apart (``upgrade_apart``) as a rule. In this process when Alembic is imported already (a
+    command or a test that uses it: keeping it costs nothing more) or when the database is an
+    in-memory SQLite one (it exists only in this process)."""
+    url = make_url(settings.url)
+    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    if in_memory or "alembic" in sys.modules:
+        upgrade(engine)
+    else:
+        upgrade_apart(settings)
+
+
 def upgrade_apart(settings: DatabaseSettings) -> None:
     """``upgrade`` in a child process (``python -m gateway.storage.migrate``), so the caller
-    never imports Alembic. An in-memory SQLite database exists only in this process: it is
-    migrated here."""
-    url = make_url(settings.url)
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        engine = create_engine_from_settings(settings)
-        try:
-            upgrade(engine)
-        finally:
-            engine.dispose()
-        return
+    never imports Alembic; raises ``StorageUnavailable`` with the child's reason."""
     root = str(Path(__file__).resolve().parents[2])
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    )
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "gateway.storage.migrate"],
         input=json.dumps(settings.model_dump(mode="json")),
         capture_output=True,
         text=True,
-        env=env,
+        env=dict(os.environ, PYTHONPATH=path),
         check=False,
     )
     if done.returncode != 0:

@@ -70,12 +70,12 @@ def test_a_migration_apart_brings_the_database_to_the_head_the_files_name(db_url
 HUB_START = """\
 import sys
 from gateway.config import DatabaseSettings
-from gateway.storage.engine import create_engine_from_settings, needs_upgrade, upgrade_apart
+from gateway.storage.engine import create_engine_from_settings, migrate_for_hub, needs_upgrade
 settings = DatabaseSettings(url=sys.argv[1])
 engine = create_engine_from_settings(settings)
 migrated = needs_upgrade(engine)
 if migrated:
-    upgrade_apart(settings)
+    migrate_for_hub(settings, engine)
 print(migrated, needs_upgrade(engine), "alembic" in sys.modules)
 """
 
