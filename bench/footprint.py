@@ -69,7 +69,6 @@ IMPORT_STEPS = (
     ("python", ""),
     ("+ fastapi, uvicorn", "import fastapi, uvicorn"),
     ("+ sqlmodel, sqlalchemy", "import sqlmodel, sqlalchemy"),
-    ("+ alembic", "import alembic.command, alembic.config"),
     ("+ bleak", "import bleak, bleak_retry_connector"),
     ("+ bumble", "import bumble.device, bumble.transport"),
     ("+ api.app (everything)", "import api.app, gateway.runtime, ble.sim.peripheral"),

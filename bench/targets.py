@@ -104,7 +104,7 @@ def judge_streaming_rss(benches: dict[str, Any]) -> Judged:
     rss = median(dig(foot, "hci", "streaming", "rss_mib"))
     ok = None if rss is None else rss < STREAMING_RSS_MIB
     measured = fmt(rss, "MiB") + pinned_note(foot, "streaming", "rss_mib", unit="MiB")
-    return judged(measured, ok, lambda: limits_rss(foot))
+    return judged(measured, ok, lambda: limits_streaming_rss(foot))
 
 
 def judge_idle(benches: dict[str, Any]) -> Judged:
@@ -168,7 +168,17 @@ def judge_ready(benches: dict[str, Any]) -> Judged:
     ready = median(dig(benches, "footprint", "sim7", "ready_s"))
     again = median(dig(benches, "footprint", "sim7", "ready_restart_s"))
     measured = fmt(ready, "s") + (f" (restart: {fmt(again, 's')})" if again is not None else "")
-    return measured, verdict(None if ready is None else ready < 2), ""
+    ok = None if ready is None else ready < 2
+    return judged(measured, ok, lambda: limits_ready(ready, again))
+
+
+def limits_ready(ready: float | None, again: float | None) -> str:
+    return (
+        f"The first start on a new database takes {fmt(ready, 's')}, a restart on the migrated "
+        f"database {fmt(again, 's')}. The difference is the migrations: they run in a child "
+        "process (a second interpreter importing SQLAlchemy and Alembic), so that Alembic never "
+        "stays resident in the hub; a restart reads the schema revision with one SELECT."
+    )
 
 
 def judge_capacity(benches: dict[str, Any]) -> Judged:
@@ -365,6 +375,17 @@ def limits_rss(foot: dict[str, Any]) -> str:
             [f"{name:<28} {mib:6.1f} MiB" for name, mib in cumulative.items()]
         )
     return text
+
+
+def limits_streaming_rss(foot: dict[str, Any]) -> str:
+    idle = dig(foot, "hci", "seven_devices", "rss_mib")
+    streaming = dig(foot, "hci", "streaming", "rss_mib")
+    grown = None if idle is None or streaming is None else streaming - idle
+    return (
+        f"Streaming adds {fmt(grown, 'MiB')} to the idle {fmt(idle, 'MiB')}: each device's "
+        "replay ring (3,000 frames, each with its sample and its JSON text), the phones' "
+        "sockets and queues. The idle figure itself is the imported stack: see Footprint: RSS."
+    )
 
 
 def limits_idle(foot: dict[str, Any]) -> str:
