@@ -1,7 +1,7 @@
 """One WebSocket client: its subscriptions, the tasks that feed it, heartbeats and stall detection.
 
 Fan-out (docs/notes perf facts): a telemetry frame is serialised once by the hub
-(``TelemetryFrame.json_bytes``) and every client is sent those bytes. Each subscription is a
+(``TelemetryFrame.json_text``) and every client is sent that text. Each subscription is a
 bounded queue in the hub (``queue`` frames, oldest dropped first) drained by one pump task per
 subscription, so a client that reads slowly only ever blocks its own pumps: the hub keeps
 publishing, its queue overflows, and the client is sent a ``dropped`` message with the count
@@ -124,12 +124,16 @@ class Connection:
 
     async def send_bytes(self, data: bytes) -> None:
         """Send one JSON message (as a text frame) in order with every other message."""
+        await self.send_text(data.decode())
+
+    async def send_text(self, text: str) -> None:
+        """Send one JSON text in order with every other message. Text frames for every
+        message, so browser clients get strings; a telemetry frame's text is serialised once
+        and the same string goes to every subscriber."""
         async with self._lock:
             self._send_started = self._loop.time()
             try:
-                # Text frames for every message, so browser clients get strings; the bytes were
-                # serialised once and are only decoded (a copy, not a re-serialisation) here.
-                await self.websocket.send_text(data.decode())
+                await self.websocket.send_text(text)
             finally:
                 self._send_started = None
 
@@ -338,7 +342,7 @@ class Connection:
                     user = self.user
                     if user is None or not access.may_see_frame(user, item.device, item.session_id):
                         continue
-                    await self.send_bytes(item.json_bytes)
+                    await self.send_text(item.json_text)
                 else:  # a Dropped or Gap marker, told with the subscription it concerns
                     marker = item.as_dict()
                     kind = marker.pop("type")

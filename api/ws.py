@@ -343,6 +343,7 @@ async def _subscribe(
             session_id=session_id,
             from_seq=message.from_seq,
             queue_size=message.queue,
+            rate_hz=message.rate_hz,
         )
     events = None
     if message.events:

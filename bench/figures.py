@@ -83,6 +83,8 @@ SQLITE = "storage_ingest/floor_sqlite3_rows"
 PG = ("postgres_ingest/floor_psycopg_rows",)
 SIM7 = ("footprint/sim7",)
 HCI = ("footprint/hci",)
+PINNED = ("footprint/hci_pinned",)
+E2E_PINNED = ("telemetry_e2e/telemetry_pinned",)
 MQTT = ("mqtt_bridge/latency",)
 MQTT_CPU = ("mqtt_bridge/cpu",)
 
@@ -101,11 +103,23 @@ TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
            when=E2E),
     Figure("telemetry", "hub RSS under that load", "telemetry_e2e/telemetry/hub_rss_mib", "MiB",
            when=E2E),
-    *each(Figure("stop", "API stop -> device output off {q}",
+    *each(Figure("telemetry", "pinned to one core: device -> phone {q}",
+                 "telemetry_e2e/telemetry_pinned/e2e_ms/{q}", "ms",
+                 "telemetry_e2e/telemetry/e2e_ms/{q}", "unpinned", E2E_PINNED), "q", Q),
+    Figure("telemetry", "pinned to one core: hub CPU", "telemetry_e2e/telemetry_pinned/hub_cpu_pct",
+           "%", "telemetry_e2e/telemetry/hub_cpu_pct", "unpinned", E2E_PINNED),
+    Figure("telemetry", "pinned to one core: frames lost", "telemetry_e2e/telemetry_pinned/lost",
+           "", when=E2E_PINNED),
+    *each(Figure("stop", "REST stop -> device output off {q} (raw HTTP client)",
                  "telemetry_e2e/stop/output_off_ms/{q}", "ms",
                  IN_FLOOR + "/write_rtt_ms/{q}", "write RTT {q}", STOP), "q", Q),
-    Figure("stop", "API stop -> HTTP answer p99", "telemetry_e2e/stop/http_answer_ms/p99", "ms",
+    Figure("stop", "REST stop -> HTTP answer p99 (raw HTTP client)",
+           "telemetry_e2e/stop/http_answer_ms/p99", "ms",
            IN_FLOOR + "/write_rtt_ms/p99", "write RTT p99", STOP),
+    *each(Figure("stop", "REST stop -> device output off {q} (httpx client)",
+                 "telemetry_e2e/stop_httpx/output_off_ms/{q}", "ms",
+                 "telemetry_e2e/stop/output_off_ms/{q}", "raw client {q}",
+                 ("telemetry_e2e/stop_httpx",)), "q", Q),
     *each(Figure("stop", "WebSocket stop -> device output off {q}",
                  "telemetry_e2e/stop_ws/output_off_ms/{q}", "ms",
                  IN_FLOOR + "/write_rtt_ms/{q}", "write RTT {q}", STOP_WS), "q", Q),
@@ -132,7 +146,10 @@ TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
              "samples/s", "postgres_ingest/floor_psycopg_rows", "psycopg executemany", PG)
       for key, label in (("writer_1_session", "1 session"),
                          ("writer_50_sessions", "50 sessions"))),
-    Figure("footprint", "time to ready (sim:7)", "footprint/sim7/ready_s", "s", when=SIM7),
+    Figure("footprint", "time to ready (sim:7, new database: migrations)",
+           "footprint/sim7/ready_s", "s", when=SIM7),
+    Figure("footprint", "time to ready (sim:7, restart on a migrated database)",
+           "footprint/sim7/ready_restart_s", "s", when=("footprint/sim7/ready_restart_s",)),
     Figure("footprint", "time to 7 devices bonded (sim:7)", "footprint/sim7/devices_bonded_s",
            "s", when=SIM7),
     Figure("footprint", "RSS, sim:7 (sims in process)", "footprint/sim7/rss_mib", "MiB",
@@ -147,6 +164,28 @@ TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
            "footprint/hci/no_devices/idle_cpu_pct", "%", when=HCI),
     Figure("footprint", "idle CPU, gateway alone, 7 devices",
            "footprint/hci/seven_devices/idle_cpu_pct", "%", when=HCI),
+    Figure("footprint", "RSS, gateway alone, 7 sessions to 20 phones",
+           "footprint/hci/streaming/rss_mib", "MiB", when=("footprint/hci/streaming",)),
+    Figure("footprint", "peak RSS, gateway alone, 7 sessions to 20 phones",
+           "footprint/hci/streaming/peak_rss_mib", "MiB", when=("footprint/hci/streaming",)),
+    Figure("footprint", "CPU, gateway alone, 7 sessions to 20 phones",
+           "footprint/hci/streaming/cpu_pct", "%", when=("footprint/hci/streaming",)),
+    Figure("footprint", "pinned to one core: RSS, 7 devices",
+           "footprint/hci_pinned/seven_devices/rss_mib", "MiB",
+           "footprint/hci/seven_devices/rss_mib", "unpinned", PINNED),
+    Figure("footprint", "pinned to one core: idle CPU, 7 devices",
+           "footprint/hci_pinned/seven_devices/idle_cpu_pct", "%",
+           "footprint/hci/seven_devices/idle_cpu_pct", "unpinned", PINNED),
+    Figure("footprint", "pinned to one core: RSS, 7 sessions to 20 phones",
+           "footprint/hci_pinned/streaming/rss_mib", "MiB",
+           "footprint/hci/streaming/rss_mib", "unpinned", PINNED),
+    Figure("footprint", "pinned to one core: CPU, 7 sessions to 20 phones",
+           "footprint/hci_pinned/streaming/cpu_pct", "%",
+           "footprint/hci/streaming/cpu_pct", "unpinned", PINNED),
+    Figure("footprint", "pinned to one core: time to ready (gateway alone)",
+           "footprint/hci_pinned/ready_s", "s", "footprint/hci/ready_s", "unpinned", PINNED),
+    Figure("footprint", "idle CPU per simulated device, sim:7 / 7 (gateway included)",
+           "footprint/sim7/idle_cpu_pct_per_device", "%", when=SIM7),
     lambda benches: capacity_figures(benches),
     *each(Figure("mqtt", "device state change -> MQTT message {q}",
                  "mqtt_bridge/latency/state_change_ms/{q}", "ms",
@@ -199,8 +238,9 @@ def fanout_figures(benches: dict[str, Any]) -> list[Figure]:
             ("most frames/s delivered (saturation)", "max_delivered_per_s", "/s"),
             (f"p99 at {at}", "steps/0/p99_ms", "ms"),
             (f"server CPU at {at}", "steps/0/server_cpu_pct", "%"),
+            (f"load generators' busiest process at {at}", "steps/0/generator_cpu_pct_max", "%"),
         ):
-            floor_path = floor.format(path) if floor else ""
+            floor_path = floor.format(path) if floor and "generator" not in path else ""
             out.append(
                 Figure("fan-out", f"{label}: {name}", f"{base}/{path}", unit, floor_path, "bare")
             )

@@ -4,12 +4,19 @@ Two set-ups, each a real server process started the way a user starts it:
 
 * ``sim:7``: ``mcgw serve --ble sim:7`` (or, while the CLI has no ``serve`` yet, the same app
   under ``uvicorn.run`` from ``python -c``). ``--launches`` times: process start -> the first
-  ``GET /api/v1/health`` answering 200 (time to ready), -> /metrics showing 7 devices bonded,
-  then RSS, and the CPU the process uses over ``--idle-s`` seconds with no client and no session.
+  ``GET /api/v1/health`` answering 200 (time to ready, on a new database: its migrations run
+  in a child process), -> /metrics showing 7 devices bonded, then RSS, and the CPU the process
+  uses over ``--idle-s`` seconds with no client and no session; then a restart on that same
+  database (time to ready again, the usual start).
   The 7 simulated devices live in this process, so their cost is in these figures.
 * ``hci``: the gateway alone, its 7 devices in a sim helper process (HCI over TCP). Idle RSS and
   CPU with no device, then again once the 7 are claimed (over REST, as a phone does) and
-  connected. This is the honest figure for the BRIEF's footprint target.
+  connected, then while a session runs on each of the 7 and 20 phones (another process) watch
+  all 7 at the full rate. This is the honest figure for the BRIEF's footprint target. It runs
+  twice: as started, and pinned to one core (``taskset -c 0``, ``hci_pinned``), the Pi-class
+  run.
+* ``import_profile``: the same gateway alone with its 7 devices, started with every import's
+  resident memory booked to its package (bench/harness/imports.py): the RSS per package.
 
 Both pass ``MCGW_MDNS=false`` and a throw-away SQLite database. Prints one JSON object.
 """
@@ -29,9 +36,11 @@ from typing import Any
 
 from harness import ROOT
 from harness.hub import start_sim
+from harness.imports import package_table, profiled_command
+from harness.phones import start_phones
 from harness.processes import CpuMeter, free_port, helper_log, memory_mib, run_timed, stop_process
 from harness.report import run_main
-from harness.sessions import claim_all, http_client
+from harness.sessions import claim_all, http_client, start_all
 from harness.stats import summarize
 
 PEPPER = "bench-pepper"
@@ -39,6 +48,9 @@ READY_TIMEOUT_S = 60.0
 POLL_S = 0.01
 SETTLE_S = 1.0
 DEVICES = 7
+PHONES = 20
+STREAM_WARMUP_S = 2.0
+PIN = ("taskset", "-c", "0")
 
 SERVE_SNIPPET = """\
 import uvicorn
@@ -57,7 +69,6 @@ IMPORT_STEPS = (
     ("python", ""),
     ("+ fastapi, uvicorn", "import fastapi, uvicorn"),
     ("+ sqlmodel, sqlalchemy", "import sqlmodel, sqlalchemy"),
-    ("+ alembic", "import alembic.command, alembic.config"),
     ("+ bleak", "import bleak, bleak_retry_connector"),
     ("+ bumble", "import bumble.device, bumble.transport"),
     ("+ api.app (everything)", "import api.app, gateway.runtime, ble.sim.peripheral"),
@@ -118,16 +129,29 @@ def server_env(db_path: Path, port: int, ble: str) -> dict[str, str]:
         MCGW_HUB_ID="bench-footprint",
         MCGW_TOKEN_PEPPER=PEPPER,
         MCGW_LOG_LEVEL="WARNING",
+        # The phones share one token; a hub allows 8 sockets per token by default.
+        MCGW_API__WS_MAX_PER_TOKEN=str(PHONES + 4),
         PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )
 
 
-def start_server(ble: str, db_path: Path) -> tuple[subprocess.Popen[bytes], int, float, str]:
-    """Start a server; return it, its port, the start time and how it was started."""
+def start_server(
+    ble: str, db_path: Path, *, import_profile: Path | None = None, pinned: bool = False
+) -> tuple[subprocess.Popen[bytes], int, float, str]:
+    """Start a server; return it, its port, the start time and how it was started.
+
+    With ``import_profile``, the server books every import's resident memory to its package and
+    writes the table there when it exits (bench/harness/imports.py).
+    """
     command, how = serve_command()
     port = free_port()
     if how == "mcgw serve":
-        command = [*command, "--ble", ble, "--host", "127.0.0.1", "--port", str(port)]
+        args = ["--ble", ble, "--host", "127.0.0.1", "--port", str(port)]
+        command = [*command, *args]
+        if import_profile is not None:
+            command = profiled_command(import_profile, ["serve", *args])
+    if pinned:
+        command = [*PIN, *command]  # taskset execs the server: same pid, every thread pinned
     started = time.monotonic()
     process = subprocess.Popen(
         command, env=server_env(db_path, port, ble), stdout=helper_log(), stderr=helper_log()
@@ -188,8 +212,15 @@ async def sim7_launch(idle_s: float) -> dict[str, Any]:
             memory = memory_mib(process.pid)
         finally:
             stop_process(process)
+        # A restart on the database the first start created and migrated (the usual start).
+        process, port, restarted, _ = start_server(f"sim:{DEVICES}", Path(tmp) / "mcgw.db")
+        try:
+            ready_again = await wait_ready(port, process)
+        finally:
+            stop_process(process)
     return {
         "ready_s": ready - started,
+        "ready_restart_s": ready_again - restarted,
         "devices_bonded_s": bonded - started,
         "rss_mib": memory["rss"],
         "idle_cpu_pct": cpu,
@@ -198,7 +229,8 @@ async def sim7_launch(idle_s: float) -> dict[str, Any]:
 
 
 def make_token(db_path: Path) -> str:
-    """An admin token written straight into the server's database (as `mcgw token create`)."""
+    """An admin token written straight into the server's database (as `mcgw token create`);
+    the admin has accepted the contraindication notice, so sessions may start."""
     from sqlmodel import Session
 
     from gateway.config import DatabaseSettings
@@ -210,6 +242,7 @@ def make_token(db_path: Path) -> str:
         with Session(engine) as session:
             user = repo.create_user(session=session, name="bench", is_admin=True)
             assert user.id is not None
+            repo.accept_consent(session=session, user_id=user.id, version="bench")
             _, token = repo.create_token(session=session, user_id=user.id, name="b", pepper=PEPPER)
             session.commit()
     finally:
@@ -217,32 +250,36 @@ def make_token(db_path: Path) -> str:
     return token
 
 
-async def hci_launch(idle_s: float) -> dict[str, Any]:
+async def hci_launch(idle_s: float, *, pinned: bool = False) -> dict[str, Any]:
     sim = await start_sim(DEVICES, record=False)
     async with sim:
         with tempfile.TemporaryDirectory() as tmp:
             db_path = Path(tmp) / "mcgw.db"
             moniker = f"hci:tcp-client:127.0.0.1:{sim.ready['port']}"
-            process, port, started, how = start_server(moniker, db_path)
+            process, port, started, how = start_server(moniker, db_path, pinned=pinned)
             try:
                 ready = await wait_ready(port, process)
                 await asyncio.sleep(SETTLE_S)
                 empty_cpu = await idle(process.pid, idle_s, parts=3)
                 empty_memory = memory_mib(process.pid)
                 token = make_token(db_path)
-                async with http_client(f"http://127.0.0.1:{port}", token) as http:
+                base_url = f"http://127.0.0.1:{port}"
+                async with http_client(base_url, token) as http:
                     scan = await http.post("/api/v1/devices/scan", json={"timeout_s": 1.0})
                     scan.raise_for_status()
-                    await claim_all(http, [d["address"] for d in scan.json()])
-                await wait_bonded(port, DEVICES)
-                await asyncio.sleep(SETTLE_S)
-                loaded_cpu = await idle(process.pid, idle_s, parts=3)
-                loaded_memory = memory_mib(process.pid)
+                    addresses = [d["address"] for d in scan.json()]
+                    await claim_all(http, addresses)
+                    await wait_bonded(port, DEVICES)
+                    await asyncio.sleep(SETTLE_S)
+                    loaded_cpu = await idle(process.pid, idle_s, parts=3)
+                    loaded_memory = memory_mib(process.pid)
+                    streaming = await stream(http, process.pid, port, token, addresses, idle_s)
             finally:
                 stop_process(process)
     return {
         "ready_s": round(ready - started, 3),
         "how": how,
+        "pinned": " ".join(PIN) if pinned else None,
         "no_devices": {
             "rss_mib": empty_memory["rss"],
             "idle_cpu_pct": summarize(empty_cpu, 2),
@@ -251,11 +288,69 @@ async def hci_launch(idle_s: float) -> dict[str, Any]:
             "rss_mib": loaded_memory["rss"],
             "idle_cpu_pct": summarize(loaded_cpu, 2),
         },
+        "streaming": streaming,
     }
+
+
+async def stream(
+    http: Any, pid: int, port: int, token: str, addresses: list[str], seconds: float
+) -> dict[str, Any]:
+    """A session on every device and PHONES phones watching all of them (every frame): the
+    gateway's RSS (and its peak) and CPU while they stream."""
+    ids = await start_all(http, addresses)
+    phones = await start_phones(
+        {
+            "kind": "ws",
+            "url": f"ws://127.0.0.1:{port}/api/v1/ws",
+            "token": token,
+            "subscriptions": [addresses] * PHONES,
+        }
+    )
+    async with phones:
+        await asyncio.sleep(STREAM_WARMUP_S)
+        cpu = await idle(pid, seconds, parts=3)
+        memory = memory_mib(pid)
+    for session_id in ids:
+        await http.post(f"/api/v1/sessions/{session_id}/stop")
+    return {
+        "sessions": len(ids),
+        "phones": PHONES,
+        "rss_mib": memory["rss"],
+        "peak_rss_mib": memory["hwm"],
+        "cpu_pct": summarize(cpu, 2),
+    }
+
+
+async def import_profile() -> dict[str, Any]:
+    """The gateway alone with 7 claimed devices, started with every import's RSS booked to its
+    package (bench/harness/imports.py); the table is written when it exits."""
+    sim = await start_sim(DEVICES, record=False)
+    async with sim:
+        with tempfile.TemporaryDirectory() as tmp:
+            db_path, out = Path(tmp) / "mcgw.db", Path(tmp) / "imports.json"
+            moniker = f"hci:tcp-client:127.0.0.1:{sim.ready['port']}"
+            process, port, _, _ = start_server(moniker, db_path, import_profile=out)
+            try:
+                await wait_ready(port, process)
+                token = make_token(db_path)
+                async with http_client(f"http://127.0.0.1:{port}", token) as http:
+                    scan = await http.post("/api/v1/devices/scan", json={"timeout_s": 1.0})
+                    scan.raise_for_status()
+                    await claim_all(http, [d["address"] for d in scan.json()])
+                await wait_bonded(port, DEVICES)
+                await asyncio.sleep(SETTLE_S)
+                rss = memory_mib(process.pid)["rss"]
+            finally:
+                stop_process(process)
+            profile: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    profile["rss_mib"] = rss
+    profile["table"] = package_table(profile)
+    return profile
 
 
 async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
     runs = [await sim7_launch(idle_s) for _ in range(launches)]
+    idle_cpu = [r["idle_cpu_pct"] for r in runs]
     return {
         "bench": "footprint",
         "config": {
@@ -266,12 +361,17 @@ async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
         },
         "sim7": {
             "ready_s": summarize([r["ready_s"] for r in runs]),
+            "ready_restart_s": summarize([r["ready_restart_s"] for r in runs]),
             "devices_bonded_s": summarize([r["devices_bonded_s"] for r in runs]),
             "rss_mib": summarize([r["rss_mib"] for r in runs], 1),
-            "idle_cpu_pct": summarize([r["idle_cpu_pct"] for r in runs], 2),
+            "idle_cpu_pct": summarize(idle_cpu, 2),
+            # An upper bound of one simulated device's idle cost: the gateway is in it too.
+            "idle_cpu_pct_per_device": summarize([c / DEVICES for c in idle_cpu], 2),
         },
         "hci": await hci_launch(idle_s),
+        "hci_pinned": await hci_launch(idle_s, pinned=True),
         "import_rss_mib": import_rss(),
+        "import_profile": await import_profile(),
     }
 
 
@@ -280,13 +380,19 @@ def measure(*, launches: int = 3, idle_s: float = 10.0) -> dict[str, Any]:
 
 
 def spread_lines(result: dict[str, Any]) -> list[tuple[str, Any, str] | str]:
-    sim7, hci = result["sim7"], result["hci"]
+    sim7, hci, pinned = result["sim7"], result["hci"], result["hci_pinned"]
     return [
         ("sim:7 time to ready", sim7["ready_s"], "s"),
         ("sim:7 RSS", sim7["rss_mib"], "MiB"),
         ("sim:7 idle CPU", sim7["idle_cpu_pct"], "% of a core"),
         ("gateway alone, no device, idle CPU", hci["no_devices"]["idle_cpu_pct"], "%"),
         ("gateway alone, 7 devices, idle CPU", hci["seven_devices"]["idle_cpu_pct"], "%"),
+        ("gateway alone, 7 sessions to 20 phones, CPU", hci["streaming"]["cpu_pct"], "%"),
+        ("pinned, 7 devices, idle CPU", pinned["seven_devices"]["idle_cpu_pct"], "%"),
+        ("pinned, 7 sessions to 20 phones, CPU", pinned["streaming"]["cpu_pct"], "%"),
+        f"RSS: 7 idle devices {hci['seven_devices']['rss_mib']} MiB, streaming "
+        f"{hci['streaming']['rss_mib']} MiB (peak {hci['streaming']['peak_rss_mib']}); pinned "
+        f"{pinned['seven_devices']['rss_mib']} / {pinned['streaming']['rss_mib']} MiB",
     ]
 
 

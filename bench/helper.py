@@ -3,14 +3,17 @@
 ``python bench/helper.py KIND CONFIG [--loop L]``: ``hub`` (the gateway under uvicorn), ``sim``
 (simulated devices over HCI over TCP), ``phones`` (many WebSocket/MQTT clients), ``bare`` (the
 bare Starlette broadcast, the fan-out floor) or ``mqtt-pub`` (a raw MQTT publisher). CONFIG is a
-JSON object. The helper speaks JSON lines (bench/harness/processes.py) until its stdin closes.
-It only dispatches: what each helper does lives in bench/harness/.
+JSON object; its ``cpus`` key (a list of CPU numbers) pins the helper to those cores before it
+starts anything (a Pi-class run: ``[0]``). The helper speaks JSON lines
+(bench/harness/processes.py) until its stdin closes. It only dispatches: what each helper does
+lives in bench/harness/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,7 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", nargs="?", default="{}")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
     args = parser.parse_args(argv)
-    run_loop(MAINS[args.kind](json.loads(args.config)), args.loop)
+    config = json.loads(args.config)
+    if config.get("cpus"):
+        os.sched_setaffinity(0, set(config["cpus"]))  # before any thread: they all inherit it
+    run_loop(MAINS[args.kind](config), args.loop)
 
 
 if __name__ == "__main__":

@@ -49,10 +49,10 @@ BENCHES = (
     Bench("storage_ingest", "storage_ingest.py", timeout_s=120),
     Bench("postgres_ingest", "", timeout_s=120),
     Bench("gateway_core", "gateway_core.py", timeout_s=180),
-    Bench("telemetry_e2e", "telemetry_e2e.py", ("--profile",), timeout_s=180),
-    Bench("ws_fanout", "ws_fanout.py", ("--seconds", "1.5"), timeout_s=240),
+    Bench("telemetry_e2e", "telemetry_e2e.py", ("--profile", "--pinned"), timeout_s=240),
+    Bench("ws_fanout", "ws_fanout.py", ("--seconds", "1.5"), timeout_s=420),
     Bench("capacity", "capacity.py", timeout_s=300),
-    Bench("footprint", "footprint.py", timeout_s=180),
+    Bench("footprint", "footprint.py", timeout_s=300),
     Bench("mqtt_bridge", "mqtt_bridge.py", timeout_s=240),
 )
 
@@ -92,7 +92,7 @@ QUICK_ARGS: dict[str, tuple[str, ...]] = {
     "floors": ("--repeats", "1", "--notify-n", "200", "--write-n", "100", "--burst-n", "200"),
     "storage_ingest": ("--runs", "1"),
     "telemetry_e2e": ("--windows", "1", "--window-s", "2", "--stop-cycles", "1"),
-    "ws_fanout": ("--repeats", "1", "--clients", "20", "--rates", "100", "400"),
+    "ws_fanout": ("--repeats", "1", "--clients", "20", "--factor", "4", "--max-rate", "400"),
     "capacity": ("--steps", "7", "--windows", "1"),
     "footprint": ("--launches", "1", "--idle-s", "2"),
     "mqtt_bridge": ("--transitions", "20", "--repeats", "1", "--cpu-s", "1.5"),

@@ -11,7 +11,14 @@ telemetry notification goes on air, and the firmware to record when a STOP turns
   over ``--windows`` windows; split at the gateway's own receive stamp (``received_at``) into the
   BLE leg and the gateway leg (hub + WebSocket); frames lost; the hub's CPU and RSS;
 * stop latency: with a session running on each device, ``POST /api/v1/sessions/{id}/stop`` from
-  the orchestrator -> the device's firmware has turned output off (and the HTTP answer).
+  the orchestrator -> the device's firmware has turned output off (and the HTTP answer). The
+  request goes out on a raw keep-alive HTTP/1.1 connection whose bytes are ready before the
+  clock starts (``stop``), and again through httpx (``stop_httpx``: the Python client's own
+  cost is then in the figure); the same stops as ``{"type": "stop"}`` on an authenticated
+  WebSocket (``stop_ws``).
+
+With ``--pinned`` the telemetry windows run once more on a second hub pinned to one core (the
+Pi-class run, ``telemetry_pinned``).
 
 Compare with bench/floors.py in process (the sim and the central share the hub's process): the
 BRIEF asks for telemetry p99 under 5 ms above the raw notification p99, and stop p99 under 5 ms
@@ -38,36 +45,48 @@ from harness.joins import GRACE_S, window_figures
 from harness.phones import save_phones, start_phones
 from harness.processes import Child, CpuMeter, add_loop_argument, loop_name, memory_mib, run_timed
 from harness.report import run_main
-from harness.sessions import WsStopper, claim_all, http_client, start_all
+from harness.sessions import RawHttp, WsStopper, claim_all, http_client, start_all
 from harness.stats import latency_stats, summarize, summarize_quantiles
+
+Stopper = WsStopper | RawHttp | None
+"""How a stop is sent: an authenticated WebSocket, a raw HTTP client, or httpx (None)."""
 
 
 async def stop_cycles(
-    http: Any, devices: list[str], cycles: int, ws: WsStopper | None = None
+    http: Any, devices: list[str], cycles: int, via: Stopper = None
 ) -> list[tuple[str, int, int]]:
-    """Start a session on every device, then stop them one by one (over REST, or ``ws``):
-    (device, sent, answered)."""
+    """Start a session on every device, then stop them one by one (over REST with httpx, or
+    ``via``): (device, sent, answered)."""
     samples = []
     for _ in range(cycles):
         ids = await start_all(http, devices)
         await asyncio.sleep(0.3)  # output ramping
-        samples.extend(await stop_each(http, devices, ids, ws))
+        samples.extend(await stop_each(http, devices, ids, via))
         await asyncio.sleep(0.2)
     return samples
 
 
 async def stop_each(
-    http: Any, devices: list[str], ids: list[str], ws: WsStopper | None = None
+    http: Any, devices: list[str], ids: list[str], via: Stopper = None
 ) -> list[tuple[str, int, int]]:
     samples = []
     for address, session_id in zip(devices, ids, strict=True):
-        sent = time.monotonic_ns()
-        if ws is None:
+        if isinstance(via, RawHttp):
+            request = via.request(f"/api/v1/sessions/{session_id}/stop")
+            await via.ready()
+            sent = time.monotonic_ns()
+            status = await via.send(request)
+            answered = time.monotonic_ns()
+            if status != 200:
+                raise RuntimeError(f"REST stop answered {status}")
+        elif via is None:
+            sent = time.monotonic_ns()
             response = await http.post(f"/api/v1/sessions/{session_id}/stop")
             answered = time.monotonic_ns()
             response.raise_for_status()
         else:
-            await ws.stop(session_id)
+            sent = time.monotonic_ns()
+            await via.stop(session_id)
             answered = time.monotonic_ns()
         samples.append((address, sent, answered))
         await asyncio.sleep(0.05)
@@ -129,18 +148,21 @@ async def telemetry_windows(
 
 async def stop_repeats(
     hub: Child, http: Any, windows: int, cycles: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Stop figures over REST and over the WebSocket, ``windows`` repeats of ``cycles`` each."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Stop figures over REST (a raw client, then httpx) and over the WebSocket, ``windows``
+    repeats of ``cycles`` each, interleaved."""
     ready = hub.ready
     addresses: list[str] = ready["devices"]
-    stop_runs, ws_runs = [], []
-    async with WsStopper(ready["url"], ready["token"]) as ws:
+    stop_runs, httpx_runs, ws_runs = [], [], []
+    async with (
+        WsStopper(ready["url"], ready["token"]) as ws,
+        RawHttp(ready["base_url"], ready["token"]) as raw,
+    ):
         for _ in range(windows):
-            samples = await stop_cycles(http, addresses, cycles)
-            stop_runs.append(stop_figures(samples, (await dump_hub(hub))["stops"]))
-            samples = await stop_cycles(http, addresses, cycles, ws)
-            ws_runs.append(stop_figures(samples, (await dump_hub(hub))["stops"]))
-    return stop_runs, ws_runs
+            for runs, via in ((stop_runs, raw), (httpx_runs, None), (ws_runs, ws)):
+                samples = await stop_cycles(http, addresses, cycles, via)
+                runs.append(stop_figures(samples, (await dump_hub(hub))["stops"]))
+    return stop_runs, httpx_runs, ws_runs
 
 
 def stop_summary(runs: list[dict[str, Any]], answer: str) -> dict[str, Any]:
@@ -161,6 +183,7 @@ async def measure_async(
     stop_cycles_per_repeat: int,
     loop: str,
     profile: bool,
+    pinned: bool,
 ) -> dict[str, Any]:
     hub = await start_hub(ble=f"sim:{devices}", loop=loop, record=True)
     async with hub:
@@ -170,7 +193,9 @@ async def measure_async(
             telemetry, records, dump = await telemetry_windows(
                 hub, http, clients, windows, window_s, warmup_s
             )
-            stop_runs, ws_runs = await stop_repeats(hub, http, windows, stop_cycles_per_repeat)
+            stop_runs, httpx_runs, ws_runs = await stop_repeats(
+                hub, http, windows, stop_cycles_per_repeat
+            )
             stop_profile = await profile_stops(hub, http, ready["devices"]) if profile else None
     hub_counters = dump["counters"]["hub"]
     result = {
@@ -199,6 +224,7 @@ async def measure_async(
             "n_per_repeat": stop_runs[0]["output_off_ms"]["n"] if stop_runs else 0,
             "missing": sum(r["missing"] for r in stop_runs),
         },
+        "stop_httpx": stop_summary(httpx_runs, "http_answer_ms"),
         "stop_ws": stop_summary(ws_runs, "ack_ms")
         | {"missing": sum(r["missing"] for r in ws_runs)},
     }
@@ -206,7 +232,26 @@ async def measure_async(
         result["stop_profile"] = stop_profile
     if profile:
         result["profile"] = await profile_hub(devices, clients, loop)
+    if pinned:
+        result["telemetry_pinned"] = await pinned_windows(
+            devices, clients, windows, window_s, warmup_s, loop
+        )
     return result
+
+
+async def pinned_windows(
+    devices: int, clients: int, windows: int, window_s: float, warmup_s: float, loop: str
+) -> dict[str, Any]:
+    """The telemetry windows again, with the hub (devices included) pinned to core 0."""
+    hub = await start_hub(ble=f"sim:{devices}", loop=loop, record=True, cpus=[0])
+    async with hub:
+        ready = hub.ready
+        async with http_client(ready["base_url"], ready["token"]) as http:
+            await claim_all(http, ready["devices"])
+            telemetry, _, _ = await telemetry_windows(
+                hub, http, clients, windows, window_s, warmup_s
+            )
+    return summarize_windows(telemetry) | {"cpus": [0]}
 
 
 def summarize_windows(windows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -314,6 +359,7 @@ def measure(
     stop_cycles_per_repeat: int = 5,
     loop: str = "auto",
     profile: bool = False,
+    pinned: bool = False,
 ) -> dict[str, Any]:
     return run_timed(
         measure_async(
@@ -325,6 +371,7 @@ def measure(
             stop_cycles_per_repeat=stop_cycles_per_repeat,
             loop=loop,
             profile=profile,
+            pinned=pinned,
         )
     )
 
@@ -353,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         "--stop-cycles", type=int, default=5, dest="stop_cycles_per_repeat", metavar="STOP_CYCLES"
     )
     parser.add_argument("--profile", action="store_true", help="also profile the hub (cProfile)")
+    parser.add_argument("--pinned", action="store_true", help="also run pinned to one core")
     add_loop_argument(parser)
     run_main(parser, measure, spread_lines, argv)
 

@@ -13,10 +13,17 @@ process (so the server's CPU is its own), through three systems:
   MQTT 3.1.1 socket (no client library: the Python publisher must not be the bottleneck) to
   subscribers at QoS 0.
 
-For each system the offered rate climbs a ladder (``--rates`` frames/s per client); each step
-reports delivered frames/s, latency from publish to the subscriber's read (p50/p99), frames lost,
-whether the publisher held the rate, and the server's CPU. The sustained capacity is the highest
-step where every frame reached every client within the grace period at the offered rate.
+For each system the offered rate climbs a ladder (frames/s per client, from ``--start-rate``,
+times ``--factor`` per step) until a step fails: a frame lost, p99 past 50 ms, or the publisher
+unable to hold the rate. That step is the saturation; the step below is the sustained capacity
+(``--max-rate`` only bounds a ladder that never fails, and says so). Each step reports delivered
+frames/s, latency from publish to the subscriber's read (p50/p99), frames lost, whether the
+publisher held the rate, the server's CPU, and the CPU of the load generators.
+
+The clients are spread over ``--phone-processes`` processes, and their CPU (and the MQTT
+publisher's) is read every step: a step where a load generator used more than
+``GENERATOR_BUSY_PCT`` of a core is marked ``generator_bound``, so a saturation the load
+generators caused is reported as theirs, not the server's.
 
 The raw clients, the phones, the servers and the publishers are the harness's
 (bench/harness/wire.py, phones.py, servers.py, hub.py); this module runs the ladder and judges
@@ -30,13 +37,22 @@ import asyncio
 import contextlib
 import math
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.hub import start_hub
 from harness.joins import GRACE_S
 from harness.phones import save_phones, start_phones
-from harness.processes import Child, CpuMeter, add_loop_argument, loop_name, run_timed, start_helper
+from harness.processes import (
+    Child,
+    CpuMeter,
+    CpuMeters,
+    add_loop_argument,
+    loop_name,
+    run_timed,
+    start_helper,
+)
 from harness.report import run_main
 from harness.servers import FAKE_DEVICE, READY_TIMEOUT_S, frame_bytes
 from harness.stats import latency_stats, summarize
@@ -47,7 +63,13 @@ LATENCY_BUDGET_MS = 50.0
 BRIEF's 5 ms telemetry budget, so only a growing backlog fails it)."""
 WARMUP_S = 1.0
 """A discarded step at the first rate before each ladder (connections and caches warm up)."""
-DEFAULT_RATES = [100.0, 200.0, 400.0, 800.0]
+START_RATE = 100.0
+"""The first step, frames/s per client: 100 clients x 100 = 10,000 frames/s, the comparison
+point of the per-frame figures."""
+FACTOR = 1.5
+MAX_RATE = 20_000.0
+GENERATOR_BUSY_PCT = 90.0
+"""A load-generator process above this much of a core may be what limits a step."""
 
 
 def mosquitto_pid() -> int | None:
@@ -72,7 +94,12 @@ def mosquitto_reachable() -> bool:
 
 
 def step_figures(
-    records: dict[str, Any], step: dict[str, Any], clients: int, rate: float, cpu_pct: float
+    records: dict[str, Any],
+    step: dict[str, Any],
+    clients: int,
+    rate: float,
+    cpu_pct: float,
+    generators_pct: list[float],
 ) -> dict[str, Any]:
     """One step's delivered rate, latency and loss from the phones' records."""
     first, last = step["first_seq"], step["last_seq"]
@@ -100,46 +127,107 @@ def step_figures(
         "held_rate": held,
         "sustained": held and lost == 0 and kept_up,
         "server_cpu_pct": round(cpu_pct, 1),
+        "generator_cpu_pct": [round(c, 1) for c in generators_pct],
+        "generator_bound": any(c > GENERATOR_BUSY_PCT for c in generators_pct),
     }
+
+
+class PhoneGroup:
+    """The clients, spread over several phone processes; their records merged."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+
+    @classmethod
+    async def start(cls, config: dict[str, Any], processes: int) -> PhoneGroup:
+        subscriptions = config["subscriptions"]
+        parts = [subscriptions[i::processes] for i in range(processes)]
+        children = [await start_phones(config | {"subscriptions": p}) for p in parts if p]
+        return cls(children)
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    async def save(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {"seq": [], "sent": [], "read": []}
+        for child in self.children:
+            records = await save_phones(child)
+            for key in merged:
+                merged[key].extend(records[key])
+        return merged
+
+    async def close(self) -> None:
+        for child in self.children:
+            await child.close()
 
 
 async def ladder(
     server: Child,
-    phones: Child,
+    phones: PhoneGroup,
     server_pid: int | None,
+    generator_pids: list[int],
     clients: int,
-    rates: list[float],
+    rates: Rates,
     seconds: float,
 ) -> list[dict[str, Any]]:
-    steps = []
+    """Steps up the rate until one fails (or ``rates.most`` is reached)."""
+    steps: list[dict[str, Any]] = []
     meter = CpuMeter(server_pid) if server_pid else None
-    await server.command({"cmd": "step", "rate": rates[0], "seconds": WARMUP_S}, "step")
+    generators = CpuMeters(*generator_pids)
+    await server.command({"cmd": "step", "rate": rates.start, "seconds": WARMUP_S}, "step")
     await asyncio.sleep(GRACE_S)
-    await save_phones(phones)  # discards the warm-up's frames
-    for rate in rates:
+    await phones.save()  # discards the warm-up's frames
+    rate = rates.start
+    while rate <= rates.most:
         if meter:
             meter.start()
+        generators.start()
         reply = await server.command({"cmd": "step", "rate": rate, "seconds": seconds}, "step")
         cpu = meter.stop() if meter else math.nan
+        busy = [c for c in generators.stop() if c is not None]
         assert reply is not None
-        steps.append((rate, reply, cpu))
         await asyncio.sleep(GRACE_S)
-    records = await save_phones(phones)
-    return [step_figures(records, reply, clients, rate, cpu) for rate, reply, cpu in steps]
+        figures = step_figures(await phones.save(), reply, clients, rate, cpu, busy)
+        steps.append(figures)
+        if not figures["sustained"]:
+            break
+        rate = round(rate * rates.factor)
+    return steps
+
+
+@dataclass(frozen=True)
+class Rates:
+    start: float = START_RATE
+    factor: float = FACTOR
+    most: float = MAX_RATE
 
 
 async def run_system(
-    system: str, clients: int, rates: list[float], seconds: float, repeats: int, loop: str
+    system: str,
+    clients: int,
+    rates: Rates,
+    seconds: float,
+    repeats: int,
+    loop: str,
+    phone_processes: int,
 ) -> list[list[dict[str, Any]]]:
     """Every repeat of the ladder on one system: [repeat][step]."""
     subscriptions = [[FAKE_DEVICE]] * clients
     server, phones_config, server_pid = await start_system(system, loop)
     runs = []
     async with server:
-        phones = await start_phones(phones_config | {"subscriptions": subscriptions})
-        async with phones:
+        phones = await PhoneGroup.start(
+            phones_config | {"subscriptions": subscriptions}, phone_processes
+        )
+        try:
+            generators = [*phones.pids, *([server.pid] if system == "mosquitto" else [])]
             for _ in range(repeats):
-                runs.append(await ladder(server, phones, server_pid, clients, rates, seconds))
+                runs.append(
+                    await ladder(server, phones, server_pid, generators, clients, rates, seconds)
+                )
+        finally:
+            await phones.close()
     return runs
 
 
@@ -156,49 +244,71 @@ async def start_system(system: str, loop: str) -> tuple[Child, dict[str, Any], i
     return server, {"kind": "mqtt"}, mosquitto_pid()
 
 
-def summarize_system(runs: list[list[dict[str, Any]]], rates: list[float]) -> dict[str, Any]:
+def summarize_system(runs: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per step (over the repeats that reached it), and the saturation of each repeat: the
+    first failed step's delivered rate, the last sustained step's offered rate."""
     steps = []
-    for i, rate in enumerate(rates):
-        per = [run[i] for run in runs]
+    for i in range(max(len(run) for run in runs)):
+        per = [run[i] for run in runs if len(run) > i]
         steps.append(
             {
                 "offered_per_s": per[0]["offered_per_s"],
-                "offered_per_client_hz": rate,
+                "offered_per_client_hz": per[0]["offered_per_client_hz"],
                 "delivered_per_s": summarize([s["delivered_per_s"] for s in per], 0),
                 "p50_ms": summarize([s["latency_ms"]["p50"] for s in per]),
                 "p99_ms": summarize([s["latency_ms"]["p99"] for s in per]),
                 "lost": [s["lost"] for s in per],
                 "sustained": [s["sustained"] for s in per],
                 "server_cpu_pct": summarize([s["server_cpu_pct"] for s in per], 1),
+                "generator_cpu_pct_max": summarize(
+                    [max(s["generator_cpu_pct"], default=0.0) for s in per], 1
+                ),
+                "generator_bound": [s["generator_bound"] for s in per],
             }
         )
-    capacities = []
+    capacities, saturated, why = [], [], []
     for run in runs:
         ok = [s["offered_per_s"] for s in run if s["sustained"]]
         capacities.append(max(ok) if ok else 0)
+        last = run[-1]
+        if last["sustained"]:
+            why.append("the ladder's top was reached without a failure")
+        elif last["generator_bound"]:
+            why.append("a load generator was busy (its CPU above the threshold)")
+        elif last["lost"]:
+            why.append("frames lost")
+        elif not last["held_rate"]:
+            why.append("the publisher could not hold the rate")
+        else:
+            why.append("p99 past the latency budget")
+        saturated.append(max(s["delivered_per_s"] for s in run))
     return {
         "steps": steps,
         "sustained_capacity_per_s": summarize(capacities, 0),
-        "max_delivered_per_s": summarize(
-            [max(s["delivered_per_s"] for s in run) for run in runs], 0
-        ),
+        "max_delivered_per_s": summarize(saturated, 0),
+        "ended_by": why,
     }
 
 
 async def measure_async(
     *,
     clients: int,
-    rates: list[float],
+    rates: Rates,
     seconds: float,
     repeats: int,
     loop: str,
     systems: list[str],
+    phone_processes: int,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
         "bench": "ws_fanout",
         "config": {
             "clients": clients,
-            "rates_per_client_hz": rates,
+            "start_rate_per_client_hz": rates.start,
+            "factor": rates.factor,
+            "max_rate_per_client_hz": rates.most,
+            "phone_processes": phone_processes,
+            "generator_busy_pct": GENERATOR_BUSY_PCT,
             "step_s": seconds,
             "repeats": repeats,
             "loop": loop,
@@ -211,8 +321,8 @@ async def measure_async(
         if system == "mosquitto" and not mosquitto_reachable():
             result["systems_not_measured"][system] = f"no MQTT broker on {MQTT_HOST}:{MQTT_PORT}"
             continue
-        runs = await run_system(system, clients, rates, seconds, repeats, loop)
-        result["systems"][system] = summarize_system(runs, rates)
+        runs = await run_system(system, clients, rates, seconds, repeats, loop, phone_processes)
+        result["systems"][system] = summarize_system(runs)
         if system == "mosquitto" and mosquitto_pid() is None:
             result["systems"][system]["note"] = "broker CPU not visible (another namespace)"
     return result
@@ -221,21 +331,25 @@ async def measure_async(
 def measure(
     *,
     clients: int = 100,
-    rates: list[float] | None = None,
+    start_rate: float = START_RATE,
+    factor: float = FACTOR,
+    max_rate: float = MAX_RATE,
     seconds: float = 2.0,
     repeats: int = 3,
     loop: str = "auto",
     systems: list[str] | None = None,
+    phone_processes: int = 2,
 ) -> dict[str, Any]:
     chosen = loop_name(loop)
     return run_timed(
         measure_async(
             clients=clients,
-            rates=rates or DEFAULT_RATES,
+            rates=Rates(start_rate, factor, max_rate),
             seconds=seconds,
             repeats=repeats,
             loop=chosen,
             systems=systems or ["bare", "gateway", "mosquitto"],
+            phone_processes=phone_processes,
         )
     )
 
@@ -255,7 +369,10 @@ def spread_lines(result: dict[str, Any]) -> list[tuple[str, Any, str] | str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--rates", type=float, nargs="+", default=DEFAULT_RATES)
+    parser.add_argument("--start-rate", type=float, default=START_RATE)
+    parser.add_argument("--factor", type=float, default=FACTOR)
+    parser.add_argument("--max-rate", type=float, default=MAX_RATE)
+    parser.add_argument("--phone-processes", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--systems", nargs="+", default=["bare", "gateway", "mosquitto"])

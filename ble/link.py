@@ -88,6 +88,8 @@ class DeviceLink:
         self._seq = 0
         self._pending: dict[int, asyncio.Future[p.Response]] = {}
         self._closing = False
+        self.telemetry_hz: int | None = None
+        """The telemetry rate the device last acknowledged (None before the handshake)."""
 
     @property
     def address(self) -> str:
@@ -150,8 +152,15 @@ class DeviceLink:
                 f"speaks v{p.PROTOCOL_VERSION}. Update the gateway or the device firmware."
             )
         await self.send(p.Hello())
-        hz = min(telemetry_hz, self.limits.telemetry_max_hz)
+        await self.set_telemetry_rate(telemetry_hz, per_notification)
+
+    async def set_telemetry_rate(self, hz: int, per_notification: int = 1) -> int:
+        """SET_TELEMETRY_RATE (capped at the device's ``telemetry_max_hz``); the rate set."""
+        if self.limits is not None:
+            hz = min(hz, self.limits.telemetry_max_hz)
         await self.send(p.SetTelemetryRate(rate_hz=hz, samples_per_notification=per_notification))
+        self.telemetry_hz = hz
+        return hz
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFF

@@ -138,6 +138,11 @@ class BleSettings(BaseModel):
     connection_slots: Annotated[int, Field(ge=1, le=20)] = 7
     """Most devices connected at once (a radio's practical limit)."""
     telemetry_hz: Annotated[int, Field(ge=1, le=100)] = 50
+    """Telemetry rate while a session runs or a client watches every frame."""
+    idle_telemetry_hz: Annotated[int, Field(ge=0, le=100)] = 1
+    """Telemetry rate of a connected device with no session and nobody watching it faster
+    (0: none; state changes still come as status notifications). Raised to ``telemetry_hz``
+    before a session's first pulse."""
     scan_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     reconnect_max_backoff_s: Annotated[float, Field(gt=0, le=300)] = 30.0
     auto_connect: bool = True

@@ -10,8 +10,17 @@ connecting, connected, bonded, lost) are published on the event bus.
 
 Telemetry from a device goes to the telemetry hub and, first, to whoever listens to the device
 (``ManagedDevice.listen``, which returns the function that stops exactly that listener): the
-session holding the device. Other parts look devices up through ``get``/``find``/``all``; the
-table itself is private. This module decides nothing about treatment: sessions and safety do.
+session holding the device.
+
+The telemetry rate follows need, through the protocol's SET_TELEMETRY_RATE: the full rate
+(``telemetry_hz``) while something holds it (``hold_full_rate``: a session, from before its
+first pulse to its end) or a subscriber of the hub wants every frame, the rate a slower watcher
+asks for, and ``idle_telemetry_hz`` otherwise, so idle connected devices cost the hub (and a
+battery-powered device) next to nothing. No safety check depends on idle telemetry: a device
+without a session has no output, and a fault or charging comes as a status notification.
+
+Other parts look devices up through ``get``/``find``/``all``; the table itself is private.
+This module decides nothing about treatment: sessions and safety do.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -92,6 +102,10 @@ class ManagedDevice:
     past_links: LinkCounters = field(default_factory=LinkCounters)
     """Counters of every earlier link, so totals never go backwards across reconnects."""
     task: asyncio.Task[None] | None = None
+    full_rate_holds: int = 0
+    """Holders of the full telemetry rate (the session on it); see ``hold_full_rate``."""
+    retune: asyncio.Task[None] | None = None
+    """The task bringing the link's telemetry rate to what is wanted, while one runs."""
 
     @property
     def address(self) -> str:
@@ -189,6 +203,7 @@ class DeviceManager:
         self._radio_up.set()
         self._radio_back = asyncio.Event()
         """Set (and replaced) each time the radio comes back: wakes devices sleeping a backoff."""
+        self._unwatch = hub.add_demand_listener(self._on_demand)
 
     # --- the radio -------------------------------------------------------------------------
 
@@ -361,6 +376,67 @@ class DeviceManager:
                 lost.set()
             raise
 
+    # --- the telemetry rate ------------------------------------------------------------------
+
+    def wanted_hz(self, managed: ManagedDevice) -> int:
+        """The telemetry rate ``managed`` should stream at now (see the module docstring)."""
+        full = self.settings.telemetry_hz
+        if managed.full_rate_holds:
+            return full
+        watched = self.hub.wanted_hz(managed.address)
+        return min(full, max(self.settings.idle_telemetry_hz, math.ceil(min(watched, full))))
+
+    def hold_full_rate(self, managed: ManagedDevice) -> Callable[[], None]:
+        """Stream ``managed`` at the full rate until the returned function is called (once is
+        enough; calling it again does nothing). ``rate_settled`` waits for the device's ACK."""
+        managed.full_rate_holds += 1
+        self._retune(managed)
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                managed.full_rate_holds -= 1
+                self._retune(managed)
+
+        return release
+
+    async def rate_settled(self, managed: ManagedDevice) -> None:
+        """Wait until the device acknowledged the rate asked for last (never raises: a rate
+        that could not be set is logged by the retune task and costs only telemetry)."""
+        task = managed.retune
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+
+    def _on_demand(self, device: str | None) -> None:
+        targets = self._devices.values() if device is None else [self._devices.get(device)]
+        for managed in targets:
+            if managed is not None:
+                self._retune(managed)
+
+    def _retune(self, managed: ManagedDevice) -> None:
+        link = managed.link
+        if link is None or link.telemetry_hz == self.wanted_hz(managed):
+            return
+        if managed.retune is None or managed.retune.done():
+            managed.retune = self.tasks.spawn(
+                self._apply_rate(managed), name=f"telemetry-rate:{managed.address}"
+            )
+
+    async def _apply_rate(self, managed: ManagedDevice) -> None:
+        """Send SET_TELEMETRY_RATE until the link's rate is the wanted one (the want may change
+        while a command is in flight); one attempt per change, a failure is logged once."""
+        while (link := managed.link) is not None and link.is_connected:
+            hz = self.wanted_hz(managed)
+            if link.telemetry_hz == hz:
+                return
+            try:
+                await link.set_telemetry_rate(hz)
+            except BleError as exc:
+                log.warning("could not set %s's telemetry to %d Hz: %s", managed.address, hz, exc)
+                return
+
     def _set_state(self, managed: ManagedDevice, state: DeviceState, detail: str = "") -> None:
         if managed.state != state:
             managed.state = state
@@ -406,7 +482,7 @@ class DeviceManager:
             write_guard=managed.supervisor.check_command,
         )
         try:
-            await link.connect(telemetry_hz=self.settings.telemetry_hz)
+            await link.connect(telemetry_hz=self.wanted_hz(managed))
         except BleError as exc:
             self._set_state(managed, DeviceState.LOST, str(exc))
             return False
@@ -415,6 +491,7 @@ class DeviceManager:
             self._set_state(managed, DeviceState.LOST, f"unexpected error: {exc}")
             return False
         managed.link = link
+        self._retune(managed)  # the need may have changed while it connected
         managed.connected.set()
         self._set_state(managed, DeviceState.CONNECTED)
         self._set_state(managed, DeviceState.BONDED)
@@ -452,6 +529,7 @@ class DeviceManager:
 
     async def close(self) -> None:
         """Disconnect every device (the devices stop output on disconnect)."""
+        self._unwatch()
         for managed in list(self._devices.values()):
             if managed.task is not None:
                 managed.task.cancel()

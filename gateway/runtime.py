@@ -199,7 +199,11 @@ class Runtime:
         from gateway.access_sync import AccessSync
         from gateway.recorder import StorageRecorder
         from gateway.storage import session_log
-        from gateway.storage.engine import create_engine_from_settings, upgrade
+        from gateway.storage.engine import (
+            create_engine_from_settings,
+            migrate_for_hub,
+            needs_upgrade,
+        )
         from gateway.storage.reader import StorageReader
         from gateway.storage.writer import StorageWriter
 
@@ -208,7 +212,8 @@ class Runtime:
         )
         self.engine = engine
         self._stack.callback(engine.dispose)
-        await asyncio.to_thread(upgrade, engine)
+        if await asyncio.to_thread(needs_upgrade, engine):
+            await asyncio.to_thread(migrate_for_hub, self.settings.db, engine)
         writer = StorageWriter(engine, flush_s=self.settings.db.telemetry_flush_s)
         await writer.start()
         self.writer = writer

@@ -283,7 +283,17 @@ class SessionManager:
             self.life.notice(
                 session, "limited_by_cap", {"cap_ua": user_cap_ua, "steps": list(limited_steps)}
             )
-        session.detach = self.signals.attach(session, managed)
+        detach = self.signals.attach(session, managed)
+        release = self.devices.hold_full_rate(managed)
+
+        def let_go() -> None:
+            detach()
+            release()
+
+        session.detach = let_go
+        # The rate goes up before the first pulse: the session's first samples (contact,
+        # current) come at the full rate, never at an idle device's.
+        await self.devices.rate_settled(managed)
         await self._run(session, percent)
         return session
 

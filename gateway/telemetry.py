@@ -16,11 +16,11 @@ notification callback through the synchronous :meth:`TelemetryHub.publish` and
 * calls in-process listeners (the session layer), isolating the hub from their exceptions;
   ``add_listener`` returns the callable that removes the listener again.
 
-A :class:`TelemetryFrame` serialises itself to JSON once, lazily (``json_bytes``), and every
-consumer sends those same bytes. The figures of one session (dose per zone, "apply more gel")
+A :class:`TelemetryFrame` serialises itself to JSON once, lazily (``json_text``), and every
+consumer sends that same text. The figures of one session (dose per zone, "apply more gel")
 are derived from its frames in ``gateway.figures``.
 
-This module deliberately does not: speak HTTP or WebSocket (api/ sends ``json_bytes``), import
+This module deliberately does not: speak HTTP or WebSocket (api/ sends ``json_text``), import
 bleak or touch a radio (ble/ decodes samples, the device manager calls ``publish``), persist
 anything (storage batches frames from a listener), decide what a warning or a fault *does*
 (sessions and the safety supervisor do), or run any task of its own. Everything must be called
@@ -66,18 +66,24 @@ class TelemetryFrame:
     session_id: str | None
     zone: Zone | None
     received_at: float
-    _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def json_text(self) -> str:
+        """The frame as a JSON object, built on first use and shared by every consumer.
+
+        Kept as text: WebSocket frames go out as text, so every subscriber sends this one
+        string, with no per-subscriber decode."""
+        text = self._json
+        if text is None:
+            text = orjson.dumps(self.as_dict()).decode()
+            object.__setattr__(self, "_json", text)
+        return text
 
     @property
     def json_bytes(self) -> bytes:
-        """The frame as a JSON object, built on first use and shared by every consumer."""
-        data = self._json
-        if data is None:
-            # orjson returns bytes in an over-allocated buffer (~4 KiB for a ~330-byte frame);
-            # the ring keeps 3000 frames per device, so keep a right-sized copy (~0.2 µs).
-            data = bytes(memoryview(orjson.dumps(self.as_dict())))
-            object.__setattr__(self, "_json", data)
-        return data
+        """``json_text`` encoded (for consumers that want bytes; not cached)."""
+        return self.json_text.encode()
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape: ``type`` is ``"telemetry"``; names are lower case; units in keys."""
@@ -202,6 +208,7 @@ class Subscription(ClosesOnExit):
         "_waiter",
         "device",
         "dropped_total",
+        "rate_hz",
         "session_id",
     )
 
@@ -214,9 +221,12 @@ class Subscription(ClosesOnExit):
         backlog: deque[TelemetryItem],
         counters: _Counters,
         detach: Callable[[Subscription], None],
+        rate_hz: float | None = None,
     ) -> None:
         self.device = device
         self.session_id = session_id
+        self.rate_hz = rate_hz
+        """How many frames a second this consumer wants (None: every frame)."""
         self.dropped_total = 0
         """Frames this subscriber has lost to a full queue, over its lifetime."""
         self._queue: deque[TelemetryFrame] = deque(maxlen=queue_size)
@@ -325,6 +335,7 @@ class TelemetryHub:
             recovered="telemetry listener %r recovered",
         )
         self._subscriber_count = 0
+        self._demand: Listeners[str | None] = Listeners(log, "telemetry demand listener %r failed")
 
     @property
     def subscriber_count(self) -> int:
@@ -409,8 +420,12 @@ class TelemetryHub:
         session_id: str | None = None,
         from_seq: int | None = None,
         queue_size: int | None = None,
+        rate_hz: float | None = None,
     ) -> Subscription:
         """Receive frames of ``device`` and/or ``session_id`` (None = any).
+
+        ``rate_hz`` says how often the consumer wants a frame (None: every frame); it is what
+        :meth:`wanted_hz` reports, so the device manager can set the devices' rate to the need.
 
         With ``from_seq`` (needs ``device``: ``seq`` counts per device) the subscription first
         replays the ring from that seq on, preceded by a :class:`Gap` if the ring no longer holds
@@ -435,6 +450,7 @@ class TelemetryHub:
             backlog=backlog,
             counters=self._counters,
             detach=self._detach,
+            rate_hz=rate_hz,
         )
         if device is not None:
             self._by_device[device] = (*self._by_device.get(device, ()), sub)
@@ -443,7 +459,25 @@ class TelemetryHub:
         else:
             self._everyone = (*self._everyone, sub)
         self._subscriber_count += 1
+        if session_id is None:
+            self._demand.notify(device)
         return sub
+
+    def wanted_hz(self, device: str) -> float:
+        """The highest rate any subscriber watching ``device`` asked for: ``inf`` when one
+        wants every frame, 0.0 when nobody watches. Subscribers to a session are left out:
+        a session streams at full rate while it runs anyway."""
+        wanted = 0.0
+        for sub in (*self._by_device.get(device, ()), *self._everyone):
+            if sub.rate_hz is None:
+                return float("inf")
+            wanted = max(wanted, sub.rate_hz)
+        return wanted
+
+    def add_demand_listener(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call ``callback(device)`` when the watchers of ``device`` change (``None``: of every
+        device); returns the idempotent remover. Ask :meth:`wanted_hz` for the new demand."""
+        return self._demand.add(callback)
 
     def _replay(self, device: str, session_id: str | None, from_seq: int) -> list[TelemetryItem]:
         state = self._devices.get(device)
@@ -472,6 +506,8 @@ class TelemetryHub:
         else:
             self._everyone = _without(self._everyone, sub)
         self._subscriber_count -= 1
+        if sub.session_id is None:
+            self._demand.notify(sub.device)
 
     def add_listener(self, callback: TelemetryListener) -> Callable[[], None]:
         """Call ``callback(frame)`` for every published frame; returns the idempotent remover.

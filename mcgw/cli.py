@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from gateway.config import (
     DEFAULT_PORT,
@@ -38,6 +35,7 @@ from gateway.config import (
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from rich.console import Console
     from sqlalchemy.engine import Engine
 
 _T = TypeVar("_T")
@@ -49,8 +47,40 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
+
+
+class _LazyConsole:
+    """A rich ``Console`` built on first use. Rich is about 5 MiB resident: ``mcgw serve`` runs
+    for months and prints one line, so it never loads it; the other commands do at once."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+console: Any = _LazyConsole(stderr=True)
+out: Any = _LazyConsole(stderr=False)
+
+
+def escape(text: str) -> str:
+    """``rich.markup.escape``, imported when a message is printed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def new_table(*columns: str) -> Any:
+    """A ``rich.table.Table`` with these columns."""
+    from rich.table import Table
+
+    return Table(*columns)
 
 
 DB_URL_HINT = "check --db / MCGW_DB__URL (sqlite:///path/to/mcgw.db or postgresql+psycopg://...)"
@@ -176,7 +206,7 @@ def scan(
     if as_json:
         out.print_json(json.dumps(found))
         return
-    table = Table("address", "name", "rssi", "battery", "state")
+    table = new_table("address", "name", "rssi", "battery", "state")
     for item in found:
         table.add_row(
             *(str(item.get(k, "")) for k in ("address", "name", "rssi", "battery_pct", "state"))
@@ -229,7 +259,7 @@ def serve(
     if bootstrap:
         _bootstrap(settings)
     shown = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host  # noqa: S104
-    console.print(f"mcgw: serving on http://{shown}:{settings.api.port}  (docs: /docs)")
+    print(f"mcgw: serving on http://{shown}:{settings.api.port}  (docs: /docs)", file=sys.stderr)
     try:
         uvicorn.run(
             create_app(settings),
@@ -310,11 +340,12 @@ def _with_db(settings: Settings, fn: Callable[[Any], _T], *, create: bool = Fals
 
 def _migrated_db(settings: Settings) -> Engine:
     """The configured database, created if need be and migrated to the latest revision."""
-    from gateway.storage.engine import create_engine_from_settings, upgrade
+    from gateway.storage.engine import create_engine_from_settings, migrate_for_hub, needs_upgrade
 
     try:
         engine = create_engine_from_settings(settings.db)
-        upgrade(engine)
+        if needs_upgrade(engine):  # apart: `serve --bootstrap` must not keep Alembic resident
+            migrate_for_hub(settings.db, engine)
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear line
         fail(
             f"cannot open the database {mask_url(settings.db.url)}: {_one_line(exc)}",
@@ -511,7 +542,7 @@ def _print_rows(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: b
     if as_json:
         out.print_json(json.dumps(rows, default=str))
         return
-    table = Table(*columns)
+    table = new_table(*columns)
     for row in rows:
         table.add_row(*(str(row.get(c, "")) for c in columns))
     out.print(table)
@@ -534,7 +565,7 @@ def fleet(
     if as_json:
         out.print_json(json.dumps([hub.as_dict() for hub in hubs]))
         return
-    table = Table("hub", "availability", "devices", "live sessions")
+    table = new_table("hub", "availability", "devices", "live sessions")
     for hub in hubs:
         devices = ", ".join(
             f"{d['device']} ({d['connection']})" for d in hub.devices if d.get("device")
@@ -559,7 +590,7 @@ def config_show(
     if as_json:
         out.print_json(json.dumps(data))
         return
-    table = Table("setting", "value")
+    table = new_table("setting", "value")
 
     def walk(prefix: str, value: object) -> None:
         if isinstance(value, dict) and value and prefix != "safety.zone_caps_ua":

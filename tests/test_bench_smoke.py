@@ -83,7 +83,9 @@ def test_fanout_step_figures_and_mqtt_framing() -> None:
         "read": array("d", [1.002, 1.012] * 2),
     }
     step = {"first_seq": 5, "last_seq": 7, "published": 3, "t0": 1.0, "t1": 1.03}
-    figures = ws_fanout.step_figures(records, step, clients=2, rate=100.0, cpu_pct=10.0)
+    figures = ws_fanout.step_figures(
+        records, step, clients=2, rate=100.0, cpu_pct=10.0, generators_pct=[20.0]
+    )
     assert figures["lost"] == 2
     assert figures["sustained"] is False
     packet = wire.mqtt_publish_packet("t", b"x" * 200)

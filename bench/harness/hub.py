@@ -42,14 +42,17 @@ async def start_hub(
     slots: int | None = None,
     record: bool = False,
     expect: int = 0,
+    cpus: list[int] | None = None,
 ) -> Child:
     """A hub helper process; returns once it serves and every device is connected.
+
+    ``cpus``: pin the hub to these cores (``[0]``: the Pi-class run on one core).
 
     ``ble``: ``none`` (no radio: the fan-out bench injects frames), ``sim:N`` (devices in the hub
     process) or ``hci:tcp-client:HOST:PORT`` (devices in a sim helper process; the hub scans and
     manages the ``expect`` devices it finds).
     """
-    config = {"ble": ble, "slots": slots, "record": record, "expect": expect}
+    config = {"ble": ble, "slots": slots, "record": record, "expect": expect, "cpus": cpus}
     return await start_helper("hub", config, loop=loop, timeout_s=START_TIMEOUT_S)
 
 

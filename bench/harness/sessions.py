@@ -2,7 +2,9 @@
 
 What a phone does before it watches: claim devices, start a session on each (``SESSION_BODY``,
 quick-lift at level 1) and wait until it runs; and stopping over an authenticated WebSocket
-(``WsStopper``). Nothing here times anything: the benchmarks stamp around these calls.
+(``WsStopper``) or over REST with a raw HTTP/1.1 client (``RawHttp``: the request bytes are
+ready before the clock starts, so a stop's latency is the server's, not httpx's). Nothing here
+times anything: the benchmarks stamp around these calls.
 """
 
 from __future__ import annotations
@@ -100,3 +102,51 @@ async def watch(url: str, token: str, devices: list[str], **options: Any) -> Any
         subscribe = {"type": "subscribe", "id": str(n), "device": device, "rate_hz": 10}
         await ws.send(orjson.dumps(subscribe).decode())
     return ws
+
+
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection that sends ready-made requests: no client library
+    between the stamp and the bytes on the socket (as the phones are raw WebSocket clients)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        host, _, port = base_url.removeprefix("http://").partition(":")
+        self.host, self.port, self.token = host, int(port), token
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> RawHttp:
+        await self.ready()
+        return self
+
+    async def ready(self) -> None:
+        """An open connection (the server closes an idle keep-alive one after a few seconds);
+        call it before the clock starts."""
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None or reader.at_eof() or writer.is_closing():
+            if writer is not None:
+                writer.close()
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def request(self, path: str) -> bytes:
+        """A POST with no body, as bytes."""
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Authorization: Bearer {self.token}\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    async def send(self, request: bytes) -> int:
+        """Send ``request`` and read the whole answer; its status code."""
+        assert self._reader is not None
+        assert self._writer is not None
+        self._writer.write(request)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.partition(b":")[2])
+        await self._reader.readexactly(length)
+        return int(head.split(b" ", 2)[1])

@@ -41,6 +41,9 @@ DEFAULT_LIMITS = p.DeviceLimits(
 
 STEP_MS = 5
 """Longest internal time step; ticks further apart are cut into steps of at most this."""
+QUIET_STEP_MS = 100
+"""Longest step while the device is quiet (no session, no output): the physics is exact for
+any step length, and what happens at a precise time (samples) still cuts the step."""
 COMMAND_LOG_LIMIT = 10_000
 DEFAULT_NOTIFICATION_BYTES = 244
 
@@ -101,6 +104,16 @@ class Firmware:
     @property
     def output_ua(self) -> int:
         return self.output.output_ua
+
+    @property
+    def quiet(self) -> bool:
+        """No session state and no output: nothing needs time finer than the next sample."""
+        return self.state not in _ACTIVE and self.output.output_ua == 0
+
+    @property
+    def next_sample_ms(self) -> int:
+        """Firmware time of the next telemetry sample (far in the future while it is off)."""
+        return self._sampler.next_due_ms
 
     @property
     def output_log(self) -> deque[tuple[int, int]]:
@@ -301,7 +314,8 @@ class Firmware:
         happen at their exact millisecond whatever the caller's tick pattern.
         """
         while self._now < now_ms:
-            t = min(now_ms, self._now + STEP_MS, self._sampler.next_due_ms)
+            step = QUIET_STEP_MS if self.quiet else STEP_MS
+            t = min(now_ms, self._now + step, self._sampler.next_due_ms)
             if self.state in _ACTIVE:
                 t = min(t, self._last_command_ms + self.limits.lease_ms + 1)
             if self._playing():

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 TICK_MS = 5
 """Firmware tick period: well under a 20 ms (50 Hz) telemetry period."""
+QUIET_TICK_MS = 100
+"""Longest wait between ticks while the firmware is quiet (no session, no output): it wakes
+for its next sample, and at once when a command or a scenario change comes in."""
 ADVERTISING_INTERVAL_MS = 20
 FIRMWARE_REVISION = "sim-1"
 STOP_TIMEOUT_S = 1.0
@@ -81,6 +84,7 @@ class SimulatedDevice:
         self._advertised: bytes = b""
         self._started = False
         self._running = False
+        self._wake = asyncio.Event()
         self._profile = build_profile(
             on_control_write=self._on_control_write,
             read_status=self._guard_read(lambda: bytes(self.firmware.status())),
@@ -155,10 +159,16 @@ class SimulatedDevice:
         return int((self._loop.time() - self._t0) * 1000)
 
     def sync(self) -> Firmware:
-        """Bring the firmware up to now and send what it produced; return it for inspection."""
+        """Bring the firmware up to now and send what it produced; return it for inspection.
+
+        Also wakes a quiet tick loop: the caller may be about to change the scenario."""
+        self._advance()
+        self._wake.set()
+        return self.firmware
+
+    def _advance(self) -> None:
         self.firmware.tick(self.now_ms())
         self._flush()
-        return self.firmware
 
     # -- scenario API --------------------------------------------------------------------------
 
@@ -285,6 +295,7 @@ class SimulatedDevice:
             if response is not None:
                 self.transmitter.send(Outbound.RESPONSE, bytes(response))
             self._flush()
+            self._wake.set()  # a command may end the quiet (START) or change the sample clock
         except Exception as exc:
             log.exception("%s failed to handle a control-point write", self.name)
             raise ATT_Error(ErrorCode.UNLIKELY_ERROR) from exc
@@ -303,16 +314,27 @@ class SimulatedDevice:
     # -- time and output -------------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
+        """Tick every TICK_MS on absolute deadlines while the firmware works; while it is quiet,
+        only for its next sample (at most QUIET_TICK_MS apart), or when woken."""
         tick_s = TICK_MS / 1000
         deadline = self._loop.time()
         while self._running:
             deadline += tick_s
+            if self.firmware.quiet:
+                # A millisecond late, so the firmware clock (whole ms) has reached the sample.
+                sample_at = self._t0 + (self.firmware.next_sample_ms + 1) / 1000
+                deadline = max(deadline, min(sample_at, self._loop.time() + QUIET_TICK_MS / 1000))
             delay = deadline - self._loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
             elif delay < -10 * tick_s:
                 deadline = self._loop.time()  # far behind (a paused process): do not burst
-            self.sync()
+            if self._wake.is_set():
+                deadline = self._loop.time()  # woken: tick now, then on a fresh grid
+            self._advance()
             await self._refresh_advertising()
 
     def _flush(self) -> None:

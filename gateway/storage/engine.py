@@ -17,14 +17,26 @@
 start-up call). It is idempotent, and on PostgreSQL takes an advisory lock so hubs starting
 together on one database do not race each other through the same migration.
 
+Alembic (with Mako and Pygments, about 8 MiB) is imported only to migrate. The hub asks
+``needs_upgrade`` first, which compares the stored revision with the newest revision file
+without Alembic; when a migration is due, ``migrate_for_hub`` runs it in a short-lived child
+process (``upgrade_apart``: ``python -m gateway.storage.migrate``), so Alembic never stays
+resident in the hub (unless something in the process imported it already).
+
 Nothing here runs at import time; callers own the engine and ``dispose()`` it.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+import json
 import logging
+import os
 import pkgutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,6 +175,88 @@ def storage_metadata() -> sa.MetaData:
         if module.name != "migrations":
             importlib.import_module(f"{package.__name__}.{module.name}")
     return SQLModel.metadata
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision in ``migrations/versions``: the one no other revision revises.
+
+    Read from the files' ``revision``/``down_revision`` assignments, without importing them
+    (they import Alembic).
+    """
+    revisions: dict[str, str | None] = {}
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found: dict[str, object] = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(
+                node.value, ast.Constant
+            ):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        found[target.id] = node.value.value
+        revision, down = found.get("revision"), found.get("down_revision")
+        if isinstance(revision, str):
+            revisions[revision] = down if isinstance(down, str) else None
+    heads = set(revisions) - set(revisions.values())
+    if len(heads) != 1:
+        raise StorageUnavailable(f"the migrations have {len(heads)} heads, expected one: {heads}")
+    return heads.pop()
+
+
+def stored_revision(engine: Engine) -> str | None:
+    """The revision the database says it is at (None: never migrated), read with plain SQL."""
+    with engine.connect() as connection:
+        if not sa.inspect(connection).has_table("alembic_version"):
+            return None
+        version = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+        return version.scalar_one_or_none()
+
+
+def needs_upgrade(engine: Engine) -> bool:
+    """Whether the database is behind the newest migration (or not migrated at all)."""
+    try:
+        return stored_revision(engine) != head_revision()
+    except sa.exc.OperationalError as exc:
+        raise StorageUnavailable(
+            f"cannot read the schema revision of "
+            f"{engine.url.render_as_string(hide_password=True)}: {exc.orig}; "
+            "check that the database is reachable"
+        ) from exc
+
+
+def migrate_for_hub(settings: DatabaseSettings, engine: Engine) -> None:
+    """Bring the hub's database to the newest revision without leaving Alembic resident.
+
+    Apart (``upgrade_apart``) as a rule. In this process when Alembic is imported already (a
+    command or a test that uses it: keeping it costs nothing more) or when the database is an
+    in-memory SQLite one (it exists only in this process)."""
+    url = make_url(settings.url)
+    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    if in_memory or "alembic" in sys.modules:
+        upgrade(engine)
+    else:
+        upgrade_apart(settings)
+
+
+def upgrade_apart(settings: DatabaseSettings) -> None:
+    """``upgrade`` in a child process (``python -m gateway.storage.migrate``), so the caller
+    never imports Alembic; raises ``StorageUnavailable`` with the child's reason."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.storage.migrate"],
+        input=json.dumps(settings.model_dump(mode="json")),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=path),
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise StorageUnavailable(
+            lines[-1] if lines else f"the migration process failed (exit {done.returncode})"
+        )
 
 
 def current_revision(engine: Engine) -> str | None:

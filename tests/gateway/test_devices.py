@@ -7,6 +7,7 @@ Assertions are on states, events and counts, never on how long something took.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from functools import partial
 
 import pytest
@@ -219,3 +220,64 @@ async def test_telemetry_carries_the_session_while_one_holds_the_device(hub: Hub
     assert {f.zone for f in tagged if f.sample.state is p.DeviceState.RUNNING} == {p.Zone.CHEEKS}
     seqs = [f.seq for f in ours]
     assert seqs == sorted(seqs)
+
+
+async def test_the_telemetry_rate_follows_who_watches_and_a_session_raises_it_first(
+    hub: Hub,
+) -> None:
+    devices, telemetry = hub.runtime.devices, hub.runtime.hub
+    idle, full = devices.settings.idle_telemetry_hz, devices.settings.telemetry_hz
+    assert idle < full
+    # Connected and idle, nobody watching: the devices were set to the idle rate over GATT.
+    await wait_until(lambda: hub.firmware(0).telemetry_hz == hub.firmware(1).telemetry_hz == idle)
+
+    with (
+        telemetry.subscribe(device=hub.address(0)),
+        telemetry.subscribe(device=hub.address(1), rate_hz=10),
+    ):
+        # Every frame wanted on device 0, ten a second on device 1: each gets what it needs.
+        await wait_until(lambda: hub.firmware(0).telemetry_hz == full)
+        await wait_until(lambda: hub.firmware(1).telemetry_hz == 10)
+    await wait_until(lambda: hub.firmware(0).telemetry_hz == hub.firmware(1).telemetry_hz == idle)
+
+    frames: list[TelemetryFrame] = []
+    hub.runtime.hub.add_listener(frames.append)
+    mark = hub.spies[0].mark()
+    session = await hub.start(0, program(step("cheeks", 300, 10)))
+    sent = hub.spies[0].since(mark)
+    # The rate went up before the first pulse was queued or started, not after.
+    rates = [i for i, c in enumerate(sent) if isinstance(c, p.SetTelemetryRate)]
+    pulses = [i for i, c in enumerate(sent) if isinstance(c, p.QueueSegment | p.Start)]
+    assert rates
+    assert pulses
+    assert rates[0] < pulses[0]
+    assert sent[rates[0]].rate_hz == full
+    raised_ms = hub.spies[0].commands[mark + rates[0]][0]
+
+    def session_times() -> list[int]:
+        return [
+            f.sample.device_time_ms
+            for f in frames
+            if f.session_id == session.id and f.sample.device_time_ms >= raised_ms
+        ]
+
+    await wait_until(lambda: len(session_times()) >= 10)
+    # The session's first frames are at the full rate: one sample period apart on the device.
+    ours = session_times()[:10]
+    assert {b - a for a, b in itertools.pairwise(ours)} == {1000 // full}
+    assert hub.firmware(1).telemetry_hz == idle  # the other device stays idle
+
+    await hub.runtime.sessions.stop(session.id, actor="u1")
+    await wait_until(lambda: hub.firmware(0).telemetry_hz == idle)
+
+
+async def test_a_session_that_reconnects_streams_at_the_full_rate_again(hub: Hub) -> None:
+    full = hub.runtime.devices.settings.telemetry_hz
+    session = await hub.start(0, program(step("cheeks", 300, 20)))
+    await wait_output(hub.sim(0))
+    managed = hub.runtime.devices.get(hub.address(0))
+    assert hub.sim(0).drop_link() == 1
+    await wait_until(partial(reconnected, managed, 1))
+    await wait_until(lambda: session.state is SessionState.RUNNING)
+    assert hub.firmware(0).telemetry_hz == full
+    await hub.runtime.sessions.stop(session.id, actor="u1")

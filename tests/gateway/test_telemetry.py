@@ -176,8 +176,8 @@ def test_frame_json_is_built_once_and_shared() -> None:
     frame = hub.publish("dev-a", sample, session_id=None, zone=None, received_at=12.5)
     delivered = [drain(sub)[0] for sub in subs]
     assert all(item is frame for item in delivered)
-    data = frame.json_bytes
-    assert all(isinstance(item, TelemetryFrame) and item.json_bytes is data for item in delivered)
+    data = frame.json_text
+    assert all(isinstance(item, TelemetryFrame) and item.json_text is data for item in delivered)
     assert orjson.loads(data) == {
         "type": "telemetry",
         "device": "dev-a",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -17,8 +19,11 @@ from gateway.storage import repo
 from gateway.storage.engine import (
     create_engine_from_settings,
     current_revision,
+    head_revision,
+    needs_upgrade,
     storage_metadata,
     upgrade,
+    upgrade_apart,
 )
 
 TABLES = {"users", "tokens", "devices", "programs", "sessions", "session_events", "telemetry"}
@@ -48,6 +53,40 @@ def test_migrations_from_empty_then_a_noop_upgrade(db_url: str) -> None:
             assert [u.name for u in repo.list_users(session=s)] == ["kept"]
     finally:
         engine.dispose()
+
+
+def test_a_migration_apart_brings_the_database_to_the_head_the_files_name(db_url: str) -> None:
+    settings = DatabaseSettings(url=db_url)
+    engine = create_engine_from_settings(settings)
+    try:
+        assert needs_upgrade(engine)
+        upgrade_apart(settings)
+        assert current_revision(engine) == head_revision()
+        assert not needs_upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+HUB_START = """\
+import sys
+from gateway.config import DatabaseSettings
+from gateway.storage.engine import create_engine_from_settings, migrate_for_hub, needs_upgrade
+settings = DatabaseSettings(url=sys.argv[1])
+engine = create_engine_from_settings(settings)
+migrated = needs_upgrade(engine)
+if migrated:
+    migrate_for_hub(settings, engine)
+print(migrated, needs_upgrade(engine), "alembic" in sys.modules)
+"""
+
+
+def test_the_hub_migrates_without_keeping_alembic_resident(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mcgw.db'}"
+    for expected in ("True False False", "False False False"):  # a first start, then a restart
+        done = subprocess.run(
+            [sys.executable, "-c", HUB_START, url], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.split() == expected.split()
 
 
 def test_sqlite_engine_creates_its_directory_and_sets_pragmas(tmp_path: Path) -> None:
