@@ -94,6 +94,10 @@ async def test_resume_after_reconnect_has_no_gap(hub: Hub) -> None:
     address = await hub.claimed_device(token)
     ws = await ws_connect(hub, token)
     await request(ws, {"type": "subscribe", "id": "s", "device": address, "events": False})
+    # A second phone keeps watching, so the device streams at its full rate while we are away
+    # (with nobody watching it would drop to the idle rate).
+    watcher = await ws_connect(hub, token)
+    await request(watcher, {"type": "subscribe", "id": "w", "device": address, "events": False})
     before = await frames(ws, 20)
     await ws.close()
     last = before[-1]["seq"]
@@ -109,7 +113,9 @@ async def test_resume_after_reconnect_has_no_gap(hub: Hub) -> None:
     after = await frames(ws, 60)
     seqs = [f["seq"] for f in after]
     assert seqs == list(range(last + 1, last + 61))
-    await ws.close()
+    # Neither client reads what is still queued for it, so a closing handshake would wait on it.
+    ws.transport.abort()
+    watcher.transport.abort()
 
 
 async def test_a_slow_client_is_told_what_it_missed_and_never_stalls_others(tmp_path: Path) -> None:

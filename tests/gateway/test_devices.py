@@ -97,8 +97,9 @@ async def test_every_managed_device_connects_bonds_and_reads_its_limits(hub: Hub
             "connected",
             "bonded",
         ]
-    # Telemetry flows from connect on, whether or not a session runs.
-    await wait_until(lambda: hub.runtime.hub.counters.frames_in > 20)
+    # Telemetry flows from connect on, whether or not a session runs (at the idle rate while
+    # nobody watches: a few frames from the two devices are enough to show it).
+    await wait_until(lambda: hub.runtime.hub.counters.frames_in > 4)
     assert hub.runtime.devices.get(hub.address(0)).contact_quality == 100
     assert hub.runtime.devices.get(hub.address(0)).battery_pct == 100
 
