@@ -28,7 +28,7 @@ export async function historyScreen(app) {
     h("td", null, h("a", { href: app.client.telemetryCsvUrl(s.id), download: `session-${s.id}.csv`,
       "aria-label": `CSV of the session of ${when(s.started_at || s.created_at)}` }, "CSV"))));
   const sessions = page.items.length
-    ? h("div", { class: "scroll" }, h("table", { class: "sessions" },
+    ? h("div", { class: "scroll", tabindex: 0 }, h("table", { class: "sessions" },
       h("caption", null, `${page.total} session${page.total === 1 ? "" : "s"}`),
       h("thead", null, h("tr", null, ["When", "Program", "Outcome", "Output", "Dose", "Data"]
         .map((t) => h("th", { scope: "col" }, t)))),
@@ -126,6 +126,6 @@ function doseChart(weeks) {
     h("tbody", null, weeks.map((week) => h("tr", null,
       h("th", { scope: "row" }, `${week.iso_year}-W${week.iso_week}`),
       ZONES.map((z) => h("td", null, ((week.dose_uas_by_zone[z] || 0) / 1000).toFixed(1)))))));
-  return h("div", null, canvas, legend, h("div", { class: "scroll" }, table));
+  return h("div", null, canvas, legend, h("div", { class: "scroll", tabindex: 0 }, table));
 }
 

@@ -375,6 +375,7 @@ async function builder(app, programs, show) {
   function check() {
     clearTimeout(timer);
     timer = window.setTimeout(async () => {
+      if (!form.isConnected) return;
       const ticket = ++checking;
       const { items, body } = draft();
       let error = null;
@@ -413,6 +414,7 @@ async function builder(app, programs, show) {
     }
   });
   addStep();
+  app.onLeave(() => clearTimeout(timer));
   return form;
 }
 
@@ -525,11 +527,11 @@ export async function adminScreen(app) {
     h("td", null, d.claimed ? (d.owned_by_you ? "you" : "claimed") : "unclaimed")));
   return h("section", null, h("h1", null, "Admin"),
     codeForm,
-    h("div", { class: "card" }, h("h2", null, "Users"), h("div", { class: "scroll" },
+    h("div", { class: "card" }, h("h2", null, "Users"), h("div", { class: "scroll", tabindex: 0 },
       h("table", null, h("thead", null, h("tr", null, ["Name", "Role", "Consent", "Cap", "Tokens"]
         .map((t) => h("th", { scope: "col" }, t)))), h("tbody", null, userRows))),
       h("h3", null, "Tokens"), tokenList),
-    h("div", { class: "card" }, h("h2", null, "Devices in range"), h("div", { class: "scroll" },
+    h("div", { class: "card" }, h("h2", null, "Devices in range"), h("div", { class: "scroll", tabindex: 0 },
       h("table", null, h("thead", null, h("tr", null, ["Name", "Address", "State", "Signal", "Owner"]
         .map((t) => h("th", { scope: "col" }, t)))), h("tbody", null, inRange)))),
     h("div", { class: "card" }, h("h2", null, "Hub settings (read-only)"),
