@@ -16,6 +16,9 @@ const TRACE_SECONDS = 10;
 const TRACE_POINTS = 50 * TRACE_SECONDS;
 const POOR_CONTACT = 40;
 const CUE_SHOW_MS = 2500;
+const READOUT_MS = 100;
+/** Numbers are rewritten at most 10 times a second (no one reads faster), the trace every
+ * displayed frame: text changes cost the page a layout and a paint each. */
 const OPEN = ["pending", "running", "paused"];
 
 /** What the device and its session look like now; written by the socket, read per frame. */
@@ -266,42 +269,67 @@ export async function liveScreen(app, param) {
     error);
 
   const context = canvas.getContext("2d");
-  let lastText = "";
+  /** Text and attributes are written only when they change: each write costs a style pass. */
+  const shown = new Map();
+  /** @param {Element} el @param {string} text */
+  const text = (el, text) => {
+    if (shown.get(el) !== text) {
+      shown.set(el, text);
+      el.textContent = text;
+    }
+  };
+  /** @param {HTMLButtonElement|HTMLElement} el @param {boolean} off */
+  const disable = (el, off) => {
+    if (/** @type {HTMLButtonElement} */ (el).disabled !== off) {
+      /** @type {HTMLButtonElement} */ (el).disabled = off;
+    }
+  };
+  let shownZone = "";
+  let shownContact = -1;
+  let cueOn = false;
+  let readAt = 0;
   store.draw = () => {
     const s = store.session;
     const frame = store.last;
-    const stateText = `${s.program} · ${s.state}${s.reason && s.state !== "running"
-      ? ` (${s.reason})` : ""}`;
-    if (stateText !== lastText) {
-      state.textContent = stateText;
-      lastText = stateText;
-    }
+    text(state, `${s.program} · ${s.state}${s.reason && s.state !== "running"
+      ? ` (${s.reason})` : ""}`);
     const open = OPEN.includes(s.state);
-    /** @type {HTMLButtonElement} */ (pause).disabled = s.state !== "running";
-    /** @type {HTMLButtonElement} */ (resume).disabled = s.state !== "paused";
-    /** @type {HTMLButtonElement} */ (down).disabled = !open || s.level <= 1;
-    /** @type {HTMLButtonElement} */ (up).disabled = !open || s.level >= 5;
-    levelOut.textContent = `${s.level} of 5`;
-    left.textContent = clock(timeLeft());
-    const showCue = store.cue && performance.now() - store.cue.at < CUE_SHOW_MS;
-    cue.textContent = showCue && store.cue ? store.cue.text : "";
-    cue.classList.toggle("on", Boolean(showCue));
-    if (frame) {
-      current.textContent = String(frame.current_mean_ua);
-      /** @type {HTMLMeterElement} */ (contact).value = frame.contact_quality;
-      contactText.textContent = `${frame.contact_quality}%`;
-      battery.textContent = `${frame.battery_pct}%`;
-      zoneOut.textContent = zoneName(frame.zone);
-      for (const g of drawing.querySelectorAll(".zone")) {
-        g.classList.toggle("active", g.getAttribute("data-zone") === frame.zone);
+    disable(pause, s.state !== "running");
+    disable(resume, s.state !== "paused");
+    disable(down, !open || s.level <= 1);
+    disable(up, !open || s.level >= 5);
+    text(levelOut, `${s.level} of 5`);
+    text(left, clock(timeLeft()));
+    const showCue = Boolean(store.cue && performance.now() - store.cue.at < CUE_SHOW_MS);
+    text(cue, showCue && store.cue ? store.cue.text : "");
+    if (showCue !== cueOn) {
+      cue.classList.toggle("on", showCue);
+      cueOn = showCue;
+    }
+    const now = performance.now();
+    if (frame && now - readAt >= READOUT_MS) {
+      readAt = now;
+      text(current, String(frame.current_mean_ua));
+      if (frame.contact_quality !== shownContact) {
+        shownContact = frame.contact_quality;
+        /** @type {HTMLMeterElement} */ (contact).value = frame.contact_quality;
+        contactText.textContent = `${frame.contact_quality}%`;
       }
-      drawing.setAttribute("aria-label", `Face: treating the ${zoneName(frame.zone)}`);
+      text(battery, `${frame.battery_pct}%`);
+      if (frame.zone !== shownZone) {
+        shownZone = frame.zone;
+        text(zoneOut, zoneName(frame.zone));
+        for (const g of drawing.querySelectorAll(".zone")) {
+          g.classList.toggle("active", g.getAttribute("data-zone") === frame.zone);
+        }
+        drawing.setAttribute("aria-label", `Face: treating the ${zoneName(frame.zone)}`);
+      }
       if (!store.hint && open && frame.contact_quality < POOR_CONTACT) {
         store.hint = "Apply more gel: the contact is poor.";
       }
     }
-    hint.textContent = store.hint || "";
-    hint.hidden = !store.hint;
+    text(hint, store.hint || "");
+    if (hint.hidden !== !store.hint) hint.hidden = !store.hint;
     if (context) drawTrace(context, canvas);
     if (!open) {
       fill(section, h("h1", null, "Live session"), ended(s));
