@@ -28,8 +28,9 @@ def shoot(out: Path) -> list[Path]:
         hub = Hub(tmp)
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport=PHONE, base_url=hub.base_url,
-                                          device_scale_factor=1)
+            context = browser.new_context(
+                viewport=PHONE, base_url=hub.base_url, device_scale_factor=1
+            )
             page = context.new_page()
 
             def save(name: str) -> None:
