@@ -55,6 +55,7 @@ def _redeem(
     openapi_extra={"security": []},
     responses={
         400: {"description": "The code is unknown, expired or used (errors[0].reason says which)"},
+        403: {"description": "cookie: true from a page that is not the hub's own (cross-origin)"},
         429: {
             "description": "Too many wrong codes from your address, or from everyone; see "
             "Retry-After"

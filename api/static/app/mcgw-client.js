@@ -57,7 +57,8 @@
  *   cap_ua: number|null}} User
  * @typedef {{hub_id: string, version: string, hub_cap_ua: number,
  *   zone_caps_ua: Record<string, number>, user_cap_ua: number|null, max_session_min: number,
- *   step_s: [number, number], frequency_hz: [number, number]}} Hub
+ *   step_min_s: number, step_max_s: number, frequency_min_hz: number,
+ *   frequency_max_hz: number}} Hub
  * @typedef {{type: "telemetry", device: string, seq: number, session_id: string|null,
  *   zone: string|null, received_at: number, frame: number, device_time_ms: number,
  *   state: string, segment_id: number|null, segment_elapsed_ms: number,

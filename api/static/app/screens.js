@@ -302,8 +302,8 @@ async function builder(app, programs, show) {
     pattern: "[a-z0-9-]+" });
   const description = h("textarea", { maxlength: 500, rows: 2 });
   const caps = h("p", { class: "hint" }, `Caps on this hub (µA): ${ZONES.map(
-    (z) => `${zoneName(z)} ${hub.zone_caps_ua[z]}`).join(", ")}. Steps last ${hub.step_s[0]}-${
-    hub.step_s[1]} s; a program at most ${hub.max_session_min} min.`);
+    (z) => `${zoneName(z)} ${hub.zone_caps_ua[z]}`).join(", ")}. Steps last ${hub.step_min_s}-${
+    hub.step_max_s} s; a program at most ${hub.max_session_min} min.`);
   let count = 0;
   /** @param {any} [step] */
   function addStep(step = { zone: "forehead", amplitude_ua: 300, duration_s: 60 }) {
@@ -312,8 +312,8 @@ async function builder(app, programs, show) {
       selected: z === step.zone }, zoneName(z))));
     const amplitude = h("input", { type: "number", inputmode: "numeric", min: 10, max: 500,
       step: 1, value: step.amplitude_ua });
-    const seconds = h("input", { type: "number", inputmode: "numeric", min: hub.step_s[0],
-      max: hub.step_s[1], step: 1, value: step.duration_s });
+    const seconds = h("input", { type: "number", inputmode: "numeric", min: hub.step_min_s,
+      max: hub.step_max_s, step: 1, value: step.duration_s });
     const item = h("li", { class: "step", dataset: { n: String(n) } },
       field("Zone", `step-${n}-zone`, zone),
       field("Amplitude (µA)", `step-${n}-amplitude_ua`, amplitude),
