@@ -264,9 +264,12 @@ def test_on_a_phone_pair_consent_start_watch_lose_contact_stop_and_find_it(
     page.get_by_role("navigation").get_by_role("link", name="Settings").click()
     expect(page.get_by_role("list", name="Your phones and tokens")).to_contain_text("browser")
     phone.check_a11y("settings")
-    page.get_by_role("button", name="Sign out").click()
+    with page.expect_response("**/api/v1/me/sign-out") as signed_out:
+        page.get_by_role("button", name="Sign out").click()
+    assert signed_out.value.status == 204
     expect(page).to_have_url(re.compile(r"#/pair$"))
     assert all(c["name"] != "mcgw_token" for c in page.context.cookies())
+    assert page.request.get("/api/v1/me").status == 401
     phone.close()
 
 
