@@ -20,7 +20,7 @@ export function pairScreen(app, code) {
   const phone = h("input", { name: "client_name", maxlength: 80, value: phoneName() });
   const status = statusLine();
   const form = h("form", { class: "card", novalidate: true },
-    field("Pairing code", "pair-code", input, "The 6 digits from `mcgw pair` or an admin."),
+    field("Pairing code", "pair-code", input, "The 6 digits from “mcgw pair” on the hub, or from an admin."),
     field("Name of this phone", "pair-phone", phone),
     h("button", { type: "submit", class: "primary" }, "Pair"),
     status);
