@@ -35,6 +35,7 @@ from api.routes import (
     devices,
     fleet,
     health,
+    hub,
     me,
     pairing,
     plans,
@@ -45,6 +46,7 @@ from api.routes import (
 )
 from api.routes.health import api_version
 from api.strict import reject_unknown_query
+from api.webapp import install_webapp
 from api.ws import close_all
 from api.ws import router as ws_router
 from gateway.config import Settings
@@ -72,6 +74,7 @@ TAGS: list[dict[str, Any]] = [
     {"name": "sessions", "description": "Start, control and review treatment sessions."},
     {"name": "plans", "description": "Treatment plans (templates, phases); adherence in /me."},
     {"name": "fleet", "description": "Admins: every hub on the MQTT broker (docs/mqtt.md)."},
+    {"name": "hub", "description": "This hub's caps and limits; admins: its settings."},
     {"name": "metrics", "description": "Prometheus metrics; no token needed."},
 ]
 
@@ -120,10 +123,23 @@ def create_app(
     app.state.scan_lock = asyncio.Lock()
 
     install_error_handlers(app)
-    for module in (health, pairing, me, tokens, users, devices, programs, sessions, plans, fleet):
+    for module in (
+        health,
+        pairing,
+        me,
+        tokens,
+        users,
+        hub,
+        devices,
+        programs,
+        sessions,
+        plans,
+        fleet,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(ws_router, prefix=API_PREFIX)
     install_docs(app)
+    install_webapp(app)
     _install_metrics(app, metrics)
     _install_openapi(app)
     _install_middleware(app, settings)

@@ -2,7 +2,8 @@
 
 The protocol is specified in docs/websocket.md. In short: authenticate (an ``auth`` message
 first, or at the handshake with ``Authorization: Bearer`` or the subprotocols
-``mcgw.v1, bearer.<token>``; never in the URL, which servers and proxies log), then
+``mcgw.v1, bearer.<token>``, or the hub's web page's cookie when the handshake's ``Origin`` is
+the hub itself; never in the URL, which servers and proxies log), then
 ``subscribe`` to a device or a session (optionally ``from_seq``, ``rate_hz``), and send
 ``stop``/``pause``/``resume``/``set_level``; every message with an ``id`` gets an ``ack`` or an
 ``error`` with that id.
@@ -27,7 +28,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from api.auth import Principal, authenticate
+from api.auth import Principal, authenticate, cookie_token, same_origin
 from api.errors import ApiProblem, problem_for, unauthorized, validation_errors
 from api.live import (
     CLOSE_UNAUTHENTICATED,
@@ -82,6 +83,11 @@ def _handshake_token(websocket: WebSocket) -> tuple[str | None, str | None]:
     for protocol in offered:
         if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
             return protocol[len(BEARER_SUBPROTOCOL_PREFIX) :], chosen
+    # The web page's cookie, only from a page of this hub: a browser sends cookies with a
+    # WebSocket handshake whatever page opens it, and the Origin is how to tell them apart.
+    cookie = cookie_token(websocket)
+    if cookie is not None and same_origin(websocket):
+        return cookie, chosen
     return None, chosen
 
 

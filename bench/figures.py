@@ -87,6 +87,7 @@ PINNED = ("footprint/hci_pinned",)
 E2E_PINNED = ("telemetry_e2e/telemetry_pinned",)
 MQTT = ("mqtt_bridge/latency",)
 MQTT_CPU = ("mqtt_bridge/cpu",)
+WEB = ("webapp/render",)
 
 # fmt: off
 TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
@@ -146,6 +147,21 @@ TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
              "samples/s", "postgres_ingest/floor_psycopg_rows", "psycopg executemany", PG)
       for key, label in (("writer_1_session", "1 session"),
                          ("writer_50_sessions", "50 sessions"))),
+    Figure("web page", "first screen on the wire (Pair, not paired)",
+           "webapp/weight/pair_screen/wire_bytes", "B", when=WEB),
+    Figure("web page", "first screen on the wire (Devices, paired)",
+           "webapp/weight/devices_screen/wire_bytes", "B", when=WEB),
+    Figure("web page", "first contentful paint", "webapp/render/first_contentful_paint_ms",
+           "ms", "webapp/render/floor_first_paint_ms", "bare page first paint", WEB),
+    Figure("web page", "Devices screen drawn", "webapp/render/devices_drawn_ms", "ms",
+           "webapp/render/floor_first_paint_ms", "bare page first paint", WEB),
+    Figure("web page", "Live screen: first reading drawn", "webapp/live/first_reading_ms",
+           "ms", "webapp/render/floor_first_paint_ms", "bare page first paint", WEB),
+    Figure("web page", "main thread per second, Live at 50 Hz",
+           "webapp/main_thread/live_ms_per_s", "ms/s", "webapp/main_thread/floor_ms_per_s",
+           "bare WebSocket client", WEB),
+    Figure("web page", "frames received per second, Live",
+           "webapp/main_thread/live_frames_per_s", "/s", when=WEB),
     Figure("footprint", "time to ready (sim:7, new database: migrations)",
            "footprint/sim7/ready_s", "s", when=SIM7),
     Figure("footprint", "time to ready (sim:7, restart on a migrated database)",

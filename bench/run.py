@@ -54,6 +54,7 @@ BENCHES = (
     Bench("capacity", "capacity.py", timeout_s=300),
     Bench("footprint", "footprint.py", timeout_s=300),
     Bench("mqtt_bridge", "mqtt_bridge.py", timeout_s=240),
+    Bench("webapp", "webapp.py", timeout_s=240),
 )
 
 
@@ -96,6 +97,7 @@ QUICK_ARGS: dict[str, tuple[str, ...]] = {
     "capacity": ("--steps", "7", "--windows", "1"),
     "footprint": ("--launches", "1", "--idle-s", "2"),
     "mqtt_bridge": ("--transitions", "20", "--repeats", "1", "--cpu-s", "1.5"),
+    "webapp": ("--repeats", "1", "--seconds", "2"),
 }
 
 

@@ -190,6 +190,14 @@ def judge_capacity(benches: dict[str, Any]) -> Judged:
     return judged(text, ok, lambda: limits_capacity(cap))
 
 
+def judge_web(benches: dict[str, Any]) -> Judged:
+    weight = dig(benches, "webapp", "weight") or {}
+    wire = [dig(weight, screen, "wire_bytes") for screen in ("pair_screen", "devices_screen")]
+    heaviest = max((w for w in wire if isinstance(w, int | float)), default=None)
+    ok = None if heaviest is None else heaviest < 150 * 1024
+    return fmt(heaviest / 1024 if heaviest else None, "KiB"), verdict(ok), ""
+
+
 @dataclass(frozen=True)
 class Aim:
     """A target of the BRIEF: what it needs, what it aims at, how it is judged."""
@@ -238,6 +246,8 @@ TARGETS = (
         "the load generators", judge_saturation, ""),
     Aim("Footprint: ready", ("footprint",), "< 2 s (mcgw serve --ble sim:7 -> health 200)",
         judge_ready, ""),
+    Aim("Web page: first screen", ("webapp",), "< 150 KB on the wire (compressed), all it loads",
+        judge_web),
     Aim("Capacity", ("capacity",), "50 devices at 50 Hz, no lost frame, one gateway process",
         judge_capacity, "50 devices at 50 Hz, no lost frame"),
 )

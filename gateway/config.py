@@ -148,6 +148,10 @@ class BleSettings(BaseModel):
     auto_connect: bool = True
     """Look after every microcurrent device found in a scan (ownership is claimed separately)."""
     discovery_interval_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    sim_control_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """``sim`` modes: serve the simulated devices' scenario control endpoint (docs of
+    ``ble.sim.control``: skin contact, gel, faults) on 127.0.0.1 at this port, as ``mcgw sim``
+    does; off by default. For tests and demos only: it has no authentication."""
 
 
 class SafetySettings(BaseModel):

@@ -169,6 +169,14 @@ class Runtime:
         self.ble = stack
         self.sim_devices = stack.sim_devices
         self._use_backends(stack.backends)
+        port = self.settings.ble.sim_control_port
+        if self.sim_devices and port is not None:
+            from ble.sim.control import ControlServer
+
+            control = ControlServer(self.sim_devices, host="127.0.0.1", port=port)
+            await control.start()
+            self._stack.push_async_callback(control.stop)
+            log.info("simulator control endpoint on http://127.0.0.1:%d", control.port)
 
     def _use_backends(self, backends: BleakBackends) -> None:
         self.devices.client_backend = backends.client

@@ -256,10 +256,12 @@ def serve(
 
     from api.app import create_app
 
+    base = hub_url(settings)
     if bootstrap:
-        _bootstrap(settings)
+        _bootstrap(settings, base)
     shown = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host  # noqa: S104
     print(f"mcgw: serving on http://{shown}:{settings.api.port}  (docs: /docs)", file=sys.stderr)
+    print(f"web app: {base}/  (open it on a phone on the same network)", file=sys.stderr)
     try:
         uvicorn.run(
             create_app(settings),
@@ -279,7 +281,46 @@ def serve(
         fail(f"cannot listen on {settings.api.host}:{settings.api.port}: {exc}", "use --port")
 
 
-def _bootstrap(settings: Settings) -> None:
+def lan_addresses() -> list[str]:
+    """This host's IPv4 addresses a phone on the LAN could reach (no loopback, no link-local)."""
+    import ipaddress
+
+    import ifaddr
+
+    found = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if not isinstance(ip.ip, str):
+                continue
+            address = ipaddress.ip_address(ip.ip)
+            if not (address.is_loopback or address.is_link_local):
+                found.append(ip.ip)
+    return list(dict.fromkeys(found))
+
+
+def hub_url(settings: Settings) -> str:
+    """The URL a phone on the LAN opens: the listening address, or this host's first LAN
+    address when the hub listens on every interface (127.0.0.1 if it has none)."""
+    host = settings.api.host
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - a wildcard: name an address a phone can reach
+        host = next(iter(lan_addresses()), "127.0.0.1")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api.port}"
+
+
+PAIR_LINK = "{base}/#/pair/{code}"
+"""The web page's pairing route; the code travels in the fragment, never sent to a server."""
+
+
+def print_qr(text: str) -> None:
+    """``text`` as a QR code in the terminal (two modules per character)."""
+    import segno
+
+    segno.make(text, error="m").terminal(out=sys.stdout, compact=True)
+
+
+def _bootstrap(settings: Settings, base: str) -> None:
     from gateway.storage import pairing, repo
 
     def issue(session: Any) -> tuple[str, str]:
@@ -306,6 +347,7 @@ def _bootstrap(settings: Settings) -> None:
         f"pairing code: {code}  (valid {settings.api.pairing_code_ttl_s // 60} min; "
         "POST /api/v1/pair)"
     )
+    out.print(f"pairing link: {PAIR_LINK.format(base=base, code=code)}", soft_wrap=True)
 
 
 def _pepper(settings: Settings) -> str:
@@ -395,6 +437,13 @@ def pair(
     ] = None,
     admin: Annotated[bool, typer.Option(help="The paired phone gets admin rights.")] = False,
     db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    qr: Annotated[
+        bool, typer.Option(help="Also print the web page's pairing link and its QR code.")
+    ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(help="The hub's URL as phones reach it (default: this host's LAN address)."),
+    ] = None,
 ) -> None:
     """Print a one-time 6-digit pairing code (valid 5 minutes) for a phone app."""
     from gateway.errors import GatewayError
@@ -419,6 +468,10 @@ def pair(
     console.print(
         f"valid until {issued.expires_at:%H:%M:%S} UTC; enter it in the app (POST /api/v1/pair)"
     )
+    if qr:
+        link = PAIR_LINK.format(base=(url or hub_url(settings)).rstrip("/"), code=issued.code)
+        out.print(link, soft_wrap=True, highlight=False)
+        print_qr(link)
 
 
 token_app = typer.Typer(help="API tokens for scripts and admins.", no_args_is_help=True)

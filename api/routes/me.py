@@ -1,5 +1,5 @@
 """The caller's own account: profile, the contraindication notice and consent (S7), personal cap,
-and usage statistics (streaks, minutes per zone per week).
+usage statistics (streaks, minutes and dose per zone per week), and signing out.
 """
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlmodel import Session
 
-from api.auth import CurrentUser, Principal, RuntimeDep, principal_of
+from api.auth import SESSION_COOKIE, CurrentUser, Principal, RuntimeDep, principal_of
 from api.errors import ApiProblem
 from api.schemas.accounts import CapUpdate, ConsentAccept, ConsentPublic, MePublic
 from api.schemas.stats import StatsPublic, WeekPublic
@@ -124,13 +124,14 @@ def _stats(*, session: Session, user_id: int, tz: ZoneInfo, weeks: int) -> Stats
                 week_start=w.week_start,
                 minutes_by_zone=w.minutes_by_zone,
                 total_minutes=w.total_minutes,
+                dose_uas_by_zone=w.dose_uas_by_zone,
             )
             for w in rows
         ],
     )
 
 
-@router.get("/stats", summary="Your streaks and minutes per zone per ISO week")
+@router.get("/stats", summary="Your streaks, minutes and delivered dose per zone per ISO week")
 async def get_stats(
     user: CurrentUser,
     runtime: RuntimeDep,
@@ -154,3 +155,31 @@ async def get_stats(
         ) from exc
     stats: StatsPublic = await runtime.db(_stats, user_id=user.user_id, tz=zone, weeks=weeks)
     return stats
+
+
+def _revoke(*, session: Session, token_id: int, user_id: int) -> None:
+    repo.revoke_token(session=session, token_id=token_id, user_id=user_id)
+
+
+@router.post(
+    "/sign-out",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Sign out: revoke the token this request used and clear the web page's cookie",
+)
+async def sign_out(request: Request, user: CurrentUser, runtime: RuntimeDep) -> Response:
+    """The token stops working at once (its open WebSocket connections are closed with 4401);
+    the user's other phones and tokens are untouched."""
+    if user.token_id is not None:
+        await runtime.db(_revoke, token_id=user.token_id, user_id=user.user_id)
+        runtime.access.revoke(user.token_id)
+        await runtime.access_changed()
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response

@@ -101,6 +101,20 @@ def _create(*, session: Session, program: Program, owner_id: int) -> ProgramReco
 
 
 @router.post(
+    "/check",
+    summary="Check a custom program against every cap without saving it",
+    responses={422: {"description": "What is wrong, one error per step and field"}},
+)
+async def check_program(
+    body: ProgramCreate, user: CurrentUser, runtime: RuntimeDep
+) -> ProgramPublic:
+    """Exactly the checks ``POST /programs`` makes (the slug's uniqueness aside), for a client
+    that validates a program as it is typed; nothing is stored."""
+    program = _checked(runtime, user, body.slug, body)
+    return _public(program, user.user_id, user)
+
+
+@router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a custom program (validated against every cap)",

@@ -88,6 +88,11 @@ class PairRequest(Input):
 
     code: str = Field(pattern=r"^\d{6}$", examples=["482913"], description="From `mcgw pair`.")
     client_name: Name = Field(default="phone", description="Names the token (e.g. the phone).")
+    cookie: bool = Field(
+        default=False,
+        description="The hub's web page: set the token as an HttpOnly, SameSite=Strict cookie "
+        "instead of returning it (``token`` is then null); needs a same-origin request.",
+    )
 
 
 class UserPublic(BaseModel):
@@ -138,9 +143,32 @@ class PairResult(BaseModel):
         }
     )
 
-    token: str = Field(description="The bearer token. Shown once; store it on the phone.")
+    token: str | None = Field(
+        description="The bearer token. Shown once; store it on the phone. Null when it was set "
+        "as the web page's cookie (``cookie: true``)."
+    )
     token_id: int
     user: MePublic
+
+
+class PairingCodeCreate(Input):
+    """Admin: a one-time pairing code, as `mcgw pair` makes."""
+
+    model_config = examples(
+        {"name": "Ana"}, {"user_id": 2}, {"name": "Front desk", "is_admin": True}
+    )
+
+    name: Name = Field(default="phone", description="The new user's name (without user_id).")
+    user_id: DbId | None = Field(default=None, description="Pair another phone of this user.")
+    is_admin: bool = Field(default=False, description="The paired phone gets admin rights.")
+
+
+class PairingCodePublic(BaseModel):
+    model_config = examples({"code": "482913", "expires_at": EXAMPLE_NOW, "link": "/#/pair/482913"})
+
+    code: str
+    expires_at: datetime
+    link: str = Field(description="The web page's pairing link (relative to the hub's URL).")
 
 
 class TokenCreate(Input):

@@ -1,4 +1,4 @@
-"""Bodies of the statistics route: streaks and minutes per zone, week by week.
+"""Bodies of the statistics route: streaks, minutes and dose per zone, week by week.
 
 This module computes nothing (``gateway.storage.history`` does).
 """
@@ -18,6 +18,7 @@ _WEEK_EXAMPLE: dict[str, Any] = {
     "week_start": "2026-11-23",
     "minutes_by_zone": {"forehead": 6.0, "cheeks": 10.0, "jawline": 6.0},
     "total_minutes": 22.0,
+    "dose_uas_by_zone": {"forehead": 108000.0, "cheeks": 210000.0, "jawline": 90000.0},
 }
 
 
@@ -29,6 +30,9 @@ class WeekPublic(BaseModel):
     week_start: date
     minutes_by_zone: dict[str, float]
     total_minutes: float
+    dose_uas_by_zone: dict[str, float] = Field(
+        description="Delivered charge per zone in µA·s (the sessions' dose, S9)."
+    )
 
 
 class StatsPublic(BaseModel):

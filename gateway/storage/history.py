@@ -77,12 +77,13 @@ class Streaks:
 
 @dataclass(frozen=True, slots=True)
 class WeekMinutes:
-    """Minutes of output per zone in one ISO week."""
+    """Minutes of output and delivered dose (µA·s) per zone in one ISO week."""
 
     iso_year: int
     iso_week: int
     week_start: date
     minutes_by_zone: dict[str, float] = field(default_factory=dict)
+    dose_uas_by_zone: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_minutes(self) -> float:
@@ -211,9 +212,13 @@ def weekly_minutes(
     until: datetime | None = None,
     tz: tzinfo = UTC,
 ) -> list[WeekMinutes]:
-    """Minutes of output per zone for each ISO week with a session, oldest week first."""
+    """Minutes of output and delivered dose per zone for each ISO week with a session, oldest
+    week first."""
     query = select(
-        SessionRecord.started_at, SessionRecord.created_at, SessionRecord.seconds_by_zone
+        SessionRecord.started_at,
+        SessionRecord.created_at,
+        SessionRecord.seconds_by_zone,
+        SessionRecord.dose_uas_by_zone,
     ).where(
         SessionRecord.owner_id == user_id,
         col(SessionRecord.state).in_([state.value for state in TERMINAL_STATES]),
@@ -223,17 +228,22 @@ def weekly_minutes(
     if until is not None:
         query = query.where(col(SessionRecord.created_at) < until)
     seconds: dict[tuple[int, int], dict[str, float]] = {}
-    for started, created, by_zone in session.exec(query).all():
+    doses: dict[tuple[int, int], dict[str, float]] = {}
+    for started, created, by_zone, dose_by_zone in session.exec(query).all():
         year, week, _ = _day(started, created, tz).isocalendar()
         zones = seconds.setdefault((year, week), {})
         for zone, value in (by_zone or {}).items():
             zones[zone] = zones.get(zone, 0.0) + float(value)
+        dose = doses.setdefault((year, week), {})
+        for zone, value in (dose_by_zone or {}).items():
+            dose[zone] = dose.get(zone, 0.0) + float(value)
     return [
         WeekMinutes(
             iso_year=year,
             iso_week=week,
             week_start=date.fromisocalendar(year, week, 1),
             minutes_by_zone={zone: round(s / 60, 2) for zone, s in sorted(zones.items())},
+            dose_uas_by_zone={zone: round(d, 1) for zone, d in sorted(doses[(year, week)].items())},
         )
         for (year, week), zones in sorted(seconds.items())
     ]

@@ -124,6 +124,7 @@ async def test_phone_flow_from_pairing_to_history(hub: Hub) -> None:
     assert stats["streak_current"] == 0  # a stopped session is not a completed one
     assert stats["weeks"]
     assert "forehead" in stats["weeks"][-1]["minutes_by_zone"]
+    assert stats["weeks"][-1]["dose_uas_by_zone"]["forehead"] > 0
 
 
 async def test_scan_forget_and_claim_again(hub: Hub) -> None:

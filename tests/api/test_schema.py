@@ -55,8 +55,10 @@ SEED = 20261130
 MAX_RESPONSE_S = 10.0
 RESCAN_S = 0.3
 CONNECT_WAIT_S = 5.0
-SKIPPED = ("/api/v1/devices/scan",)
-"""Each scan holds the radio for its timeout_s (up to 10 s); tests/api/test_flow.py scans."""
+SKIPPED = ("/api/v1/devices/scan", "/api/v1/me/sign-out")
+"""Each scan holds the radio for its timeout_s (up to 10 s); tests/api/test_flow.py scans.
+Signing out revokes the identity's own token, leaving it only 401s for the rest
+(tests/api/test_webapp_auth.py signs out)."""
 
 
 # --- the document, statically --------------------------------------------------------------------
@@ -64,7 +66,9 @@ SKIPPED = ("/api/v1/devices/scan",)
 DECLARED: dict[str, set[str]] = {
     # Statuses beyond the standard ones that a route can answer (from its handler and the
     # gateway calls it makes: Conflict, DeviceUnavailable, SafetyViolation are 409).
-    "POST /api/v1/pair": {"201", "400", "429"},
+    "POST /api/v1/pair": {"201", "400", "403", "429"},
+    "POST /api/v1/pairing-codes": {"201"},
+    "POST /api/v1/me/sign-out": {"204"},
     "POST /api/v1/me/consent": {"409"},
     "PATCH /api/v1/users/{user_id}": {"409"},
     "POST /api/v1/devices/{address}/claim": {"409"},
@@ -377,7 +381,8 @@ def _excused(finding: Finding) -> str | None:
         # scheme has not.
         return "a pairing code the schema allows but the hub never issued"
     if (
-        finding.operation in ("POST /api/v1/programs", "PUT /api/v1/programs/{slug}")
+        finding.operation
+        in ("POST /api/v1/programs", "PUT /api/v1/programs/{slug}", "POST /api/v1/programs/check")
         and finding.check == "positive_data_acceptance"
         and finding.status == 422
         and problem_type == "urn:mcgw:problem:invalid-program"

@@ -214,6 +214,12 @@ def test_db_upgrade_then_tokens_pairing_and_listing(env: dict[str, str]) -> None
     code = mcgw("pair", "--name", "ann", env=env)
     assert code.returncode == 0, code.stderr
     assert re.fullmatch(r"\d{6}", code.stdout.strip())
+    qr = mcgw("pair", "--name", "bo", "--qr", "--url", "http://hub.example:8420/", env=env)
+    assert qr.returncode == 0, qr.stderr
+    first, link, *picture = qr.stdout.splitlines()
+    assert link == f"http://hub.example:8420/#/pair/{first}"  # the web page's pairing route
+    assert len(picture) > 10
+    assert all(set(row) <= set("█▀▄ ") for row in picture)
 
     revoked = mcgw("token", "revoke", "1", env=env)
     assert revoked.returncode == 0, revoked.stderr

@@ -146,6 +146,9 @@ async def test_minutes_per_zone_per_iso_week(
     assert weeks[0].minutes_by_zone == {"cheeks": 1.5}
     assert weeks[1].minutes_by_zone == dict(sorted(expected.items()))
     assert weeks[1].total_minutes == round(sum(expected.values()), 2)
+    # every recorded session delivered 1000 µA·s on the forehead; the running one is not counted
+    assert weeks[0].dose_uas_by_zone == {"forehead": 1000.0}
+    assert weeks[1].dose_uas_by_zone == {"forehead": 3000.0}
     assert since == weeks[1:]
 
 
