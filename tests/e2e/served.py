@@ -219,7 +219,15 @@ class SimFactory:
             self.start_blocking, devices=devices, hci_port=hci_port, control_port=control_port
         )
 
-    def start_blocking(self, *, devices: int = 2, hci_port: int = 0, control_port: int = 0) -> Sim:
+    def start_blocking(
+        self,
+        *,
+        devices: int = 2,
+        hci_port: int = 0,
+        control_port: int = 0,
+        extra: tuple[str, ...] = (),
+    ) -> Sim:
+        """`mcgw sim` with these options (``extra``: more of its options, as given)."""
         log = self.tmp_path / f"sim-{len(self.started) + 1}.log"
         with log.open("w") as stderr:
             process = subprocess.Popen(
@@ -227,6 +235,7 @@ class SimFactory:
                     "sim",
                     *("--devices", str(devices), "--hci-port", str(hci_port)),
                     *("--control-port", str(control_port)),
+                    *extra,
                 ),
                 stdout=subprocess.PIPE,
                 stderr=stderr,

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from ble.sim.peripheral import SimulatedDevice
 from gateway.doctor import Status
 from gateway.doctor.bluetooth import bluetooth_checks
 from tests.e2e.bluez_bus import BLUEZ_VERSION, PrivateBus
-from tests.e2e.served import ServedHub, base_env, free_port, mcgw_command, read_banner
+from tests.e2e.served import ServedHub, SimFactory, base_env, free_port
 from tests.e2e.test_cli import mcgw
 
 HANG_S = 30.0
@@ -151,30 +150,12 @@ async def test_bluez_adapter_mode_scans_through_that_adapter(air: Air) -> None:
 @pytest.fixture
 def bluez_sim(bus: PrivateBus, tmp_path: Path) -> Iterator[list[str]]:
     """`mcgw sim` with one device, also serving BlueZ (hci0, hci1) on the private bus."""
-    log = tmp_path / "sim.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            mcgw_command(
-                "sim",
-                *("--devices", "1", "--hci-port", "0", "--control-port", "0"),
-                *("--bluez-bus", bus.address, "--bluez-adapters", "2"),
-            ),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
+    sims = SimFactory(tmp_path)
     try:
-        sim = read_banner(process, log)
-        yield sim.addresses
+        extra = ("--bluez-bus", bus.address, "--bluez-adapters", "2")
+        yield sims.start_blocking(devices=1, extra=extra).addresses
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        sims.stop_all()
 
 
 async def test_serve_with_bluez_hci1_claims_and_runs_a_session(
