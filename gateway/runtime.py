@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from ble.supervisor import RadioState
 from gateway.access import AccessChange, AccessPolicy, DeviceAccess
 from gateway.config import Settings
-from gateway.devices import DeviceManager
+from gateway.devices import DeviceManager, ManagedDevice
 from gateway.errors import BluetoothUnavailable, GatewayError
 from gateway.events import EventBus
 from gateway.health import LoopMonitor
 from gateway.programs import Program, builtin_programs
+from gateway.radio_report import BluetoothReport, DeviceLinkReport, RadioReport
 from gateway.sessions import SessionManager
+from gateway.states import DeviceState
 from gateway.tasks import TaskOwner
 from gateway.telemetry import TelemetryHub
 
@@ -57,6 +59,11 @@ DISCOVERY_ATTEMPTS = 10
 SIM_SCAN_S = 0.1
 """One discovery scan for in-process simulated devices: five of their 20 ms advertising
 intervals. Short scans repeated until every device is heard make a sim hub ready sooner."""
+
+
+RADIO0 = "radio0"
+"""The name of the hub's one radio in ``bluetooth_report`` (provisional: one radio)."""
+_HOLDS_A_SLOT = frozenset({DeviceState.CONNECTING, DeviceState.CONNECTED, DeviceState.BONDED})
 
 
 class Runtime:
@@ -156,6 +163,54 @@ class Runtime:
         there and bleak does not report its loss.
         """
         return self.ble.radio_state if self.ble is not None else None
+
+    def bluetooth_report(self) -> BluetoothReport:
+        """The hub's radios and device links now (``gateway.radio_report``); no I/O, no wait.
+
+        PROVISIONAL, for today's single radio: replaced by the radio pool's own report when
+        several radios land (issue 17). Until then ``adverts_per_s``, ``connect_attempts`` and
+        ``connect_failures`` have no source here and read 0; a device's ``mtu`` and
+        ``last_disconnect_reason`` are None (the link does not expose its MTU and the device
+        manager keeps no reason). ``slots_used`` counts devices connecting or connected: the
+        device manager holds a slot over exactly those states.
+        """
+        radio_state = self.radio_state
+        adapter = self.ble.adapter if self.ble is not None else None
+        radio = RadioReport(
+            name=RADIO0,
+            mode=str(self.settings.ble.mode),
+            address=adapter.address if adapter is not None else None,
+            state=radio_state.status.value if radio_state is not None else "unknown",
+            slots=self.settings.ble.connection_slots,
+            slots_used=sum(d.state in _HOLDS_A_SLOT for d in self.devices.all()),
+            adverts_per_s=0.0,
+            connect_attempts=0,
+            connect_failures=0,
+            reopens=radio_state.reopens if radio_state is not None else 0,
+            last_error=radio_state.last_error if radio_state is not None else None,
+        )
+        devices = tuple(
+            DeviceLinkReport(
+                address=d.address,
+                name=d.name,
+                state=str(d.state),
+                radio=RADIO0 if d.state in _HOLDS_A_SLOT else None,
+                signal_dbm=self._signal_of(d),
+                mtu=None,
+                reconnects=d.reconnects,
+                last_disconnect_reason=None,
+            )
+            for d in self.devices.all()
+        )
+        return BluetoothReport(radios=(radio,), devices=devices)
+
+    def _signal_of(self, managed: ManagedDevice) -> int | None:
+        """The device's last signal: from a scan since it was taken on, else from the scan
+        that found it."""
+        if managed.rssi is not None:
+            return managed.rssi
+        heard = self.devices.find_discovered(managed.address)
+        return heard.rssi if heard is not None else None
 
     async def open_ble(self) -> None:
         """Open the radio (and the simulated devices) without supervising any device yet."""
