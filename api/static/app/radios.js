@@ -28,7 +28,8 @@ function radioRow(r) {
 function linkRow(d) {
   return h("tr", { dataset: { address: d.address } },
     h("th", { scope: "row", class: "nowrap" }, d.name || d.address), h("td", null, d.address),
-    h("td", null, d.state), h("td", null, text(d.radio)), h("td", { class: "nowrap" }, signal(d.signal_dbm)),
+    h("td", null, d.state), h("td", null, text(d.radio)),
+    h("td", { class: "nowrap" }, signal(d.signal_dbm)),
     h("td", null, text(d.mtu)), h("td", { class: "reconnects" }, String(d.reconnects)),
     h("td", null, text(d.last_disconnect_reason)));
 }
