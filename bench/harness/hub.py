@@ -98,7 +98,8 @@ def bench_runtime(ble: str, slots: int) -> type[Any]:
             if slots > 20:
                 # BleSettings caps connection_slots at 20 (one radio's practical limit); the
                 # capacity target is about the Python side beyond any single radio.
-                self.devices._slots = asyncio.Semaphore(slots)
+                for radio in self.devices.radios:
+                    radio.slots = slots
 
         async def open_ble(self) -> None:
             if ble != "none":

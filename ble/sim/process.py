@@ -90,7 +90,7 @@ async def run_sim_process(
         sims = await start_sim_devices(radio, devices, fleet=SIM_PROCESS_FLEET, seed=seed)
         async with (
             HciTcpServer(radio, host=host, port=hci_port) as hci,
-            ControlServer(sims, host=host, port=control_port) as control,
+            ControlServer(sims, host=host, port=control_port, hci=hci) as control,
         ):
             announce(f"mcgw sim: {devices} device(s) on a virtual radio")
             for sim in sims:
