@@ -120,7 +120,7 @@ _EXAMPLE = {
             "signal_dbm": -58,
             "mtu": 247,
             "reconnects": 1,
-            "last_disconnect_reason": "the link to C0:4D:43:00:00:00 timed out",
+            "last_disconnect_reason": "link lost: radio1 went down",
         }
     ],
 }

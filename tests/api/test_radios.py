@@ -50,6 +50,8 @@ async def test_an_admin_sees_each_radio_and_each_device_link(hub: Hub) -> None:
     assert radio["state"] == "up"
     assert radio["address"] == hub.runtime.ble.adapter.address  # type: ignore[union-attr]
     assert (radio["slots"], radio["slots_used"], radio["slots_free"]) == (7, 2, 5)
+    assert (radio["connect_attempts"], radio["connect_failures"]) == (2, 0)
+    assert radio["adverts_per_s"] >= 0
     assert radio["reopens"] == 0
     assert radio["last_error"] is None
     assert set(radio) == {
@@ -65,6 +67,8 @@ async def test_an_admin_sees_each_radio_and_each_device_link(hub: Hub) -> None:
         assert isinstance(device["signal_dbm"], int)
         assert device["signal_dbm"] < 0
         assert device["reconnects"] == 0
+        assert device["mtu"] > 23  # exchanged on connect (ATT's default is 23)
+        assert device["last_disconnect_reason"] is None
         assert set(device) == {
             "address", "name", "state", "radio", "signal_dbm", "mtu", "reconnects",
             "last_disconnect_reason",
@@ -92,7 +96,9 @@ async def test_a_dropped_link_counts_a_reconnect_and_its_slot_is_held_again(hub:
     body = (await admin.get("/api/v1/radios")).json()
     [device] = [d for d in body["devices"] if d["address"] == address]
     assert (device["reconnects"], device["radio"], device["state"]) == (1, "radio0", "bonded")
-    assert body["radios"][0]["slots_used"] == 2
+    assert device["last_disconnect_reason"]
+    [radio] = body["radios"]
+    assert (radio["slots_used"], radio["connect_attempts"]) == (2, 3)
 
 
 async def test_a_user_gets_403_and_no_token_401(hub: Hub) -> None:
