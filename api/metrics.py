@@ -61,7 +61,7 @@ class _GatewayCollector(Collector):
         yield from _links(runtime)
         yield from _storage(runtime)
         yield from _health(runtime)
-        yield from _radios(runtime.bluetooth_report())
+        yield from radio_metrics(runtime.bluetooth_report())
         yield from _mqtt(runtime)
 
 
@@ -192,7 +192,7 @@ def signal_band(dbm: int | None) -> str:
     return "weak"
 
 
-def _radios(report: BluetoothReport) -> Iterator[Metric]:
+def radio_metrics(report: BluetoothReport) -> Iterator[Metric]:
     """Per radio, labelled by its name (radio0, ...): state, slots, adverts, connect attempts
     and failures, reopens; its devices by signal band and its weakest signal. No device is
     named: per-device figures (addresses included) are GET /api/v1/radios, for admins."""

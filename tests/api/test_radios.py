@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.metrics import radio_metrics
 from ble.sim.fleet import sim_address
 from gateway.events import DeviceStateChanged
+from gateway.radio_report import BluetoothReport, DeviceLinkReport, RadioReport
 from gateway.states import DeviceState
 from tests.api.hub import Hub
 
@@ -152,3 +154,55 @@ async def test_the_radio_metrics_match_the_endpoint_and_name_no_device(hub: Hub)
         assert device["address"].lower() not in metrics.text
         assert device["name"] not in metrics.text
     assert radio["address"] not in metrics.text
+
+
+def test_several_radios_each_get_their_series_and_a_bluez_radio_no_up_value() -> None:
+    def radio(name: str, state: str, used: int) -> RadioReport:
+        return RadioReport(
+            name=name, mode="hci:tcp-client:127.0.0.1:9100", address=None, state=state,
+            slots=7, slots_used=used, adverts_per_s=12.5, connect_attempts=4,
+            connect_failures=1, reopens=2, last_error=None,
+        )  # fmt: skip
+
+    def device(address: str, on: str | None, dbm: int | None) -> DeviceLinkReport:
+        return DeviceLinkReport(
+            address=address, name="MC", state="bonded", radio=on, signal_dbm=dbm, mtu=247,
+            reconnects=0, last_disconnect_reason=None,
+        )  # fmt: skip
+
+    report = BluetoothReport(
+        radios=(
+            radio("radio0", "up", 2),
+            radio("radio1", "down", 0),
+            radio("radio2", "unknown", 1),
+        ),
+        devices=(
+            device("C0:4D:43:00:00:00", "radio0", -50),
+            device("C0:4D:43:00:00:01", "radio0", -80),
+            device("C0:4D:43:00:00:02", "radio2", None),
+            device("C0:4D:43:00:00:03", None, -40),
+        ),
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in radio_metrics(report)
+        for s in family.samples
+    }
+    up = {labels: v for (name, labels), v in samples.items() if name == "mcgw_radio_up"}
+    assert up == {(("radio", "radio0"),): 1.0, (("radio", "radio1"),): 0.0}
+    assert samples[("mcgw_radio_slots_used", (("radio", "radio0"),))] == 2
+    assert samples[("mcgw_radio_reopens_total", (("radio", "radio1"),))] == 2
+    assert samples[("mcgw_radio_connect_failures_total", (("radio", "radio2"),))] == 1
+
+    def on(name: str, band: str) -> float:
+        return samples[("mcgw_radio_devices", (("radio", name), ("signal", band)))]
+
+    assert (on("radio0", "strong"), on("radio0", "weak"), on("radio0", "fair")) == (1, 1, 0)
+    assert on("radio2", "unknown") == 1
+    assert sum(on("radio1", band) for band in ("strong", "fair", "weak", "unknown")) == 0
+    weakest = {
+        labels: v
+        for (name, labels), v in samples.items()
+        if name == "mcgw_radio_weakest_signal_dbm"
+    }
+    assert weakest == {(("radio", "radio0"),): -80}
