@@ -15,12 +15,13 @@ Several radios are a comma-separated list of modes, parsed by :meth:`BleModes.pa
 is a list of one): ``hci:tcp-client:127.0.0.1:9100,hci:tcp-client:127.0.0.1:9100`` (two HCI
 connections to one ``mcgw sim``), ``bluez:hci0,bluez:hci1``, ``hci:usb:0,bluez``. After an
 ``hci:`` entry, a comma that does not start a new mode belongs to that entry (bumble's
-``serial:/dev/ttyUSB0,1000000`` keeps its speed). Refused lists: ``sim`` beside anything (the in-process virtual air has only
-its own devices, which no other radio could hear, so a second radio there proves nothing; use
-``mcgw sim`` with several ``hci:tcp-client:`` entries instead), the same BlueZ adapter twice
-(``auto``/``bluez`` count as BlueZ's default adapter: two entries would share one adapter's
-slots), and more than ``MAX_RADIOS`` entries. The same ``hci:`` moniker twice is allowed: each
-entry opens its own transport (two TCP clients of ``mcgw sim`` get two controllers).
+``serial:/dev/ttyUSB0,1000000`` keeps its speed). Refused lists: ``sim`` beside anything (the
+in-process virtual air has only its own devices, which no other radio could hear, so a second
+radio there proves nothing; use ``mcgw sim`` with several ``hci:tcp-client:`` entries instead),
+the same BlueZ adapter twice (``auto``/``bluez`` count as BlueZ's default adapter: two entries
+would share one adapter's slots), and more than ``MAX_RADIOS`` entries. The same ``hci:``
+moniker twice is allowed: each entry opens its own transport (two TCP clients of ``mcgw sim``
+get two controllers).
 
 Pure: this module opens nothing and imports neither bleak nor bumble.
 """
