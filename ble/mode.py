@@ -13,14 +13,15 @@ parser; ``str(mode)`` writes it back. ble/backends.py opens the stack a mode nam
 
 Several radios are a comma-separated list of modes, parsed by :meth:`BleModes.parse` (one mode
 is a list of one): ``hci:tcp-client:127.0.0.1:9100,hci:tcp-client:127.0.0.1:9100`` (two HCI
-connections to one ``mcgw sim``), ``bluez:hci0,bluez:hci1``, ``hci:usb:0,bluez``. A comma that
-does not start a new mode belongs to the one before it (bumble's ``serial:/dev/ttyUSB0,1000000``
-keeps its speed). Refused lists: ``sim`` beside anything (the in-process virtual air has only
-its own devices, which no other radio could hear, so a second radio there proves nothing; use
-``mcgw sim`` with several ``hci:tcp-client:`` entries instead), the same BlueZ adapter twice
-(``auto``/``bluez`` count as BlueZ's default adapter: two entries would share one adapter's
-slots), and more than ``MAX_RADIOS`` entries. The same ``hci:`` moniker twice is allowed: each
-entry opens its own transport (two TCP clients of ``mcgw sim`` get two controllers).
+connections to one ``mcgw sim``), ``bluez:hci0,bluez:hci1``, ``hci:usb:0,bluez``. After an
+``hci:`` entry, a comma that does not start a new mode belongs to that entry (bumble's
+``serial:/dev/ttyUSB0,1000000`` keeps its speed). Refused lists: ``sim`` beside anything (the
+in-process virtual air has only its own devices, which no other radio could hear, so a second
+radio there proves nothing; use ``mcgw sim`` with several ``hci:tcp-client:`` entries instead),
+the same BlueZ adapter twice (``auto``/``bluez`` count as BlueZ's default adapter: two entries
+would share one adapter's slots), and more than ``MAX_RADIOS`` entries. The same ``hci:``
+moniker twice is allowed: each entry opens its own transport (two TCP clients of ``mcgw sim``
+get two controllers).
 
 Pure: this module opens nothing and imports neither bleak nor bumble.
 """
@@ -173,13 +174,14 @@ _MODE_STARTS = ("auto", "bluez", "sim", "hci:")
 
 
 def _split(text: str) -> list[str]:
-    """Comma-separated entries; a piece that starts no mode is glued back to the one before."""
+    """Comma-separated entries; after an ``hci:`` entry, a piece that starts no mode is glued
+    back to it (a bumble moniker's own comma)."""
     entries: list[str] = []
     for piece in text.split(","):
         piece = piece.strip()
         if not piece:
             raise ValueError(f"an empty entry in the radio list {text!r}")
-        if entries and not piece.startswith(_MODE_STARTS):
+        if entries and entries[-1].startswith("hci:") and not piece.startswith(_MODE_STARTS):
             entries[-1] += "," + piece
         elif piece:
             entries.append(piece)

@@ -588,10 +588,6 @@ class DeviceManager:
             log.exception("unexpected error connecting to %s", managed.address)
             self._set_state(managed, DeviceState.LOST, f"unexpected error: {exc}")
             return False
-        except BaseException:
-            # Cancelled mid-connect (forget, shutdown): a half-open link must not stay behind.
-            await asyncio.shield(link.close())
-            raise
         managed.link = link
         self._retune(managed)  # the need may have changed while it connected
         managed.connected.set()
