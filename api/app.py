@@ -40,6 +40,7 @@ from api.routes import (
     pairing,
     plans,
     programs,
+    radios,
     sessions,
     tokens,
     users,
@@ -75,6 +76,7 @@ TAGS: list[dict[str, Any]] = [
     {"name": "plans", "description": "Treatment plans (templates, phases); adherence in /me."},
     {"name": "fleet", "description": "Admins: every hub on the MQTT broker (docs/mqtt.md)."},
     {"name": "hub", "description": "This hub's caps and limits; admins: its settings."},
+    {"name": "radios", "description": "Admins: the radios' health, slots and device links."},
     {"name": "metrics", "description": "Prometheus metrics; no token needed."},
 ]
 
@@ -135,6 +137,7 @@ def create_app(
         sessions,
         plans,
         fleet,
+        radios,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(ws_router, prefix=API_PREFIX)

@@ -2,7 +2,8 @@
 
 Most figures are read from the gateway when Prometheus scrapes (a custom collector), so the hot
 paths count nothing extra: devices by connection state, sessions by state, the telemetry hub's
-frames in/out/dropped/lost, BLE link counters and reconnects, storage writer counters. The API
+frames in/out/dropped/lost, BLE link counters and reconnects, storage writer counters, each
+radio's state, slots and counters (``Runtime.bluetooth_report``). The API
 itself observes what only it sees: the stop latency (request to confirmed stop) and WebSocket
 connections.
 
@@ -30,6 +31,7 @@ from gateway.health import LAG_BUCKETS_S, checks
 from gateway.states import DeviceState, SessionState
 
 if TYPE_CHECKING:
+    from gateway.radio_report import BluetoothReport
     from gateway.runtime import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -59,6 +61,7 @@ class _GatewayCollector(Collector):
         yield from _links(runtime)
         yield from _storage(runtime)
         yield from _health(runtime)
+        yield from radio_metrics(runtime.bluetooth_report())
         yield from _mqtt(runtime)
 
 
@@ -148,16 +151,11 @@ def _storage(runtime: Runtime) -> Iterator[Metric]:
 
 
 def _health(runtime: Runtime) -> Iterator[Metric]:
-    """Readiness per part, the radio and event-loop stalls (gateway.health)."""
+    """Readiness per part and event-loop stalls (gateway.health)."""
     ready = GaugeMetricFamily("mcgw_ready", "Readiness checks: 1 passes, 0 fails", labels=["check"])
     for check in checks(runtime):
         ready.add_metric([check.name], 1.0 if check.ok else 0.0)
     yield ready
-    radio = runtime.radio_state
-    if radio is not None:
-        yield CounterMetricFamily(
-            "mcgw_radio_reopens", "Radio transports reopened after a loss", value=radio.reopens
-        )
     monitor = runtime.loop_monitor
     lag = HistogramMetricFamily(
         "mcgw_event_loop_lag_seconds",
@@ -178,6 +176,80 @@ def _health(runtime: Runtime) -> Iterator[Metric]:
         "The longest event-loop stall seen",
         value=monitor.max_lag_s,
     )
+
+
+SIGNAL_BANDS = ((-60, "strong"), (-75, "fair"))
+"""A signal above -60 dBm is strong, above -75 dBm fair, else weak (as the web page says)."""
+
+
+def signal_band(dbm: int | None) -> str:
+    """``strong``, ``fair``, ``weak``, or ``unknown`` when nothing was heard yet."""
+    if dbm is None:
+        return "unknown"
+    for floor, band in SIGNAL_BANDS:
+        if dbm > floor:
+            return band
+    return "weak"
+
+
+def radio_metrics(report: BluetoothReport) -> Iterator[Metric]:
+    """Per radio, labelled by its name (radio0, ...): state, slots, adverts, connect attempts
+    and failures, reopens; its devices by signal band and its weakest signal. No device is
+    named: per-device figures (addresses included) are GET /api/v1/radios, for admins."""
+    up = GaugeMetricFamily(
+        "mcgw_radio_up", "1 while the radio is up, 0 while down or reopening", labels=["radio"]
+    )
+    slots = GaugeMetricFamily("mcgw_radio_slots", "Connection slots configured", labels=["radio"])
+    used = GaugeMetricFamily(
+        "mcgw_radio_slots_used", "Slots held (connect attempt to disconnect)", labels=["radio"]
+    )
+    adverts = GaugeMetricFamily(
+        "mcgw_radio_adverts_per_second", "Advertisements heard per second", labels=["radio"]
+    )
+    attempts = CounterMetricFamily(
+        "mcgw_radio_connect_attempts", "Connect attempts through the radio", labels=["radio"]
+    )
+    failures = CounterMetricFamily(
+        "mcgw_radio_connect_failures", "Connect attempts that failed", labels=["radio"]
+    )
+    reopens = CounterMetricFamily(
+        "mcgw_radio_reopens", "Radio transports reopened after a loss", labels=["radio"]
+    )
+    for radio in report.radios:
+        label = [radio.name]
+        if radio.state != "unknown":  # BlueZ owns the adapter: its state is not known here
+            up.add_metric(label, 1.0 if radio.state == "up" else 0.0)
+        slots.add_metric(label, radio.slots)
+        used.add_metric(label, radio.slots_used)
+        adverts.add_metric(label, radio.adverts_per_s)
+        attempts.add_metric(label, radio.connect_attempts)
+        failures.add_metric(label, radio.connect_failures)
+        reopens.add_metric(label, radio.reopens)
+    yield from (up, slots, used, adverts, attempts, failures, reopens)
+    yield from _radio_devices(report)
+
+
+def _radio_devices(report: BluetoothReport) -> Iterator[Metric]:
+    devices = GaugeMetricFamily(
+        "mcgw_radio_devices",
+        "Devices whose link or connect attempt uses the radio, by signal band",
+        labels=["radio", "signal"],
+    )
+    weakest = GaugeMetricFamily(
+        "mcgw_radio_weakest_signal_dbm",
+        "The weakest signal among the radio's devices (dBm)",
+        labels=["radio"],
+    )
+    for radio in report.radios:
+        on_it = [d for d in report.devices if d.radio == radio.name]
+        bands = Counter(signal_band(d.signal_dbm) for d in on_it)
+        for band in ("strong", "fair", "weak", "unknown"):
+            devices.add_metric([radio.name, band], bands.get(band, 0))
+        heard = [d.signal_dbm for d in on_it if d.signal_dbm is not None]
+        if heard:
+            weakest.add_metric([radio.name], min(heard))
+    yield devices
+    yield weakest
 
 
 def _mqtt(runtime: Runtime) -> Iterator[Metric]:

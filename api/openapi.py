@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from api import errors
 from api.errors import PROBLEM_MEDIA_TYPE, Problem
-from api.schemas import accounts, devices, health, hub, plans, programs, sessions, stats
+from api.schemas import accounts, devices, health, hub, plans, programs, radios, sessions, stats
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _STANDARD = {
@@ -152,7 +152,8 @@ def _restore_examples(components: dict[str, Any]) -> None:
     """Put back the models' examples as written: FastAPI drops every null from the document,
     and an example without its required nullable fields (``"ended_at": null``) is invalid."""
     written: dict[str, Any] = {}
-    for module in (health, accounts, devices, hub, plans, programs, sessions, stats, errors):
+    bodies = (health, accounts, devices, hub, plans, programs, radios, sessions, stats, errors)
+    for module in bodies:
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, BaseModel):
                 extra = value.model_config.get("json_schema_extra")

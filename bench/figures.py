@@ -87,6 +87,7 @@ PINNED = ("footprint/hci_pinned",)
 E2E_PINNED = ("telemetry_e2e/telemetry_pinned",)
 MQTT = ("mqtt_bridge/latency",)
 MQTT_CPU = ("mqtt_bridge/cpu",)
+RADIOS = ("radios/steady",)
 WEB = ("webapp/render",)
 
 # fmt: off
@@ -203,6 +204,16 @@ TABLE: tuple[Figure | Callable[[dict[str, Any]], list[Figure]], ...] = (
     Figure("footprint", "idle CPU per simulated device, sim:7 / 7 (gateway included)",
            "footprint/sim7/idle_cpu_pct_per_device", "%", when=SIM7),
     lambda benches: capacity_figures(benches),
+    Figure("radios", "3 radios x 7 devices at 50 Hz: e2e p99", "radios/steady/e2e_ms/p99", "ms",
+           when=RADIOS),
+    Figure("radios", "3 radios x 7 devices at 50 Hz: frames lost at phones",
+           "radios/steady/lost_at_phones", "", when=RADIOS),
+    Figure("radios", "3 radios x 7 devices at 50 Hz: gateway CPU", "radios/steady/hub_cpu_pct",
+           "%", when=RADIOS),
+    Figure("radios", "a radio dropped: its 7 sessions all running again on other radios",
+           "radios/failover/all_running_s", "s", when=("radios/failover",)),
+    Figure("radios", "a radio dropped: its first session running again",
+           "radios/failover/first_running_s", "s", when=("radios/failover",)),
     *each(Figure("mqtt", "device state change -> MQTT message {q}",
                  "mqtt_bridge/latency/state_change_ms/{q}", "ms",
                  "mqtt_bridge/latency/bare_publish_ms/{q}", "bare publish {q}", MQTT), "q", Q),

@@ -190,6 +190,50 @@ def judge_capacity(benches: dict[str, Any]) -> Judged:
     return judged(text, ok, lambda: limits_capacity(cap))
 
 
+RESUME_WINDOW_S = 30.0
+"""The product's default link resume window: a session whose link is not back by then ends."""
+
+
+def judge_radios(benches: dict[str, Any]) -> Judged:
+    radios = benches.get("radios", {})
+    steady, failover = radios.get("steady") or {}, radios.get("failover") or {}
+    lost = (steady.get("lost_at_phones"), steady.get("device_frames_lost"))
+    devices = dig(radios, "config", "devices")
+    back = failover.get("all_running_s")
+    moved = failover.get("moved")
+    ok = (
+        None
+        if not steady or not failover
+        else lost == (0, 0)
+        and steady.get("sessions_running") == devices
+        and back is not None
+        and back < RESUME_WINDOW_S
+        and moved == failover.get("devices")
+    )
+    text = (
+        f"lost {lost[0]} + {lost[1]}, e2e p99 {fmt(median(dig(steady, 'e2e_ms', 'p99')), 'ms')}; "
+        f"{failover.get('sessions_running_again')}/{failover.get('devices')} sessions of the "
+        f"dropped radio running again after {fmt(back, 's')}"
+    )
+    return judged(text, ok, lambda: limits_radios(radios))
+
+
+def limits_radios(radios: dict[str, Any]) -> str:
+    steady, failover = radios.get("steady") or {}, radios.get("failover") or {}
+    never = {
+        device: figures
+        for device, figures in (failover.get("per_device") or {}).items()
+        if figures.get("running_s") is None
+    }
+    return (
+        f"- steady: lost {steady.get('lost_at_phones')} at phones and "
+        f"{steady.get('device_frames_lost')} at the hub, {steady.get('sessions_running')} "
+        f"sessions running, gateway CPU {fmt(median(steady.get('hub_cpu_pct')), '%')}; "
+        f"{loop_and_gc(steady)}\n"
+        f"- failover: ended on {failover.get('ended_on')}; never running again: {never or 'none'}"
+    )
+
+
 def judge_web(benches: dict[str, Any]) -> Judged:
     weight = dig(benches, "webapp", "weight") or {}
     wire = [dig(weight, screen, "wire_bytes") for screen in ("pair_screen", "devices_screen")]
@@ -250,6 +294,9 @@ TARGETS = (
         judge_web),
     Aim("Capacity", ("capacity",), "50 devices at 50 Hz, no lost frame, one gateway process",
         judge_capacity, "50 devices at 50 Hz, no lost frame"),
+    Aim("Radio failover", ("radios",),
+        "3 radios x 7 devices at 50 Hz with no lost frame; a dropped radio's sessions all run "
+        "again on other radios within the link resume window (30 s)", judge_radios),
 )
 # fmt: on
 

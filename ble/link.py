@@ -99,6 +99,17 @@ class DeviceLink:
     def is_connected(self) -> bool:
         return self._client is not None and self._client.is_connected
 
+    @property
+    def mtu(self) -> int | None:
+        """The link's ATT MTU while connected (None otherwise); no I/O."""
+        client = self._client
+        if client is None or not client.is_connected:
+            return None
+        try:
+            return int(client.mtu_size)
+        except Exception:  # a backend that cannot tell without I/O  # noqa: BLE001
+            return None
+
     async def connect(self, *, telemetry_hz: int = 50, samples_per_notification: int = 1) -> None:
         """Connect, bond, subscribe, read limits and handshake. Raises LinkError on failure."""
         try:

@@ -85,6 +85,8 @@ class RadioState:
     """UNIX time (seconds) it went down; None while up."""
     failed_attempts: int = 0
     """Attempts to reopen that failed during the current outage (0 while up)."""
+    parts: tuple[RadioState, ...] = ()
+    """For a hub with several radios, each radio's own state (this one sums them up)."""
 
     @property
     def up(self) -> bool:
@@ -93,6 +95,8 @@ class RadioState:
     @property
     def detail(self) -> str:
         """One line for a person: what state it is in and why."""
+        if self.parts:
+            return "; ".join(f"radio{i}: {part.detail}" for i, part in enumerate(self.parts))
         if self.status is RadioStatus.UP:
             return f"{self.moniker} up" + (f" (reopened {self.reopens}x)" if self.reopens else "")
         text = f"{self.moniker} {self.status.value}: {self.last_error or 'lost'}"

@@ -34,7 +34,7 @@ import tomllib
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import platformdirs
 from pydantic import (
@@ -46,6 +46,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
@@ -58,7 +59,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ble.mode import BleMode, BleModeKind
+from ble.mode import BleMode, BleModeKind, BleModes
 from ble.protocol import Zone
 from gateway.errors import GatewayError
 
@@ -116,8 +117,25 @@ def default_database_url() -> str:
 
 
 def _ble_mode(value: object) -> object:
-    """A mode given as text (settings file, environment, command line) parsed by ``BleMode``."""
-    return BleMode.parse(value) if isinstance(value, str) else value
+    """Radios given as text (settings file, environment, command line) parsed by ``BleModes``;
+    a single ``BleMode`` is a list of one."""
+    if isinstance(value, str):
+        return BleModes.parse(value)
+    if isinstance(value, BleMode):
+        return BleModes.of(value)
+    return value
+
+
+def _slot_list(value: object) -> object:
+    """Per-radio slots given as text: ``"7,3"`` or ``"[7, 3]"`` (empty: every radio has
+    ``connection_slots``)."""
+    if isinstance(value, str):
+        text = value.strip().removeprefix("[").removesuffix("]")
+        pieces = [piece.strip() for piece in text.split(",") if piece.strip()]
+        if not all(piece.isdigit() for piece in pieces):
+            raise ValueError(f"radio_slots takes whole numbers separated by commas, got {value!r}")
+        return [int(piece) for piece in pieces]
+    return value
 
 
 class BleSettings(BaseModel):
@@ -126,17 +144,24 @@ class BleSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Annotated[
-        BleMode,
+        BleModes,
         NoDecode,  # given as text in the environment, not as JSON
         BeforeValidator(_ble_mode),
         PlainSerializer(str, return_type=str),
     ] = Field(
-        default=BleMode(BleModeKind.AUTO),
-        description="auto | bluez[:hciN] | sim[:N] (in-process simulated devices) | "
-        "hci:<bumble transport> (e.g. hci:tcp-client:127.0.0.1:9100, hci:usb:0)",
+        default=BleModes((BleMode(BleModeKind.AUTO),)),
+        description="one radio or a comma-separated list of them, each auto | bluez[:hciN] | "
+        "sim[:N] (in-process simulated devices) | hci:<bumble transport> (e.g. "
+        "hci:tcp-client:127.0.0.1:9100, hci:usb:0)",
     )
     connection_slots: Annotated[int, Field(ge=1, le=20)] = 7
-    """Most devices connected at once (a radio's practical limit)."""
+    """Most devices connected at once through each radio (a radio's practical limit)."""
+    radio_slots: Annotated[
+        list[Annotated[int, Field(ge=1, le=20)]], NoDecode, BeforeValidator(_slot_list)
+    ] = Field(default_factory=list, examples=["7,3"])
+    """Per-radio override of ``connection_slots``, in ``mode`` list order
+    (``MCGW_BLE__RADIO_SLOTS=7,3``); empty: every radio has ``connection_slots``. Give one
+    number per radio."""
     telemetry_hz: Annotated[int, Field(ge=1, le=100)] = 50
     """Telemetry rate while a session runs or a client watches every frame."""
     idle_telemetry_hz: Annotated[int, Field(ge=0, le=100)] = 1
@@ -152,6 +177,19 @@ class BleSettings(BaseModel):
     """``sim`` modes: serve the simulated devices' scenario control endpoint (docs of
     ``ble.sim.control``: skin contact, gel, faults) on 127.0.0.1 at this port, as ``mcgw sim``
     does; off by default. For tests and demos only: it has no authentication."""
+
+    @model_validator(mode="after")
+    def _one_slot_count_per_radio(self) -> Self:
+        if self.radio_slots and len(self.radio_slots) != len(self.mode):
+            raise ValueError(
+                f"radio_slots gives {len(self.radio_slots)} number(s) for {len(self.mode)} "
+                f"radio(s) ({self.mode}); give one per radio, or none to use connection_slots"
+            )
+        return self
+
+    def slots_for(self, index: int) -> int:
+        """Connection slots of the radio at ``index`` in the ``mode`` list."""
+        return self.radio_slots[index] if self.radio_slots else self.connection_slots
 
 
 class SafetySettings(BaseModel):
@@ -575,7 +613,7 @@ def public_settings(settings: Settings) -> dict[str, Any]:
 def _public(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return MASK if value.get_secret_value() else ""
-    if isinstance(value, BleMode):
+    if isinstance(value, BleMode | BleModes):
         return str(value)
     if isinstance(value, BaseModel):
         return {name: _public(getattr(value, name)) for name in type(value).model_fields}

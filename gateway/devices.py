@@ -2,10 +2,17 @@
 
 Each known device gets one owned task that connects (bleak-retry-connector inside
 ``ble.link.DeviceLink``), bonds, handshakes and reads the limits, then waits for the link to drop
-and reconnects with capped exponential backoff and jitter. Connection slots are limited by a
-setting (a radio holds only so many links). While the radio itself is down (``radio_lost``) no
-device tries to connect; when it is back (``radio_restored``, with the new backends already
-set) every device tries again at once, with its backoff reset. State changes (discovered,
+and reconnects with capped exponential backoff and jitter.
+
+The hub may have several radios (``self.radios``, one ``gateway.radios.Radio`` per entry of the
+``--ble`` list). Scans listen on every radio that is up and note what each heard; each connect
+attempt takes a slot on the radio ``gateway.radios.place`` picks (the one that hears the
+device loudest with a free slot) and gives it back when the attempt failed or the link is gone,
+in a ``finally`` so no path (failure, cancellation, a radio lost mid-connect) leaks it. A device
+whose link is lost (its radio died, or it went away) is placed again on its next attempt, so it
+moves to another radio that hears it. While a radio is down (``radio_lost``) nothing is placed
+on it; when it is back (``radio_restored``, with its new backends already set) every device
+sleeping a backoff tries again at once, with its backoff reset. State changes (discovered,
 connecting, connected, bonded, lost) are published on the event bus.
 
 Telemetry from a device goes to the telemetry hub and, first, to whoever listens to the device
@@ -45,6 +52,7 @@ from ble.link import DeviceLink, LinkCounters
 from gateway.config import BleSettings, SafetySettings
 from gateway.errors import DeviceUnavailable, NotFound
 from gateway.events import DeviceStateChanged, EventBus
+from gateway.radios import Radio, place
 from gateway.safety import SafetySupervisor
 from gateway.states import DeviceState
 from gateway.tasks import TaskOwner
@@ -106,6 +114,11 @@ class ManagedDevice:
     """Holders of the full telemetry rate (the session on it); see ``hold_full_rate``."""
     retune: asyncio.Task[None] | None = None
     """The task bringing the link's telemetry rate to what is wanted, while one runs."""
+    radio: Radio | None = None
+    """The radio whose slot its link (or connect attempt) holds; None between attempts."""
+    failed_on: Radio | None = None
+    """The radio its last connect attempt failed on (tried after the others next time)."""
+    last_disconnect_reason: str | None = None
 
     @property
     def address(self) -> str:
@@ -192,56 +205,91 @@ class DeviceManager:
         self.bus = bus
         self.hub = hub
         self.tasks = tasks
+        self.radios = [
+            Radio(f"radio{index}", str(mode), ble.slots_for(index))
+            for index, mode in enumerate(ble.mode)
+        ]
+        """One per entry of ``ble.mode``, in list order (``radio0``...)."""
         self.client_backend = client_backend
         self.scanner_backend = scanner_backend
         self._devices: dict[str, ManagedDevice] = {}
         self.discovered: dict[str, Discovered] = {}
         self._seen: dict[str, BLEDevice] = {}
-        self._slots = asyncio.Semaphore(ble.connection_slots)
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._radio_up = asyncio.Event()
-        self._radio_up.set()
+        self._changed = asyncio.Event()
+        """Set (and replaced) when a slot is given back or a radio comes back."""
         self._radio_back = asyncio.Event()
-        """Set (and replaced) each time the radio comes back: wakes devices sleeping a backoff."""
+        """Set (and replaced) each time a radio comes back: wakes devices sleeping a backoff."""
         self._unwatch = hub.add_demand_listener(self._on_demand)
 
-    # --- the radio -------------------------------------------------------------------------
+    # --- the radios ------------------------------------------------------------------------
+
+    @property
+    def client_backend(self) -> type[BaseBleakClient] | None:
+        """The first radio's client backend (the one radio of a single-radio hub)."""
+        return self.radios[0].client_backend
+
+    @client_backend.setter
+    def client_backend(self, backend: type[BaseBleakClient] | None) -> None:
+        self.radios[0].client_backend = backend
+
+    @property
+    def scanner_backend(self) -> type[BaseBleakScanner] | None:
+        return self.radios[0].scanner_backend
+
+    @scanner_backend.setter
+    def scanner_backend(self, backend: type[BaseBleakScanner] | None) -> None:
+        self.radios[0].scanner_backend = backend
 
     @property
     def radio_up(self) -> bool:
-        """False while the radio transport is lost (see ``gateway.runtime.Runtime.radio_state``)."""
-        return self._radio_up.is_set()
+        """True while at least one radio is up (see ``gateway.runtime.Runtime.radio_state``)."""
+        return any(radio.up for radio in self.radios)
 
     async def wait_radio(self) -> None:
-        """Return once the radio is up (at once if it is)."""
-        await self._radio_up.wait()
+        """Return once a radio is up (at once if one is)."""
+        while not self.radio_up:
+            await self._changed.wait()
 
-    def radio_lost(self) -> None:
-        """The radio transport is gone: hold every connect attempt until it is back."""
-        self._radio_up.clear()
+    def radio_lost(self, index: int = 0) -> None:
+        """The transport of radio ``index`` is gone: place nothing on it until it is back (its
+        links are reported lost by the adapter, and their devices are placed again)."""
+        self.radios[index].up = False
 
-    def radio_restored(self) -> None:
-        """The radio is back (set the new ``client_backend``/``scanner_backend`` first)."""
-        self._radio_up.set()
+    def radio_restored(self, index: int = 0) -> None:
+        """Radio ``index`` is back (set its new backends first): devices sleeping a backoff
+        try again at once."""
+        self.radios[index].up = True
         back, self._radio_back = self._radio_back, asyncio.Event()
         back.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     # --- discovery -------------------------------------------------------------------------
 
     async def scan(self, timeout_s: float | None = None) -> list[Discovered]:
-        """Scan for microcurrent devices (by service UUID) and remember what was found."""
+        """Scan for microcurrent devices (by service UUID) on every radio that is up, note what
+        each radio heard (for placement), and remember what was found (loudest advert wins).
+        Fails only when every radio's scan failed (with the first radio's error)."""
         timeout = timeout_s or self.settings.scan_timeout_s
-        if self.scanner_backend is None:
-            found = await BleakScanner.discover(
-                timeout, return_adv=True, service_uuids=[p.SERVICE_UUID]
-            )
-        else:
-            found = await BleakScanner.discover(
-                timeout,
-                return_adv=True,
-                service_uuids=[p.SERVICE_UUID],
-                backend=self.scanner_backend,
-            )
+        found: dict[str, tuple[BLEDevice, AdvertisementData]] = {}
+        radios = [radio for radio in self.radios if radio.up] or self.radios[:1]
+        outcomes = await asyncio.gather(
+            *(self._scan_radio(radio, timeout, found) for radio in radios),
+            return_exceptions=True,
+        )
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        for error in errors:
+            if not isinstance(error, Exception):
+                raise error  # cancellation and the like
+        if errors and len(errors) == len(radios):
+            raise errors[0]
+        for radio, outcome in zip(radios, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("scan on %s (%s) failed: %s", radio.name, radio.mode, outcome)
         result = []
         for device, adv in found.values():
             item = self._describe(device, adv)
@@ -255,6 +303,27 @@ class DeviceManager:
             self._seen[device.address.upper()] = device
             result.append(item)
         return sorted(result, key=lambda d: d.address)
+
+    @staticmethod
+    async def _scan_radio(
+        radio: Radio, timeout_s: float, found: dict[str, tuple[BLEDevice, AdvertisementData]]
+    ) -> None:
+        def heard(device: BLEDevice, adv: AdvertisementData) -> None:
+            if p.SERVICE_UUID not in (uuid.lower() for uuid in adv.service_uuids):
+                return
+            radio.hear(device, adv.rssi)
+            best = found.get(device.address)
+            if best is None or adv.rssi > best[1].rssi:
+                found[device.address] = (device, adv)
+
+        if radio.scanner_backend is None:
+            scanner = BleakScanner(heard, service_uuids=[p.SERVICE_UUID])
+        else:
+            scanner = BleakScanner(
+                heard, service_uuids=[p.SERVICE_UUID], backend=radio.scanner_backend
+            )
+        async with scanner:
+            await asyncio.sleep(timeout_s)
 
     def _describe(self, device: BLEDevice, adv: AdvertisementData) -> Discovered:
         battery = state = None
@@ -445,10 +514,17 @@ class DeviceManager:
     async def _supervise(self, managed: ManagedDevice) -> None:
         backoff = BACKOFF_START_S
         while True:
-            await self._radio_up.wait()
+            radio = await self._take_slot(managed)
             back = self._radio_back  # taken before the attempt: a return during it counts
-            async with self._slots:
-                connected = await self._connect_once(managed)
+            try:
+                connected = await self._connect_once(managed, radio)
+            finally:
+                # The slot is held from the attempt to the link's end, and given back here
+                # however that came: failure, a lost link, cancellation (forget, shutdown).
+                managed.radio = None
+                radio.release()
+                self._notify()
+            managed.failed_on = None if connected else radio
             if connected:
                 backoff = BACKOFF_START_S
                 continue
@@ -457,6 +533,25 @@ class DeviceManager:
                 backoff = BACKOFF_START_S  # a new radio: the old failures say nothing
             else:
                 backoff = min(backoff * 2, self.settings.reconnect_max_backoff_s)
+
+    async def _take_slot(self, managed: ManagedDevice) -> Radio:
+        """Wait for a radio with a free slot and take a slot on the best one for ``managed``."""
+        while True:
+            changed = self._changed
+            radio = place(self.radios, managed.address, avoid=managed.failed_on)
+            if radio is not None:
+                managed.radio = radio
+                return radio
+            await changed.wait()
+
+    def slots_held(self) -> dict[str, int]:
+        """Radio name -> the devices whose link or connect attempt is on it (the truth the
+        radios' ``used`` counters must equal)."""
+        held = {radio.name: 0 for radio in self.radios}
+        for managed in self._devices.values():
+            if managed.radio is not None:
+                held[managed.radio.name] += 1
+        return held
 
     @staticmethod
     async def _rest(delay_s: float, back: asyncio.Event) -> bool:
@@ -468,14 +563,15 @@ class DeviceManager:
             return False
         return True
 
-    async def _connect_once(self, managed: ManagedDevice) -> bool:
-        """Connect and hold the link until it drops. False if the connect itself failed."""
+    async def _connect_once(self, managed: ManagedDevice, radio: Radio) -> bool:
+        """Connect through ``radio`` and hold the link until it drops. False if the connect
+        itself failed."""
         lost = asyncio.Event()
         managed.lost = lost
         self._set_state(managed, DeviceState.CONNECTING)
         link = DeviceLink(
-            managed.ble_device,
-            client_backend=self.client_backend,
+            radio.device_for(managed.address, managed.ble_device, managed.name),
+            client_backend=radio.client_backend,
             on_telemetry=lambda t: self._on_telemetry(managed, t),
             on_status=lambda s: self._on_status(managed, s),
             on_disconnect=lost.set,
@@ -484,9 +580,11 @@ class DeviceManager:
         try:
             await link.connect(telemetry_hz=self.wanted_hz(managed))
         except BleError as exc:
+            radio.connect_failures += 1
             self._set_state(managed, DeviceState.LOST, str(exc))
             return False
         except Exception as exc:
+            radio.connect_failures += 1
             log.exception("unexpected error connecting to %s", managed.address)
             self._set_state(managed, DeviceState.LOST, f"unexpected error: {exc}")
             return False
@@ -508,7 +606,10 @@ class DeviceManager:
             # possible.
             await link.close()
         managed.reconnects += 1
-        self._set_state(managed, DeviceState.LOST, "link lost")
+        managed.last_disconnect_reason = (
+            "link lost" if radio.up else f"link lost: {radio.name} went down"
+        )
+        self._set_state(managed, DeviceState.LOST, managed.last_disconnect_reason)
         managed.tell_link(up=False)
         return True
 

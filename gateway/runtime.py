@@ -10,6 +10,13 @@ what ``settings.ble.mode`` (a ``ble.mode.BleMode``) names, opened by ``ble.backe
 * ``bluez`` / ``auto``: bleak's stock backend (BlueZ over D-Bus on Linux), after checking that
   the host can reach BlueZ at all.
 
+``settings.ble.mode`` may list several radios (``hci:...,hci:...``, ``bluez:hci0,bluez:hci1``):
+each is opened as its own ``BleStack`` (``self.stacks``, in list order), its supervisor's
+loss and return are told to the device manager by index, and the device manager places each
+device on one of them (gateway/devices.py, gateway/radios.py). Every radio must open at start;
+one that is lost later is reopened by its supervisor while the others carry on.
+``bluetooth_report()`` is the health view of them all.
+
 Every task is owned by ``Runtime.tasks`` and cancelled and awaited in ``stop()``. bumble is only
 imported for the modes that use it (it costs half a second of start-up).
 """
@@ -17,12 +24,13 @@ imported for the modes that use it (it costs half a second of start-up).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from ble.supervisor import RadioState
+from ble.supervisor import RadioState, RadioStatus
 from gateway.access import AccessChange, AccessPolicy, DeviceAccess
 from gateway.config import Settings
 from gateway.devices import DeviceManager
@@ -30,6 +38,7 @@ from gateway.errors import BluetoothUnavailable, GatewayError
 from gateway.events import EventBus
 from gateway.health import LoopMonitor
 from gateway.programs import Program, builtin_programs
+from gateway.radio_report import BluetoothReport, DeviceLinkReport, RadioReport
 from gateway.sessions import SessionManager
 from gateway.tasks import TaskOwner
 from gateway.telemetry import TelemetryHub
@@ -73,8 +82,11 @@ class Runtime:
         self.tasks = TaskOwner("gateway")
         self.bus = EventBus()
         self.hub = TelemetryHub()
+        self.stacks: list[BleStack] = []
+        """What each radio of ``settings.ble.mode`` opened (ble/backends.py), in list order."""
         self.ble: BleStack | None = None
-        """What ``settings.ble.mode`` opened (ble/backends.py); None until ``open_ble()``."""
+        """The first radio's stack (the one radio of a single-radio hub); None until
+        ``open_ble()``."""
         self.sim_devices: list[SimulatedDevice] = []
         self._stack = AsyncExitStack()
         self.devices = DeviceManager(
@@ -154,21 +166,76 @@ class Runtime:
         ``hci:`` modes report the supervised transport; ``sim`` modes are always up (the
         in-process radio cannot be lost); ``auto``/``bluez`` give None: BlueZ owns the adapter
         there and bleak does not report its loss.
+
+        With several radios it sums them up: ``up`` while at least one radio is up (the hub
+        can still reach devices, so it stays ready; ``bluetooth_report()`` tells which radio
+        is down), ``detail`` names each radio's state, ``reopens`` is their total, and
+        ``last_error``/``down_since``/``failed_attempts`` come from the radios that are down.
+        BlueZ radios count as up (bleak does not report their loss).
         """
-        return self.ble.radio_state if self.ble is not None else None
+        if len(self.stacks) <= 1:
+            return self.ble.radio_state if self.ble is not None else None
+        return _combined_state([stack.radio_state for stack in self.stacks], self.stacks)
+
+    def bluetooth_report(self) -> BluetoothReport:
+        """The radios and device links now (gateway/radio_report.py), from memory, no I/O."""
+        radios = []
+        for index, radio in enumerate(self.devices.radios):
+            stack = self.stacks[index] if index < len(self.stacks) else None
+            state = stack.radio_state if stack is not None else None
+            adapter = stack.adapter if stack is not None else None
+            radios.append(
+                RadioReport(
+                    name=radio.name,
+                    mode=radio.mode,
+                    address=adapter.address if adapter is not None else None,
+                    state="unknown" if state is None else state.status.value,
+                    slots=radio.slots,
+                    slots_used=radio.used,
+                    adverts_per_s=radio.adverts_per_s(),
+                    connect_attempts=radio.connect_attempts,
+                    connect_failures=radio.connect_failures,
+                    reopens=state.reopens if state is not None else 0,
+                    last_error=state.last_error if state is not None else None,
+                )
+            )
+        devices = []
+        for managed in self.devices.all():
+            on = managed.radio
+            heard = on.heard.get(managed.address) if on is not None else None
+            link = managed.link
+            devices.append(
+                DeviceLinkReport(
+                    address=managed.address,
+                    name=managed.name,
+                    state=str(managed.state),
+                    radio=on.name if on is not None else None,
+                    signal_dbm=heard.rssi if heard is not None else managed.rssi,
+                    mtu=link.mtu if link is not None else None,
+                    reconnects=managed.reconnects,
+                    last_disconnect_reason=managed.last_disconnect_reason,
+                )
+            )
+        return BluetoothReport(tuple(radios), tuple(devices))
 
     async def open_ble(self) -> None:
-        """Open the radio (and the simulated devices) without supervising any device yet."""
-        mode = self.settings.ble.mode
-        if not mode.uses_bumble:
+        """Open every radio (and the simulated devices) without supervising any device yet."""
+        modes = self.settings.ble.mode
+        if not modes.uses_bumble:
             self._check_bluez()
         from ble.backends import BleStack
 
-        stack = await BleStack.open(mode, on_down=self.devices.radio_lost, on_up=self._radio_back)
-        self._stack.push_async_callback(stack.close)
-        self.ble = stack
+        for index, mode in enumerate(modes):
+            stack = await BleStack.open(
+                mode,
+                on_down=functools.partial(self.devices.radio_lost, index),
+                on_up=functools.partial(self._radio_back, index),
+            )
+            self._stack.push_async_callback(stack.close)
+            self.stacks.append(stack)
+            self._use_backends(index, stack.backends)
+        stack = self.ble = self.stacks[0]
         self.sim_devices = stack.sim_devices
-        self._use_backends(stack.backends)
         port = self.settings.ble.sim_control_port
         if self.sim_devices and port is not None:
             from ble.sim.control import ControlServer
@@ -178,13 +245,14 @@ class Runtime:
             self._stack.push_async_callback(control.stop)
             log.info("simulator control endpoint on http://127.0.0.1:%d", control.port)
 
-    def _use_backends(self, backends: BleakBackends) -> None:
-        self.devices.client_backend = backends.client
-        self.devices.scanner_backend = backends.scanner
+    def _use_backends(self, index: int, backends: BleakBackends) -> None:
+        radio = self.devices.radios[index]
+        radio.client_backend = backends.client
+        radio.scanner_backend = backends.scanner
 
-    def _radio_back(self, backends: BleakBackends) -> None:
-        self._use_backends(backends)
-        self.devices.radio_restored()
+    def _radio_back(self, index: int, backends: BleakBackends) -> None:
+        self._use_backends(index, backends)
+        self.devices.radio_restored(index)
 
     def _check_bluez(self) -> None:
         import os
@@ -305,8 +373,9 @@ class Runtime:
             await self._open_storage()
         await self.open_ble()
         self._stack.push_async_callback(self.tasks.close)
-        if self.ble is not None and self.ble.supervisor is not None:
-            self.tasks.spawn(self.ble.supervisor.run(), name="radio")
+        for index, stack in enumerate(self.stacks):
+            if stack.supervisor is not None:
+                self.tasks.spawn(stack.supervisor.run(), name=f"radio{index or ''}")
         if self.sim_devices:
             await self._adopt_sim_devices()
         if self.settings.ble.auto_connect and not self.sim_devices:
@@ -442,3 +511,23 @@ class Runtime:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+
+def _combined_state(states: list[RadioState | None], stacks: list[BleStack]) -> RadioState:
+    """Several radios' states as one (see ``Runtime.radio_state``)."""
+    known = [
+        state if state is not None else RadioState(str(stack.mode))
+        for state, stack in zip(states, stacks, strict=True)
+    ]
+    down = [state for state in known if not state.up]
+    up = len(down) < len(known)
+    failing = down[0] if down else None
+    return RadioState(
+        moniker=",".join(state.moniker for state in known),
+        status=RadioStatus.UP if up else known[0].status,
+        last_error=failing.last_error if failing is not None else None,
+        reopens=sum(state.reopens for state in known),
+        down_since=None if up else min(s.down_since or 0.0 for s in known) or None,
+        failed_attempts=sum(state.failed_attempts for state in down),
+        parts=tuple(known),
+    )

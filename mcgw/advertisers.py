@@ -1,18 +1,19 @@
 """``mcgw scan --all``: every advertiser the radio hears, as a table or JSON.
 
 The scan itself is ``ble.advertisers.listen_to_all`` on the backends the BLE mode opened; this
-module only runs it on a runtime's radio and prints what it heard. It deliberately does not
+module only runs it on a runtime's radios and prints what it heard. It deliberately does not
 keep what it heard: nothing here touches the hub's database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from ble.advertisers import company_name, describe_uuid, listen_to_all
+from ble.advertisers import Advertiser, company_name, describe_uuid, listen_to_all
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,10 +24,20 @@ __all__ = ["listen", "show"]
 
 
 async def listen(runtime: Runtime, timeout_s: float) -> list[dict[str, Any]]:
-    """Every advertiser heard on ``runtime``'s open radio, JSON-ready, strongest first."""
-    assert runtime.ble is not None, "open_ble() first"
-    heard = await listen_to_all(timeout_s, backend=runtime.ble.backends.scanner)
-    return [advertiser.as_dict() for advertiser in heard]
+    """Every advertiser heard on ``runtime``'s open radios (all at once, each advertiser at
+    the signal of the radio that heard it loudest), JSON-ready, strongest first."""
+    assert runtime.stacks, "open_ble() first"
+    lists = await asyncio.gather(
+        *(listen_to_all(timeout_s, backend=stack.backends.scanner) for stack in runtime.stacks)
+    )
+    loudest: dict[str, Advertiser] = {}
+    for heard in lists:
+        for advertiser in heard:
+            known = loudest.get(advertiser.address)
+            if known is None or advertiser.rssi > known.rssi:
+                loudest[advertiser.address] = advertiser
+    ranked = sorted(loudest.values(), key=lambda a: (-a.rssi, a.address))
+    return [advertiser.as_dict() for advertiser in ranked]
 
 
 def show(rows: list[dict[str, Any]], *, as_json: bool, out: Console, console: Console) -> None:

@@ -161,7 +161,10 @@ def sim(
 @app.command()
 def scan(
     ble: Annotated[
-        str | None, typer.Option(help="auto | bluez[:hciN] | sim[:N] | hci:<transport>.")
+        str | None,
+        typer.Option(
+            help="auto | bluez[:hciN] | sim[:N] | hci:<transport>, or a comma-separated list."
+        ),
     ] = None,
     timeout: Annotated[float, typer.Option(min=0.5, max=60, help="Seconds to scan.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -236,7 +239,11 @@ def doctor(
 @app.command()
 def serve(
     ble: Annotated[
-        str | None, typer.Option(help="auto | bluez[:hciN] | sim[:N] | hci:<bumble transport>.")
+        str | None,
+        typer.Option(
+            help="auto | bluez[:hciN] | sim[:N] | hci:<bumble transport>, or a comma-separated "
+            "list of them, one per radio."
+        ),
     ] = None,
     db: Annotated[
         str | None, typer.Option(help="Database URL (sqlite:/// or postgresql+psycopg://).")

@@ -16,6 +16,7 @@ sys.path.insert(0, str(BENCH))
 
 import floors  # noqa: E402
 import mqtt_bridge  # noqa: E402
+import radios  # noqa: E402
 import run as bench_run  # noqa: E402
 import ws_fanout  # noqa: E402
 from harness import joins, machine, phones, processes, stats, wire  # noqa: E402
@@ -175,6 +176,19 @@ def synthetic_results() -> dict[str, Any]:
                 "capacity": {"in-process": 14, "sim-process": 28},
                 "steps": {"sim-process": [capacity_step]},
             },
+            "radios": {
+                "config": {"devices": 21},
+                "steady": capacity_step | {"devices": 21, "sessions_running": 21},
+                "failover": {
+                    "devices": 7,
+                    "sessions_running_again": 7,
+                    "all_running_s": 0.4,
+                    "first_running_s": 0.2,
+                    "moved": 7,
+                    "ended_on": {},
+                    "per_device": {},
+                },
+            },
             "footprint": {
                 "sim7": {
                     "ready_s": figure(1.8),
@@ -209,10 +223,12 @@ def test_report_on_a_synthetic_result() -> None:
     verdicts = {t.name: t.verdict for t in bench_run.targets(synthetic_results())}
     assert verdicts["Stop"] == "MISSED"
     assert verdicts["Capacity"] == "MISSED"
+    assert verdicts["Radio failover"] == "MISSED"  # 3 frames lost at the phones
+    assert "a radio dropped: its 7 sessions all running again" in doc
     assert verdicts["Scheduler"].startswith("not measured")
 
 
-@pytest.mark.parametrize("drop", ["floors", "telemetry_e2e", "footprint", "capacity"])
+@pytest.mark.parametrize("drop", ["floors", "telemetry_e2e", "footprint", "capacity", "radios"])
 def test_report_survives_a_missing_benchmark(drop: str) -> None:
     results = synthetic_results()
     del results["benches"][drop]
@@ -279,3 +295,37 @@ def test_mqtt_state_changes_join_with_the_messages_that_show_them() -> None:
     change_ms, floor_ms = mqtt_bridge.join(changes, [4_500_000, 7_000_000], lines, topic)
     assert change_ms == [1.0, 0.5, 1.0]
     assert floor_ms == [0.5]  # the second floor message never arrived: not counted
+
+
+def test_radios_places_seven_per_radio_and_times_the_failover_from_hub_events() -> None:
+    devices = [f"D{i:02}" for i in range(21)]
+    plan = radios.signal_plan(devices, ["A", "B", "C"], 7)
+    loudest = {d: max(("A", "B", "C"), key=lambda r: plan[d, r]) for d in devices}
+    assert [list(loudest.values()).count(r) for r in ("A", "B", "C")] == [7, 7, 7]
+    assert sorted(plan["D07", r] for r in ("A", "B", "C")) == [radios.FAR, radios.ALT, radios.NEAR]
+
+    view = {
+        "radios": [{"name": "radio0"}, {"name": "radio1"}],
+        "devices": [{"radio": "radio0"}, {"radio": "radio0"}, {"radio": None}],
+    }
+    assert radios.placement(view) == {"radio0": 2, "radio1": 0}
+
+    def event(kind: str, device: str, ts: float, **more: str) -> dict[str, Any]:
+        return {"type": kind, "address": device, "ts": ts, **more}
+
+    events = [
+        event("session_state", "X", 99.0, state="running", reason=radios.RESUMED),  # before
+        event("device_state", "X", 100.01, state="lost"),
+        event("session_state", "X", 100.02, state="paused", reason="link lost; reconnecting"),
+        event("device_state", "X", 100.3, state="bonded"),
+        event("session_state", "X", 100.35, state="running", reason=radios.RESUMED),
+        event("device_state", "Y", 100.01, state="lost"),
+        event("session_state", "Y", 130.5, state="interrupted", reason="link lost for more"),
+    ]
+    figures = radios.failover_figures(events, ["X", "Y"], 100.0)
+    assert figures["per_device"]["X"] == {
+        "lost_s": 0.01, "bonded_s": 0.3, "running_s": 0.35, "ended": None,
+    }  # fmt: skip
+    assert figures["per_device"]["Y"]["ended"] == "interrupted"
+    assert (figures["sessions_running_again"], figures["all_running_s"]) == (1, None)
+    assert figures["first_running_s"] == 0.35

@@ -12,6 +12,7 @@ slots; everything else is the product as ``mcgw serve`` runs it. Nothing here ju
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -43,23 +44,47 @@ async def start_hub(
     record: bool = False,
     expect: int = 0,
     cpus: list[int] | None = None,
+    auto_connect: bool = True,
 ) -> Child:
     """A hub helper process; returns once it serves and every device is connected.
 
     ``cpus``: pin the hub to these cores (``[0]``: the Pi-class run on one core).
+    ``auto_connect=False``: no background scans take devices on by themselves (the product's
+    ``ble.auto_connect``); with ``expect=0`` the hub then looks after nothing until ``adopt``.
 
     ``ble``: ``none`` (no radio: the fan-out bench injects frames), ``sim:N`` (devices in the hub
     process) or ``hci:tcp-client:HOST:PORT`` (devices in a sim helper process; the hub scans and
     manages the ``expect`` devices it finds).
     """
-    config = {"ble": ble, "slots": slots, "record": record, "expect": expect, "cpus": cpus}
+    config = {
+        "ble": ble,
+        "slots": slots,
+        "record": record,
+        "expect": expect,
+        "cpus": cpus,
+        "auto_connect": auto_connect,
+    }
     return await start_helper("hub", config, loop=loop, timeout_s=START_TIMEOUT_S)
 
 
-async def start_sim(devices: int, *, record: bool = True, loop: str = "auto") -> Child:
-    """A sim helper process with ``devices`` simulated devices, served over HCI over TCP."""
-    config = {"devices": devices, "record": record}
+async def start_sim(
+    devices: int, *, record: bool = True, loop: str = "auto", control: bool = False
+) -> Child:
+    """A sim helper process with ``devices`` simulated devices, served over HCI over TCP.
+
+    ``control``: also serve the simulator's control endpoint (its ``ready`` names
+    ``control_port``), as ``mcgw sim --control-port`` does: scenarios, and per radio (each HCI
+    client) ``set_signal``, ``deaf`` and ``drop``."""
+    config = {"devices": devices, "record": record, "control": control}
     return await start_helper("sim", config, loop=loop, timeout_s=START_TIMEOUT_S)
+
+
+async def adopt(hub: Child, expect: int) -> list[str]:
+    """Have a hub started with ``auto_connect=False`` scan for ``expect`` devices and look after
+    them; returns their addresses once every one is connected."""
+    reply = await hub.command({"cmd": "adopt", "expect": expect}, "adopted", 2 * CONNECT_TIMEOUT_S)
+    devices: list[str] = (reply or {})["devices"]
+    return devices
 
 
 async def dump_hub(hub: Child) -> dict[str, Any]:
@@ -71,13 +96,17 @@ async def dump_hub(hub: Child) -> dict[str, Any]:
 # --- the hub process -----------------------------------------------------------------------------
 
 
-def hub_settings(ble: str, slots: int, tmp: str) -> Any:
+def hub_settings(ble: str, slots: int, tmp: str, auto_connect: bool = True) -> Any:
     """The settings of ``mcgw serve`` for the bench (SQLite in ``tmp``, no mDNS)."""
     from gateway.config import Settings
 
     return Settings(
         hub_id="bench-hub",
-        ble={"mode": "sim:1" if ble == "none" else ble, "connection_slots": min(slots, 20)},
+        ble={
+            "mode": "sim:1" if ble == "none" else ble,
+            "connection_slots": min(slots, 20),
+            "auto_connect": auto_connect,
+        },
         db={"url": f"sqlite:///{tmp}/mcgw.db"},
         # Every phone of a benchmark uses the one bench token: lift the per-token and total
         # WebSocket limits (8 and 256 by default) above the largest load (100 clients).
@@ -98,7 +127,8 @@ def bench_runtime(ble: str, slots: int) -> type[Any]:
             if slots > 20:
                 # BleSettings caps connection_slots at 20 (one radio's practical limit); the
                 # capacity target is about the Python side beyond any single radio.
-                self.devices._slots = asyncio.Semaphore(slots)
+                for radio in self.devices.radios:
+                    radio.slots = slots
 
         async def open_ble(self) -> None:
             if ble != "none":
@@ -204,6 +234,10 @@ class Hub:
             return {"event": "dumped"}
         if cmd == "counters":
             return {"event": "counters", **counters(rt)}
+        if cmd == "adopt":
+            await adopt_all(rt, message["expect"])
+            await rt.wait_connected(CONNECT_TIMEOUT_S)
+            return {"event": "adopted", "devices": managed_addresses(rt)}
         if cmd == "reset":
             self.gc_pauses.reset()
             self.lag.lateness_ms.clear()
@@ -231,7 +265,8 @@ async def hub_main(config: dict[str, Any]) -> None:
     count = 0 if ble == "none" else parse_mode(ble).sim_devices
     slots = config.get("slots") or max(count, config.get("expect") or 0, 7)
     tmp = tempfile.mkdtemp(prefix="mcgw-bench-")
-    hub.app = create_app(hub_settings(ble, slots, tmp), runtime_factory=bench_runtime(ble, slots))
+    settings = hub_settings(ble, slots, tmp, auto_connect=config.get("auto_connect", True))
+    hub.app = create_app(settings, runtime_factory=bench_runtime(ble, slots))
     server = uvicorn.Server(uvicorn_config(hub.app))
     try:
         await run_server_with_steps(
@@ -260,8 +295,14 @@ async def sim_main(config: dict[str, Any]) -> None:
     lag.start()
     try:
         sims = await radio.start_simulated_devices(air, config["devices"])
-        async with radio.hci_tcp_server(air, port=0) as server:
-            emit("ready", port=server.port, pid=os.getpid(), devices=[s.address for s in sims])
+        async with contextlib.AsyncExitStack() as stack:
+            server = await stack.enter_async_context(radio.hci_tcp_server(air, port=0))
+            extra = {}
+            if config.get("control"):
+                control = await stack.enter_async_context(radio.control_server(sims, server))
+                extra["control_port"] = control.port
+            devices = [s.address for s in sims]
+            emit("ready", port=server.port, pid=os.getpid(), devices=devices, **extra)
             async for message in commands():
                 if message.get("cmd") == "dump":
                     data = recorder.dump(sims) if recorder else {"sends": {}, "stops": []}
@@ -278,7 +319,8 @@ async def sim_main(config: dict[str, Any]) -> None:
 
 
 def parse_mode(ble: str) -> Any:
-    """The product's own reading of a ``--ble`` value (``none`` is the bench's: no radio)."""
-    from ble.mode import BleMode
+    """The product's own reading of a ``--ble`` value, its first radio when it lists several
+    (``none`` is the bench's: no radio)."""
+    from ble.mode import BleModes
 
-    return BleMode.parse(ble)
+    return BleModes.parse(ble).first

@@ -1,7 +1,8 @@
 """The product's radio pieces the benchmarks build on, named in one place.
 
 A virtual radio, an adapter on it (or on HCI over TCP), an HCI-over-TCP server for a radio,
-the bleak backends of the bumble stack, and N simulated devices. When the product moves or
+the simulator's control endpoint and its client, the bleak backends of the bumble stack, and N
+simulated devices. When the product moves or
 renames these, this is the module to follow it. Nothing here measures; the imports are lazy
 so that a benchmark that does not use the radio does not pay for bumble.
 """
@@ -32,6 +33,21 @@ def hci_tcp_server(radio: Any, port: int = 0) -> Any:
     from ble.bumble.hci_server import HciTcpServer
 
     return HciTcpServer(radio, port=port)
+
+
+def control_server(sims: list[Any], hci: Any) -> Any:
+    """The simulator's control endpoint (scenarios, and ``hci``'s radios: set_signal, deaf,
+    drop) on 127.0.0.1, a free port: what ``mcgw sim --control-port`` serves."""
+    from ble.sim.control import ControlServer
+
+    return ControlServer(sims, host="127.0.0.1", port=0, hci=hci)
+
+
+async def control_request(port: int, method: str, path: str, body: Any = None) -> Any:
+    """One call to a control endpoint (``ble.sim.control.request``): its decoded JSON reply."""
+    from ble.sim.control import request
+
+    return await request(port, method, path, body)
 
 
 def bleak_backends(adapter: Any) -> tuple[Any, Any]:

@@ -9,6 +9,11 @@ to the peer as a supervision timeout, exactly as if the central had walked out o
 Why not bumble's ``tcp-server`` transport: it drives a single controller for every client, and
 its HCI_Reset does nothing, so a client that dies leaves stale connections behind.
 
+``radios()`` lists the connected clients' controllers (their address as the client set it, deaf
+or not, links held) and ``drop(address)`` cuts that client's TCP connection as if its dongle
+had been pulled: the client sees its transport closed, its peers a supervision timeout. The
+sim's control endpoint serves both (ble/sim/control.py).
+
 The wire format is bumble's H4 stream (packet-type byte + HCI packet), both directions.
 It deliberately does not: authenticate clients (bind to 127.0.0.1 unless the network is
 trusted), or relay anything but HCI.
@@ -37,6 +42,7 @@ class _HciSession(asyncio.Protocol):
 
     def __init__(self, server: HciTcpServer, name: str) -> None:
         self._server = server
+        self.name = name
         self._name = name
         self._transport: asyncio.Transport | None = None
         self._controller: VirtualController | None = None
@@ -94,6 +100,10 @@ class _HciSession(asyncio.Protocol):
             # parser mid-stream); log it and carry on like a real controller ignoring junk.
             log.exception("%s: controller failed on an HCI packet; ignored", self._name)
 
+    @property
+    def controller(self) -> VirtualController | None:
+        return self._controller
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
@@ -141,6 +151,31 @@ class HciTcpServer:
             ) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("HCI over TCP listening on %s:%d", self.host, self.port)
+
+    def radios(self) -> list[dict[str, object]]:
+        """One entry per connected client: ``{"address", "deaf", "connections"}``."""
+        return [
+            {
+                "address": controller.own_address,
+                "deaf": self.radio.is_deaf(controller),
+                "connections": len(controller.le_connections),
+            }
+            for controller in self.radio.listeners
+            if any(session.controller is controller for session in self.sessions)
+        ]
+
+    def drop(self, address: str) -> None:
+        """Cut the TCP connection of the client whose controller has ``address`` (any case).
+        RadioError if no connected client has it."""
+        wanted = address.upper()
+        for session in list(self.sessions):
+            controller = session.controller
+            if controller is not None and controller.own_address == wanted:
+                log.info("%s: dropping the HCI client at %s", session.name, wanted)
+                session.close()
+                return
+        known = ", ".join(str(radio["address"]) for radio in self.radios()) or "none"
+        raise RadioError(f"no HCI client with controller address {address}; connected: {known}")
 
     async def close(self) -> None:
         """Stop accepting, drop every client (their links go down) and wait for the server."""

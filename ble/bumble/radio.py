@@ -8,9 +8,16 @@ HCI-over-TCP server (ble/bumble/hci_server.py) all meet on this link.
 Fault injection for tests and simulations: ``drop_links()`` (supervision timeout on both ends),
 ``vanish()`` / ``reappear()`` (the controller moves to an isolated link and back).
 
-It deliberately does not: power devices on or off (their owners do), simulate RF (RSSI is fixed
-at -50, scan/connection intervals are ignored, scan responses are not sent separately), or cross
-process boundaries (that is ble/bumble/hci_server.py's job).
+Signal and deafness per listening controller, so several centrals on one air (the HCI clients
+of ``mcgw sim``) hear the same devices differently: ``set_signal(device, radio, rssi)`` is the
+RSSI the controller at ``radio`` reports for ``device``'s adverts (``DEFAULT_RSSI`` for a pair
+never set), and ``set_deaf(radio, True)`` makes that controller hear no adverts at all, so it
+can open no new connection either (a central connects on an advert it hears); links it holds
+stay up. Both are keyed by the controller's address, so they outlive a reconnecting host.
+
+It deliberately does not: power devices on or off (their owners do), simulate RF beyond that
+(no fading, no distance model; scan/connection intervals are ignored, scan responses are not
+sent separately), or cross process boundaries (that is ble/bumble/hci_server.py's job).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bumble import hci
+from bumble import hci, ll
 from bumble.controller import Connection as LinkConnection
 from bumble.controller import Controller
 from bumble.core import PhysicalTransport
@@ -27,12 +34,15 @@ from bumble.link import LocalLink
 
 from ble.errors import RadioError
 
-__all__ = ["SUPERVISION_TIMEOUT", "VirtualController", "VirtualRadio"]
+__all__ = ["DEFAULT_RSSI", "SUPERVISION_TIMEOUT", "VirtualController", "VirtualRadio"]
 
 log = logging.getLogger(__name__)
 
 #: HCI reason "Connection Timeout", what a real controller reports when a peer goes out of range.
 SUPERVISION_TIMEOUT = hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR
+#: The RSSI bumble's software controller reports for every advert; kept for pairs never set.
+DEFAULT_RSSI = -50
+_REPORTS = (hci.HCI_LE_Advertising_Report_Event, hci.HCI_LE_Extended_Advertising_Report_Event)
 
 
 class VirtualController(Controller):
@@ -41,7 +51,31 @@ class VirtualController(Controller):
     The stock handler is a stub: it answers success but leaves the pending connection in place
     and never reports the cancellation, so the host's connect-timeout path hangs and every later
     connect fails with COMMAND_DISALLOWED.
+
+    ``air`` (the ``VirtualRadio``, when it made this controller) decides what it hears: whether
+    it is deaf and the RSSI of each advert it reports.
     """
+
+    air: VirtualRadio | None = None
+
+    @property
+    def own_address(self) -> str:
+        """The address its host gave it (random if set, else public), as ``C0:11:...``."""
+        random_address = self.random_address
+        if random_address is not None and random_address != hci.Address.ANY:
+            return _key(random_address)
+        return _key(self.public_address)
+
+    def on_advertising_pdu(self, pdu: ll.AdvInd | ll.AdvExtInd) -> None:
+        if self.air is not None and self.air.is_deaf(self):
+            return  # hears nothing: no report, and no connection made on the advert
+        super().on_advertising_pdu(pdu)
+
+    def send_hci_packet(self, packet: hci.HCI_Packet) -> None:
+        if self.air is not None and isinstance(packet, _REPORTS):
+            for report in packet.reports:
+                report.rssi = self.air.rssi(report.address, self)
+        super().send_hci_packet(packet)
 
     def on_hci_le_create_connection_cancel_command(
         self, _command: hci.HCI_LE_Create_Connection_Cancel_Command
@@ -174,7 +208,35 @@ class VirtualRadio:
         self._controllers: dict[str, VirtualController] = {}
         self._isolated: dict[str, LocalLink] = {}
         self._anonymous: list[VirtualController] = []
+        self._signal: dict[tuple[str, str], int] = {}
+        self._deaf: set[str] = set()
         self._closed = False
+
+    # -- what each listening controller hears -------------------------------------------------
+
+    @property
+    def listeners(self) -> list[VirtualController]:
+        """The controllers of external hosts (HCI clients), in the order they joined."""
+        return list(self._anonymous)
+
+    def set_signal(self, device: str, radio: str, rssi: int) -> None:
+        """The RSSI the controller at ``radio`` reports for adverts of ``device``."""
+        self._signal[(_key(device), _key(radio))] = int(rssi)
+
+    def set_deaf(self, radio: str, deaf: bool) -> None:
+        """Make the controller at ``radio`` hear no adverts (``deaf``), or hear again."""
+        if deaf:
+            self._deaf.add(_key(radio))
+        else:
+            self._deaf.discard(_key(radio))
+
+    def is_deaf(self, controller: VirtualController) -> bool:
+        return bool(self._deaf) and controller.own_address in self._deaf
+
+    def rssi(self, device: hci.Address, controller: VirtualController) -> int:
+        if not self._signal:
+            return DEFAULT_RSSI
+        return self._signal.get((_key(device), controller.own_address), DEFAULT_RSSI)
 
     # -- controllers -------------------------------------------------------------------------
 
@@ -214,6 +276,7 @@ class VirtualRadio:
         """
         self._check_open()
         controller = VirtualController(name, link=self.link)
+        controller.air = self
         self._anonymous.append(controller)
         return controller
 

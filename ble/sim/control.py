@@ -35,6 +35,29 @@ Example::
 
     curl -X POST -d '{"on_skin": false}' localhost:PORT/devices/C0:00:00:00:10:01/set_on_skin
 
+The radios: with the HCI-over-TCP server (``mcgw sim``), each connected HCI client (a gateway's
+radio) is a radio on the shared virtual air, named by its controller's address, which is the
+address the gateway reports for that radio (``RadioReport.address``)::
+
+    GET  /radios                        -> 200 {"radios": [{"address": "C0:...", "deaf": bool,
+                                                             "connections": int}, ...]}
+    POST /radios/<address>/deaf  {"deaf": bool}
+         -> 200 {"radio": <entry>}      it hears no adverts, so it opens no new connection;
+                                        links it already holds stay up (as with an antenna
+                                        that got worse: only new links are affected)
+    POST /radios/<address>/drop  {}
+         -> 200 {"radio": <entry before>}  its TCP connection is cut as if the dongle was
+                                        pulled: the gateway sees the transport lost, its links
+                                        drop (devices see a supervision timeout)
+    POST /devices/<address>/set_signal  {"radio": "<radio address>", "rssi": int dBm}
+         -> 200 {"result": null, "device": <snapshot>}  the RSSI that radio hears from that
+                                        device from now on (-50 for a pair never set)
+
+Deafness and signals are kept by address, so they outlive a dropped radio that reconnects.
+Addresses in any case; an unknown radio is 404 (``deaf``/``drop``), any well-formed radio
+address is accepted by ``set_signal`` (a radio may be set before it connects). Without the HCI
+server (a gateway's in-process ``sim`` mode) ``/radios`` answers 404.
+
 :func:`request` and :func:`call` are its client (the standard library's ``urllib`` in a thread:
 the client is for tests and scripts, and httpx is only a development dependency).
 
@@ -53,7 +76,7 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection, Iterator
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import uvicorn
 from starlette.applications import Starlette
@@ -64,6 +87,9 @@ from starlette.routing import Route
 
 from ble.errors import BleError
 from ble.sim.peripheral import SimulatedDevice
+
+if TYPE_CHECKING:
+    from ble.bumble.hci_server import HciTcpServer
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +147,15 @@ class ControlServer:
     """Serves the scenario API of ``devices`` (a live collection: devices may come and go)."""
 
     def __init__(
-        self, devices: Collection[SimulatedDevice], *, host: str = "127.0.0.1", port: int = 0
+        self,
+        devices: Collection[SimulatedDevice],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        hci: HciTcpServer | None = None,
     ) -> None:
         self._devices = devices
+        self._hci = hci
         self._host = host
         self._port = port
         self._socket: socket.socket | None = None
@@ -134,6 +166,8 @@ class ControlServer:
                 Route("/devices", self._list, methods=["GET"]),
                 Route("/devices/{address}", self._read, methods=["GET"]),
                 Route("/devices/{address}/{action}", self._act, methods=_ALL_METHODS),
+                Route("/radios", self._radios, methods=["GET"]),
+                Route("/radios/{address}/{action}", self._radio_act, methods=_ALL_METHODS),
             ],
             exception_handlers={HTTPException: self._no_route},
         )
@@ -196,12 +230,63 @@ class ControlServer:
             if request.method != "POST":
                 raise _HttpError(405, f"use POST for actions, not {request.method}")
             device = self._device(request.path_params["address"])
-            result = _run_action(
-                device, request.path_params["action"], _parse_args(await _body(request))
-            )
+            action, args = request.path_params["action"], _parse_args(await _body(request))
+            if action == "set_signal":
+                self._set_signal(device, args)
+                return {"result": None, "device": device.snapshot()}
+            result = _run_action(device, action, args)
             return {"result": result, "device": device.snapshot()}
 
         return await _answer(act)
+
+    async def _radios(self, _request: Request) -> Response:
+        return await _answer(lambda: {"radios": self._hci_server().radios()})
+
+    async def _radio_act(self, request: Request) -> Response:
+        async def act() -> Any:
+            if request.method != "POST":
+                raise _HttpError(405, f"use POST for radio actions, not {request.method}")
+            server = self._hci_server()
+            address, action = request.path_params["address"].upper(), request.path_params["action"]
+            args = _parse_args(await _body(request))
+            entry = next((r for r in server.radios() if r["address"] == address), None)
+            if entry is None:
+                known = ", ".join(str(r["address"]) for r in server.radios()) or "none"
+                raise _HttpError(404, f"no radio at {address}; connected: {known}")
+            if action == "deaf":
+                deaf = args.get("deaf")
+                if set(args) != {"deaf"} or not isinstance(deaf, bool):
+                    raise _HttpError(400, 'deaf takes {"deaf": true|false}')
+                log.info("scenario radio %s deaf=%s", address, deaf)
+                server.radio.set_deaf(address, deaf)
+                entry = next(r for r in server.radios() if r["address"] == address)
+            elif action == "drop":
+                if args:
+                    raise _HttpError(400, "drop takes no arguments: send {}")
+                log.info("scenario radio %s dropped", address)
+                server.drop(address)
+            else:
+                raise _HttpError(404, f"unknown radio action {action!r}; actions: deaf, drop")
+            return {"radio": entry}
+
+        return await _answer(act)
+
+    def _hci_server(self) -> HciTcpServer:
+        if self._hci is None:
+            raise _HttpError(404, "no radios here: only `mcgw sim` serves HCI clients")
+        return self._hci
+
+    def _set_signal(self, device: SimulatedDevice, args: dict[str, Any]) -> None:
+        radio, rssi = args.get("radio"), args.get("rssi")
+        if set(args) != {"radio", "rssi"} or not isinstance(radio, str):
+            raise _HttpError(400, 'set_signal takes {"radio": "<radio address>", "rssi": int}')
+        if isinstance(rssi, bool) or not isinstance(rssi, int) or not -127 <= rssi <= 20:
+            raise _HttpError(400, f"set_signal: rssi must be whole dBm, -127 to 20, not {rssi!r}")
+        try:
+            self._hci_server().radio.set_signal(device.address, radio, rssi)
+        except BleError as exc:
+            raise _HttpError(400, f"set_signal failed: {exc}") from exc
+        log.info("scenario %s heard at %d dBm by radio %s", device.address, rssi, radio.upper())
 
     async def _no_route(self, request: Request, _exc: Exception) -> Response:
         # Starlette's own 404 and 405 (a GET-only path asked with another method): no route.

@@ -3,8 +3,9 @@
 Any bumble host (a gateway with ``--ble hci:tcp-client:HOST:PORT``, or any bumble tool) connects
 to the HCI-over-TCP port and gets its own virtual controller on the radio, where the simulated
 devices look like ordinary BLE peripherals. The control endpoint (``ble.sim.control``) drives
-their scenarios from outside. The process runs until it is interrupted (SIGINT/SIGTERM) and then
-shuts everything down in order.
+their scenarios from outside, and, as each HCI client is one radio of some gateway, what each
+radio hears (per-device signal), a deaf radio and a dropped one (``/radios``). The process runs
+until it is interrupted (SIGINT/SIGTERM) and then shuts everything down in order.
 
 This module only assembles parts that live elsewhere; it adds no behaviour of its own, apart
 from its banner: the lines it prints at start, which ``read_banner`` reads back in a parent
@@ -90,7 +91,7 @@ async def run_sim_process(
         sims = await start_sim_devices(radio, devices, fleet=SIM_PROCESS_FLEET, seed=seed)
         async with (
             HciTcpServer(radio, host=host, port=hci_port) as hci,
-            ControlServer(sims, host=host, port=control_port) as control,
+            ControlServer(sims, host=host, port=control_port, hci=hci) as control,
         ):
             announce(f"mcgw sim: {devices} device(s) on a virtual radio")
             for sim in sims:

@@ -54,7 +54,9 @@ async def examine(settings: Settings, *, scan_s: float = DEFAULT_SCAN_S) -> list
     from gateway.doctor.bluetooth import bluetooth_checks
     from gateway.doctor.services import service_checks
 
-    return [
-        *await bluetooth_checks(settings.ble.mode, scan_s=scan_s),
-        *await service_checks(settings),
-    ]
+    found: list[Check] = []
+    for mode in settings.ble.mode:  # each radio of the list; a check two radios share once
+        for check in await bluetooth_checks(mode, scan_s=scan_s):
+            if check not in found:
+                found.append(check)
+    return [*found, *await service_checks(settings)]

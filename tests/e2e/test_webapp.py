@@ -58,9 +58,13 @@ class Hub:
         return found
 
     def set_on_skin(self, address: str, on_skin: bool) -> None:
+        self.scenario(address, "set_on_skin", on_skin=on_skin)
+
+    def scenario(self, address: str, action: str, **args: Any) -> None:
+        """One action of the simulated device's control endpoint (``ble.sim.control``)."""
         reply = httpx.post(
-            f"http://127.0.0.1:{self.control_port}/devices/{address}/set_on_skin",
-            json={"on_skin": on_skin},
+            f"http://127.0.0.1:{self.control_port}/devices/{address}/{action}",
+            json=args,
             timeout=10,
         )
         assert reply.status_code == 200, reply.text
@@ -361,6 +365,27 @@ def test_on_a_desktop_the_page_resumes_after_a_cut_and_stops_without_the_socket(
     phone.close()
 
 
+def check_radio_panel(admin: Phone) -> None:
+    """The Admin screen's Bluetooth panel shows the radio and each device's link, and keeps
+    them fresh while it is open: a link dropped by the device shows up as a reconnect."""
+    from playwright.sync_api import expect
+
+    page = admin.page
+    expect(page.get_by_role("heading", name="Bluetooth radios")).to_be_visible()
+    radio = page.get_by_role("region", name="Radios").locator("tr[data-radio='radio0']")
+    for text in ("sim:2", "up", "2 used, 5 free"):
+        expect(radio).to_contain_text(text)
+    address = admin.hub.device(1)["address"]
+    link = page.get_by_role("region", name="Device links").locator(f"tr[data-address='{address}']")
+    expect(link).to_contain_text("radio0")
+    expect(link).to_contain_text("dBm")
+    reconnects = link.locator("td.reconnects")
+    before = int(reconnects.inner_text())
+    admin.hub.scenario(address, "drop_link")
+    expect(reconnects).to_have_text(str(before + 1), timeout=15_000)
+    expect(link).to_contain_text("bonded", timeout=15_000)
+
+
 def test_an_admin_and_a_user_see_different_menus(hub: Hub, browser: Any) -> None:
     from playwright.sync_api import expect
 
@@ -373,6 +398,7 @@ def test_an_admin_and_a_user_see_different_menus(hub: Hub, browser: Any) -> None
     expect(page.get_by_role("heading", name="Users")).to_be_visible()
     expect(page.get_by_role("heading", name="Hub settings (read-only)")).to_be_visible()
     expect(page.locator("pre.settings")).to_contain_text('"hub_cap_ua": 400')
+    check_radio_panel(admin)
     page.get_by_label("Name of the new user").fill("cleo")
     page.get_by_role("button", name="Make a pairing code").click()
     expect(page.locator("p.code")).to_have_text(re.compile(r"^\d{6}$"))

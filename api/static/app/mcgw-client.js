@@ -55,6 +55,13 @@
  *   revoked_at: string|null, last_used_at: string|null}} Token
  * @typedef {{id: number, name: string, is_admin: boolean, consent_accepted: boolean,
  *   cap_ua: number|null}} User
+ * @typedef {{name: string, mode: string, address: string|null,
+ *   state: "up"|"down"|"reopening"|"unknown", slots: number, slots_used: number,
+ *   slots_free: number, adverts_per_s: number, connect_attempts: number,
+ *   connect_failures: number, reopens: number, last_error: string|null}} Radio
+ * @typedef {{address: string, name: string, state: string, radio: string|null,
+ *   signal_dbm: number|null, mtu: number|null, reconnects: number,
+ *   last_disconnect_reason: string|null}} DeviceLink
  * @typedef {{hub_id: string, version: string, hub_cap_ua: number,
  *   zone_caps_ua: Record<string, number>, user_cap_ua: number|null, max_session_min: number,
  *   step_min_s: number, step_max_s: number, frequency_min_hz: number,
@@ -287,6 +294,9 @@ export class McgwClient {
   pairingCode(body) { return this.request("POST", "/pairing-codes", { body }); }
   /** @returns {Promise<Record<string, any>>} */
   hubSettings() { return this.request("GET", "/hub/settings"); }
+  /** Admins: each radio's state, slots and counters, each device's link.
+   * @returns {Promise<{radios: Radio[], devices: DeviceLink[]}>} */
+  radios() { return this.request("GET", "/radios"); }
 
   /**
    * The live connection: one WebSocket, reconnected with backoff, subscriptions resumed.

@@ -1,11 +1,13 @@
-// Screens: Pair, Consent, Devices, Programs (with the custom program builder), Settings, Admin.
+// Screens: Pair, Consent, Devices, Programs (with the custom program builder), Settings, Admin
+// (its Bluetooth panel is radios.js).
 // Each takes the shared app state (app.js) and returns the screen's element. Every name shown
 // is set as text (ui.js), never as HTML.
 
 import { ApiError, uuid4 } from "./mcgw-client.js";
 import {
-  ZONES, duration, field, fill, h, message, setFieldError, statusLine, when, zoneName,
+  ZONES, duration, field, fill, h, message, setFieldError, signal, statusLine, when, zoneName,
 } from "./ui.js";
+import { radioPanel } from "./radios.js";
 
 /** @typedef {import("./app.js").App} App */
 
@@ -99,13 +101,6 @@ export function consentScreen(app) {
 }
 
 // --- Devices ----------------------------------------------------------------------------------
-
-/** @param {number|null} rssi */
-function signal(rssi) {
-  if (rssi === null || rssi === undefined) return "—";
-  const bars = rssi > -60 ? "strong" : rssi > -75 ? "fair" : "weak";
-  return `${bars} (${rssi} dBm)`;
-}
 
 /** @param {number|null} value @param {string} unit */
 function pct(value, unit = "%") { return value === null || value === undefined ? "—" : `${value}${unit}`; }
@@ -481,8 +476,8 @@ export async function settingsScreen(app) {
 
 /** @param {App} app */
 export async function adminScreen(app) {
-  const [users, settings, devices] = await Promise.all([
-    app.client.users(), app.client.hubSettings(), app.client.devices()]);
+  const [users, settings, devices, radios] = await Promise.all([
+    app.client.users(), app.client.hubSettings(), app.client.devices(), radioPanel(app)]);
   const codeName = h("input", { maxlength: 80, value: "phone", required: true });
   const codeAdmin = h("input", { type: "checkbox", id: "code-admin" });
   const codeOut = h("div", { class: "code-out", "aria-live": "polite" });
@@ -534,6 +529,7 @@ export async function adminScreen(app) {
     h("div", { class: "card" }, h("h2", null, "Devices in range"), h("div", { class: "scroll", tabindex: 0 },
       h("table", null, h("thead", null, h("tr", null, ["Name", "Address", "State", "Signal", "Owner"]
         .map((t) => h("th", { scope: "col" }, t)))), h("tbody", null, inRange)))),
+    radios,
     h("div", { class: "card" }, h("h2", null, "Hub settings (read-only)"),
       h("p", { class: "hint" }, "Change them in the environment (MCGW_*) or the config file."),
       h("pre", { class: "settings", tabindex: 0 }, JSON.stringify(settings, null, 2))));

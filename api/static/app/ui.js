@@ -84,6 +84,14 @@ export function when(iso) {
   return new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** A signal strength in words and dBm ("fair (-68 dBm)"); the same bands as /metrics.
+ * @param {number|null|undefined} rssi */
+export function signal(rssi) {
+  if (rssi === null || rssi === undefined) return "—";
+  const bars = rssi > -60 ? "strong" : rssi > -75 ? "fair" : "weak";
+  return `${bars} (${rssi} dBm)`;
+}
+
 /** The message to show for a failed call. @param {any} error */
 export function message(error) {
   return error && error.message ? String(error.message) : String(error);
