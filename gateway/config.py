@@ -501,7 +501,7 @@ def _environment_problems(environ: Mapping[str, str]) -> Iterator[str]:
             yield f"unknown setting {raw_name}; {_suggest(name, valid, ENV_PREFIX)}"
             continue
         path, field = fields[name]
-        if value and typing.get_origin(field.annotation) in (list, dict, set, tuple):
+        if value and _decoded_as_json(field):
             try:
                 json.loads(value)
             except json.JSONDecodeError as exc:
@@ -514,6 +514,13 @@ def _environment_problems(environ: Mapping[str, str]) -> Iterator[str]:
                     f"{raw_name} ({'.'.join(path)}) is not valid JSON ({exc.msg} at character "
                     f"{exc.pos}); write it as JSON, {example}"
                 )
+
+
+def _decoded_as_json(field: FieldInfo) -> bool:
+    """True for a setting pydantic-settings reads from the environment as JSON: a list, dict,
+    set or tuple not marked ``NoDecode`` (those take their own text form, e.g. ``7,3``)."""
+    collection = typing.get_origin(field.annotation) in (list, dict, set, tuple)
+    return collection and NoDecode not in field.metadata
 
 
 def _describe(error: Any, overrides: Mapping[str, object]) -> str:

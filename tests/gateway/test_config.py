@@ -365,3 +365,13 @@ def test_api_defaults_trust_no_proxy_and_cap_websockets() -> None:
 def test_trusted_proxies_take_addresses_and_networks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCGW_API__TRUSTED_PROXIES", '["127.0.0.1", "10.0.0.0/24", " ::1 "]')
     assert load_settings().api.trusted_proxies == ["127.0.0.1", "10.0.0.0/24", "::1"]
+
+
+def test_per_radio_slots_are_written_as_a_plain_list_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``MCGW_BLE__RADIO_SLOTS=7,2`` as the docs write it: a NoDecode setting is not JSON."""
+    monkeypatch.setenv("MCGW_BLE__MODE", "bluez:hci0,bluez:hci1")
+    monkeypatch.setenv("MCGW_BLE__RADIO_SLOTS", "7,2")
+    assert load_settings().ble.radio_slots == [7, 2]
+    assert "radio_slots takes whole numbers" in refused(monkeypatch, MCGW_BLE__RADIO_SLOTS="7,x")
