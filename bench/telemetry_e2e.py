@@ -323,7 +323,7 @@ STOP_PATH_KEEP = (
     "fastapi/",
     "pydantic/",
 )
-STOP_PATH_SKIP = ("/live.py", "websockets", "_handle_telemetry", "_on_telemetry")
+STOP_PATH_SKIP = ("/live.py", "websockets", "_handle_telemetry", "_on_telemetry", "_on_frame")
 
 
 def measure(
