@@ -466,8 +466,9 @@ def limits_frame_cost(benches: dict[str, Any]) -> str:
             f"{fmt(ours.get('busy_us_per_frame'), 'µs')} per delivered frame for mcgw against "
             f"{fmt(bare.get('busy_us_per_frame'), 'µs')} for the bare broadcast. The lines that "
             "only mcgw has are its per-subscriber queue and pump (`telemetry.py` `_offer`, "
-            "`__anext__`, `get_nowait`; the task wake-up in `asyncio/events.py` and "
-            "`_run_once`), the per-connection send lock and the access check "
+            "`__anext__`, `get_nowait`, the future's `set_result` that wakes the pump: the wake-up "
+            "itself runs inside the event loop, partly in C), the per-connection send lock and "
+            "the access check "
             "(`live.py` `_pump_frames`, `send_text`); the send itself (Starlette, uvicorn's "
             "`websockets` protocol, the socket) is the same code in both."
         )
