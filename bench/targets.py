@@ -324,7 +324,11 @@ def limits_stop(e2e: dict[str, Any]) -> str:
         f"{q('stop_ws')}: the session layer and the radio are the same; what REST adds is "
         "HTTP parsing, the middleware, routing, the dependency tree (bearer check from the "
         "in-memory access policy, no storage) and the response model. A stop waits on no "
-        "storage on either path."
+        "storage on either path. What both paths share is the hub's event loop: a stop that "
+        "arrives while the loop runs other work (the simulated devices, telemetry, the "
+        "pulse scheduler's writes) waits for it, and a STOP write waits for a segment write "
+        "already in flight on that link (ATT allows one request at a time); while the "
+        f"telemetry windows ran, {loop_and_gc(e2e)}."
     )
     profile = e2e.get("stop_profile") or {}
     if isinstance(profile, list):  # results from before the loop's own time was kept
