@@ -39,8 +39,24 @@ class RequestIdMiddleware:
         incoming = _header(scope, b"x-request-id")
         rid = incoming if incoming and _SANE_ID.match(incoming) else uuid.uuid4().hex[:16]
         token = request_id.set(rid)
-        raw = rid.encode()
+        try:
+            if scope["type"] == "websocket":
+                # Nothing to stamp on a WebSocket's messages: its sends (every telemetry frame)
+                # go straight through, not through one more coroutine each.
+                await self._call_websocket(scope, receive, send)
+            else:
+                await self._call_http(scope, receive, send, rid.encode())
+        finally:
+            request_id.reset(token)
 
+    async def _call_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            log.exception("unhandled error in WebSocket %s", scope["path"])
+            raise
+
+    async def _call_http(self, scope: Scope, receive: Receive, send: Send, raw: bytes) -> None:
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -56,13 +72,11 @@ class RequestIdMiddleware:
         except Exception as exc:
             # A bug: answered here (not by Starlette's outermost handler) so the 500 problem
             # still carries the request id, and logged once with it.
-            log.exception("unhandled error in %s %s", scope.get("method", "WS"), scope["path"])
-            if scope["type"] != "http" or started:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if started:
                 raise
             problem, _ = problem_for(exc)
             await problem_response(problem)(scope, receive, send_with_id)
-        finally:
-            request_id.reset(token)
 
 
 class BodyLimitMiddleware:

@@ -18,6 +18,9 @@ Two set-ups, each a real server process started the way a user starts it:
 * ``import_profile``: the same gateway alone with its 7 devices, started with every import's
   resident memory booked to its package (bench/harness/imports.py): the RSS per package.
 
+* ``ring``: what a full telemetry replay ring costs (tracemalloc, in this process): bytes per
+  frame and for 7 devices, since the streaming figure is read before the rings are full.
+
 Both pass ``MCGW_MDNS=false`` and a throw-away SQLite database. Prints one JSON object.
 """
 
@@ -348,6 +351,37 @@ async def import_profile() -> dict[str, Any]:
     return profile
 
 
+def ring_memory(frames: int = 3000) -> dict[str, Any]:
+    """What a full replay ring costs: bytes per frame (the decoded sample, the frame, its JSON
+    text once a phone was sent it), by tracemalloc in this process, and for 7 devices."""
+    import tracemalloc
+
+    from harness.servers import sample
+
+    from gateway.telemetry import DEFAULT_RING_SIZE, TelemetryHub
+
+    hub = TelemetryHub()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for n in range(frames):
+            hub.publish("D", sample(n), session_id="s", zone=None, received_at=time.monotonic())
+        framed = tracemalloc.get_traced_memory()[0]
+        replay = hub.subscribe(device="D", from_seq=0)
+        while (item := replay.get_nowait()) is not None:
+            getattr(item, "json_text", None)  # as a phone's first send builds and keeps it
+        texts = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    per_frame = (texts - start) / frames
+    return {
+        "bytes_per_frame": round(per_frame),
+        "json_bytes_per_frame": round((texts - framed) / frames),
+        "ring_frames": DEFAULT_RING_SIZE,
+        "full_rings_mib": round(per_frame * DEFAULT_RING_SIZE * DEVICES / 2**20, 1),
+    }
+
+
 async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
     runs = [await sim7_launch(idle_s) for _ in range(launches)]
     idle_cpu = [r["idle_cpu_pct"] for r in runs]
@@ -372,6 +406,7 @@ async def measure_async(launches: int, idle_s: float) -> dict[str, Any]:
         "hci_pinned": await hci_launch(idle_s, pinned=True),
         "import_rss_mib": import_rss(),
         "import_profile": await import_profile(),
+        "ring": ring_memory(),
     }
 
 

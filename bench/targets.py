@@ -371,13 +371,29 @@ def limits_stop(e2e: dict[str, Any]) -> str:
         f"{q('stop_ws')}: the session layer and the radio are the same; what REST adds is "
         "HTTP parsing, the middleware, routing, the dependency tree (bearer check from the "
         "in-memory access policy, no storage) and the response model. A stop waits on no "
-        "storage on either path."
+        "storage on either path. What both paths share is the hub's event loop: a stop that "
+        "arrives while the loop runs other work (the simulated devices, telemetry, the "
+        "pulse scheduler's writes) waits for it, and a STOP write waits for a segment write "
+        "already in flight on that link (ATT allows one request at a time); while the "
+        f"telemetry windows ran, {loop_and_gc(e2e)}."
     )
-    profile = e2e.get("stop_profile")
-    if profile:
+    profile = e2e.get("stop_profile") or {}
+    if isinstance(profile, list):  # results from before the loop's own time was kept
+        profile = {"request_path": profile}
+    if profile.get("request_path"):
         text += (
             "\n\nThe request path during stops (cProfile of the hub's event-loop thread, "
-            "cumulative per stop; calls count coroutine resumptions):\n\n" + code(profile)
+            "cumulative per stop; calls count coroutine resumptions):\n\n"
+            + code(profile["request_path"])
+        )
+    if profile.get("own_time"):
+        text += (
+            "\n\nWhat the hub's event loop ran in that window (own time): a stop that arrives "
+            "while it runs waits for it, on REST and on the WebSocket alike. With `sim:7` the "
+            "simulated devices and both sides of bumble's stack share the hub's thread; "
+            "bumble formats every HCI and ATT packet for its debug log even when that log is "
+            "off (f-strings in `logger.debug`: `colors.py`, `format_fields`, `__str__`), which "
+            "shows as its own lines here:\n\n" + code(profile["own_time"])
         )
     return text
 
@@ -396,6 +412,8 @@ def limits_telemetry(e2e: dict[str, Any]) -> str:
     return text
 
 
+STACK_FLOOR_STEP = "+ bumble"
+"""The step of footprint.py's import ladder where every third-party package of hci mode is in."""
 RADIO_PACKAGES = ("bumble", "cryptography", "_cffi_backend")
 """What the hci: and sim: modes need and a BlueZ hub never imports (bumble's SMP crypto)."""
 
@@ -431,6 +449,19 @@ def limits_rss(foot: dict[str, Any]) -> str:
         text += "\n\nA fresh interpreter after importing, cumulatively:\n\n" + code(
             [f"{name:<28} {mib:6.1f} MiB" for name, mib in cumulative.items()]
         )
+        floor = cumulative.get(STACK_FLOOR_STEP)
+        if isinstance(floor, int | float):
+            below = floor >= IDLE_RSS_MIB
+            text += (
+                f"\n\nThe third-party stack this mode needs (up to `{STACK_FLOOR_STEP}` above), "
+                f"imported into a fresh interpreter with no mcgw module, holds {floor:.1f} MiB"
+                + (
+                    f": the {IDLE_RSS_MIB} MiB target is below the floor of this stack, before "
+                    "any of the hub's own code, models or devices."
+                    if below
+                    else f", {IDLE_RSS_MIB - floor:.1f} MiB under the target."
+                )
+            )
     return text
 
 
@@ -438,11 +469,21 @@ def limits_streaming_rss(foot: dict[str, Any]) -> str:
     idle = dig(foot, "hci", "seven_devices", "rss_mib")
     streaming = dig(foot, "hci", "streaming", "rss_mib")
     grown = None if idle is None or streaming is None else streaming - idle
-    return (
+    text = (
         f"Streaming adds {fmt(grown, 'MiB')} to the idle {fmt(idle, 'MiB')}: each device's "
         "replay ring (3,000 frames, each with its sample and its JSON text), the phones' "
         "sockets and queues. The idle figure itself is the imported stack: see Footprint: RSS."
     )
+    ring = foot.get("ring") or {}
+    if ring.get("bytes_per_frame"):
+        text += (
+            f" A ring frame holds {ring['bytes_per_frame']} bytes ({ring['json_bytes_per_frame']} "
+            f"of them its JSON text; tracemalloc), so 7 full rings of {ring['ring_frames']} "
+            f"frames hold {fmt(ring['full_rings_mib'], 'MiB')}: at 50 Hz they fill in a minute, "
+            "longer than this benchmark streams, so a hub that has streamed for a minute holds "
+            "up to that much more than the figure above."
+        )
+    return text
 
 
 def limits_idle(foot: dict[str, Any]) -> str:
@@ -466,7 +507,25 @@ def limits_frame_cost(benches: dict[str, Any]) -> str:
         "bare broadcast sends the same bytes in one loop with no queue, no task switch and no "
         "check."
     )
-    if e2e.get("profile"):
+    systems = dig(benches, "ws_fanout", "systems") or {}
+    profiles = {name: (systems.get(name) or {}).get("profile") for name in ("gateway", "bare")}
+    ours, bare = profiles["gateway"], profiles["bare"]
+    if ours and bare:
+        text += (
+            f"\n\nBoth servers profiled at {fmt(ours.get('offered_per_s'))} frames/s (cProfile "
+            "of the event-loop thread, which slows every call alike): busy "
+            f"{fmt(ours.get('busy_us_per_frame'), 'µs')} per delivered frame for mcgw against "
+            f"{fmt(bare.get('busy_us_per_frame'), 'µs')} for the bare broadcast. The lines that "
+            "only mcgw has are its per-subscriber queue and pump (`telemetry.py` `_offer`, "
+            "`__anext__`, `get_nowait`, the future's `set_result` that wakes the pump: the wake-up "
+            "itself runs inside the event loop, partly in C), the per-connection send lock and "
+            "the access check "
+            "(`live.py` `_pump_frames`, `send_text`); the send itself (Starlette, uvicorn's "
+            "`websockets` protocol, the socket) is the same code in both."
+        )
+        for label, profile in (("mcgw", ours), ("bare broadcast", bare)):
+            text += f"\n\n{label}, own time:\n\n" + code(profile.get("top") or [])
+    elif e2e.get("profile"):
         text += "\n\nProfile of the hub under the telemetry load (cProfile, own time):\n\n" + code(
             e2e["profile"]
         )

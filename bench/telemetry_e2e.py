@@ -37,13 +37,13 @@ import contextlib
 import os
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from harness.hub import dump_hub, start_hub
 from harness.joins import GRACE_S, window_figures
 from harness.phones import save_phones, start_phones
 from harness.processes import Child, CpuMeter, add_loop_argument, loop_name, memory_mib, run_timed
+from harness.profiles import request_path, top_functions
 from harness.report import run_main
 from harness.sessions import RawHttp, WsStopper, claim_all, http_client, start_all
 from harness.stats import latency_stats, summarize, summarize_quantiles
@@ -292,8 +292,10 @@ async def profile_hub(devices: int, clients: int, loop: str, seconds: float = 4.
             os.unlink(path)
 
 
-async def profile_stops(hub: Child, http: Any, devices: list[str]) -> list[str]:
-    """Where a REST stop spends its time: cProfile of the hub while only stops run."""
+async def profile_stops(hub: Child, http: Any, devices: list[str]) -> dict[str, list[str]]:
+    """Where a REST stop spends its time: cProfile of the hub while only stops run (its
+    sessions stream meanwhile): the request's path per stop, and what else the event loop
+    ran in that window (own time), which a stop that arrives meanwhile waits behind."""
     with tempfile.NamedTemporaryFile(suffix=".prof", delete=False) as handle:
         path = handle.name
     try:
@@ -304,49 +306,24 @@ async def profile_stops(hub: Child, http: Any, devices: list[str]) -> list[str]:
             hub.command({"cmd": "profile", "seconds": seconds, "path": path}, "profiled", 60),
             stop_each(http, devices, ids),
         )
-        return project_calls(path, len(devices))
+        return {
+            "request_path": request_path(path, len(devices), STOP_PATH_KEEP, STOP_PATH_SKIP),
+            "own_time": top_functions(path, 12),
+        }
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
 
 
-def project_calls(path: str, per: int, limit: int = 16) -> list[str]:
-    """The request path's functions by cumulative time per stop (event-loop thread only; time
-    waiting for the storage thread is not in it; "calls" counts coroutine resumptions)."""
-    import pstats
-
-    stats = pstats.Stats(path)
-    keep = ("/api/", "/gateway/sessions", "/gateway/safety", "/ble/link", "fastapi/", "pydantic/")
-    skip = ("/live.py", "websockets", "_handle_telemetry", "_on_telemetry")
-    rows = []
-    for (filename, line, name), (_cc, calls, _own, cumulative, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        where = f"{filename}:{name}"
-        if not any(part in where for part in keep) or any(part in where for part in skip):
-            continue
-        short = "/".join(Path(filename).parts[-2:])
-        rows.append((cumulative, calls, f"{short}:{line}({name})"))
-    rows.sort(reverse=True)
-    return [
-        f"{cumulative / per * 1000:7.2f} ms per stop, {calls:6d} calls  {where}"
-        for cumulative, calls, where in rows[:limit]
-    ]
-
-
-def top_functions(path: str, limit: int = 12) -> list[str]:
-    """The ``limit`` functions with the most own time in a cProfile file, one line each."""
-    import pstats
-
-    stats = pstats.Stats(path)
-    rows = []
-    for (filename, line, name), (_cc, calls, own, cumulative, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        short = "/".join(Path(filename).parts[-2:]) if filename != "~" else "builtin"
-        rows.append((own, cumulative, calls, f"{short}:{line}({name})"))
-    total = sum(r[0] for r in rows) or 1
-    rows.sort(reverse=True)
-    return [
-        f"{own / total * 100:5.1f} % own, {cumulative:6.3f} s cum, {calls:8d} calls  {where}"
-        for own, cumulative, calls, where in rows[:limit]
-    ]
+STOP_PATH_KEEP = (
+    "/api/",
+    "/gateway/sessions",
+    "/gateway/safety",
+    "/ble/link",
+    "fastapi/",
+    "pydantic/",
+)
+STOP_PATH_SKIP = ("/live.py", "websockets", "_handle_telemetry", "_on_telemetry", "_on_frame")
 
 
 def measure(

@@ -27,7 +27,9 @@ generators caused is reported as theirs, not the server's.
 
 The raw clients, the phones, the servers and the publishers are the harness's
 (bench/harness/wire.py, phones.py, servers.py, hub.py); this module runs the ladder and judges
-each step. Prints one JSON object.
+each step. After its ladders, each server (not Mosquitto) runs one more step at the start rate
+under cProfile: its busy time and top functions per delivered frame, for the report's per-frame
+diagnosis. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,7 @@ from harness.processes import (
     run_timed,
     start_helper,
 )
+from harness.profiles import busy_s, top_functions
 from harness.report import run_main
 from harness.servers import FAKE_DEVICE, READY_TIMEOUT_S, frame_bytes
 from harness.stats import latency_stats, summarize
@@ -63,6 +68,9 @@ LATENCY_BUDGET_MS = 50.0
 BRIEF's 5 ms telemetry budget, so only a growing backlog fails it)."""
 WARMUP_S = 1.0
 """A discarded step at the first rate before each ladder (connections and caches warm up)."""
+PROFILE_S = 2.0
+"""The profiled step's length (bare broadcast and gateway, at the start rate)."""
+PROFILE_TOP = 14
 START_RATE = 100.0
 """The first step, frames/s per client: 100 clients x 100 = 10,000 frames/s, the comparison
 point of the per-frame figures."""
@@ -211,8 +219,9 @@ async def run_system(
     repeats: int,
     loop: str,
     phone_processes: int,
-) -> list[list[dict[str, Any]]]:
-    """Every repeat of the ladder on one system: [repeat][step]."""
+) -> tuple[list[list[dict[str, Any]]], dict[str, Any] | None]:
+    """Every repeat of the ladder on one system, [repeat][step], and (not for Mosquitto: its
+    broker is not ours to profile) a profiled step at the start rate."""
     subscriptions = [[FAKE_DEVICE]] * clients
     server, phones_config, server_pid = await start_system(system, loop)
     runs = []
@@ -226,9 +235,39 @@ async def run_system(
                 runs.append(
                     await ladder(server, phones, server_pid, generators, clients, rates, seconds)
                 )
+            profile = (
+                await profile_step(server, phones, clients, rates.start)
+                if system != "mosquitto"
+                else None
+            )
         finally:
             await phones.close()
-    return runs
+    return runs, profile
+
+
+async def profile_step(
+    server: Child, phones: PhoneGroup, clients: int, rate: float
+) -> dict[str, Any]:
+    """One more step at ``rate`` (the per-frame target's load) with the server under cProfile:
+    its busy time and top functions per delivered frame. cProfile slows every call, so read
+    the gateway's figures against the bare broadcast's, taken the same way."""
+    with tempfile.NamedTemporaryFile(suffix=".prof", delete=False) as handle:
+        path = handle.name
+    try:
+        command = {"cmd": "step", "rate": rate, "seconds": PROFILE_S, "profile": path}
+        reply = await server.command(command, "step")
+        await asyncio.sleep(GRACE_S)
+        await phones.save()
+        frames = max(1, reply["published"] * clients)
+        return {
+            "offered_per_s": round(rate * clients),
+            "frames": frames,
+            "busy_us_per_frame": round(busy_s(path) / frames * 1e6, 2),
+            "top": top_functions(path, PROFILE_TOP, per=frames),
+        }
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 async def start_system(system: str, loop: str) -> tuple[Child, dict[str, Any], int | None]:
@@ -321,8 +360,12 @@ async def measure_async(
         if system == "mosquitto" and not mosquitto_reachable():
             result["systems_not_measured"][system] = f"no MQTT broker on {MQTT_HOST}:{MQTT_PORT}"
             continue
-        runs = await run_system(system, clients, rates, seconds, repeats, loop, phone_processes)
+        runs, profile = await run_system(
+            system, clients, rates, seconds, repeats, loop, phone_processes
+        )
         result["systems"][system] = summarize_system(runs)
+        if profile is not None:
+            result["systems"][system]["profile"] = profile
         if system == "mosquitto" and mosquitto_pid() is None:
             result["systems"][system]["note"] = "broker CPU not visible (another namespace)"
     return result

@@ -7,8 +7,10 @@
   connections within ``poll_s`` plus one read;
 * :meth:`AccessSync.reload` is called by the API right after its own access-changing write
   commits, so such a change takes effect before the response is sent;
-* :meth:`AccessSync.refresh` lets an unknown token wait for at most one coalesced epoch check
-  (a token made by ``mcgw token create`` a moment ago works at once);
+* :meth:`AccessSync.refresh` lets an unknown token wait for one epoch check that began after it
+  arrived (a token made by ``mcgw token create`` a moment ago works at once); concurrent callers
+  share that check, and checks are spaced ``REFRESH_SPACING_S`` apart, so a flood of unknown
+  tokens costs one small read per spacing, never one per request;
 * tokens in use are noted in memory and their ``last_used_at`` written every
   ``TOUCH_EVERY_S`` in the background (a figure for people: it never delays a request).
 
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 ACCESS_POLL_S = 0.5
 """How often the access epoch is read: a change made elsewhere applies within this (plus a read)."""
+REFRESH_SPACING_S = 0.1
+"""Least time between two epoch checks asked for by unknown tokens (they wait for the next)."""
 TOUCH_EVERY_S = 60.0
 """How often ``last_used_at`` of used tokens is written (its resolution)."""
 
@@ -58,7 +62,8 @@ class AccessSync:
         self._hub_id = hub_id
         self._poll_s = poll_s
         self._lock = asyncio.Lock()
-        self._checked_at = 0.0
+        self._check_began = -REFRESH_SPACING_S
+        """When the last completed epoch check (or load) began, monotonic seconds."""
         self._failing = False
         self._used: dict[int, datetime] = {}
         self._touched: dict[int, float] = {}
@@ -69,6 +74,7 @@ class AccessSync:
             await self._load()
 
     async def _load(self) -> None:
+        began = time.monotonic()
         rows: AccessRows = await self._reader.run(load_access_rows, hub_id=self._hub_id)
         self.policy.replace(
             snapshot_of(
@@ -78,7 +84,7 @@ class AccessSync:
                 owners=rows.owners,
             )
         )
-        self._checked_at = time.monotonic()
+        self._check_began = began
 
     async def reload(self) -> None:
         """After this hub changed access: apply it now. A failure leaves it to the poll."""
@@ -87,19 +93,35 @@ class AccessSync:
         except GatewayError as exc:
             log.warning("could not reload access after a change (the poll will): %s", exc)
 
-    async def refresh(self, max_age_s: float = 0.1) -> None:
-        """Reload if the epoch moved, unless it was checked within ``max_age_s``.
+    async def refresh(self, spacing_s: float = REFRESH_SPACING_S) -> None:
+        """Return once the epoch was checked by a read that began after this call did.
 
-        Concurrent callers share one check, so a flood of unknown tokens costs one small read
-        per ``max_age_s``, never one per request.
+        A token committed before the call is then known. Concurrent callers share one check;
+        a check asked for within ``spacing_s`` of the previous one waits out the rest of it,
+        so a flood of unknown tokens costs one small read per ``spacing_s``.
         """
+        asked = time.monotonic()
         async with self._lock:
-            if time.monotonic() - self._checked_at < max_age_s:
-                return
-            epoch = await self._reader.run(read_access_epoch)
-            self._checked_at = time.monotonic()
-            if epoch != self.policy.epoch:
-                await self._load()
+            if self._check_began > asked:
+                return  # a check began after we asked while we waited for the lock
+            wait = self._check_began + spacing_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._check()
+
+    async def _check(self) -> None:
+        """Read the epoch; reload the snapshot if it moved (the caller holds the lock)."""
+        began = time.monotonic()
+        epoch = await self._reader.run(read_access_epoch)
+        self._check_began = began
+        if epoch != self.policy.epoch:
+            await self._load()
+
+    async def _poll(self) -> None:
+        """One poll: check the epoch unless a check began within the last half poll."""
+        async with self._lock:
+            if time.monotonic() - self._check_began >= self._poll_s / 2:
+                await self._check()
 
     def used(self, principal: Principal) -> None:
         """Note that a token was used now (memory only; written later)."""
@@ -117,7 +139,7 @@ class AccessSync:
         while True:
             await asyncio.sleep(self._poll_s)
             try:
-                await self.refresh(max_age_s=self._poll_s / 2)
+                await self._poll()
             except Exception as exc:  # the poll outlives any one failure
                 if not self._failing:
                     self._failing = True

@@ -4,6 +4,9 @@ Hubs sharing a broker (and usually a PostgreSQL database) each publish their ava
 devices and live sessions retained (docs/mqtt.md); this route reads them back through
 ``gateway.mqtt.fleet``. It answers 409 ``mqtt-off`` when this hub has no broker configured and
 503 ``mqtt-unavailable`` when the broker cannot be read. Nothing here reads the database.
+
+``gateway.mqtt.fleet`` (and with it the MQTT client libraries) is imported when the route is
+first asked: a hub with MQTT off never needs them resident.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from pydantic import BaseModel, Field
 from api.auth import AdminUser, RuntimeDep
 from api.errors import ApiProblem
 from api.schemas.fields import examples
-from gateway.mqtt.fleet import FleetUnavailable, read_fleet
 
 router = APIRouter(prefix="/fleet", tags=["fleet"])
 
@@ -68,6 +70,8 @@ async def list_fleet(user: AdminUser, runtime: RuntimeDep) -> list[FleetHubPubli
     settings = runtime.settings.mqtt
     if not settings.url:
         raise ApiProblem(409, "MQTT is off on this hub; set MCGW_MQTT__URL", kind="mqtt-off")
+    from gateway.mqtt.fleet import FleetUnavailable, read_fleet
+
     try:
         hubs = await read_fleet(settings)
     except FleetUnavailable as exc:

@@ -2,7 +2,8 @@
 
 A server helper (the gateway hub, the bare Starlette broadcast, the MQTT publisher) answers
 ``{"cmd": "step", "rate": R, "seconds": S}`` by publishing R frames/s for S seconds
-(``Stepper``, released every ``TICK_S``) and says which sequence numbers it used. Every server
+(``Stepper``, released every ``TICK_S``) and says which sequence numbers it used (with
+``"profile": path``, under cProfile of its event-loop thread). Every server
 runs under the same uvicorn settings (``uvicorn_config``, as ``mcgw serve``). The frames are the
 gateway's own JSON for a fake device (``frame_bytes``), serialised once per frame. Nothing here
 reads what the phones received.
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from harness.processes import commands, emit
+from harness.profiles import profiled
 from harness.wire import MQTT_TOPIC, mqtt_connect, mqtt_publish_packet
 
 FAKE_DEVICE = "C0:FA:00:00:00:01"
@@ -167,7 +169,9 @@ async def run_server_with_steps(
         )
         async for message in commands():
             if message.get("cmd") == "step" and stepper is not None:
-                emit("step", **await stepper.step(message["rate"], message["seconds"]))
+                # With "profile": the step under cProfile, written to that path.
+                step = stepper.step(message["rate"], message["seconds"])
+                emit("step", **await profiled(step, message.get("profile")))
             elif on_command is not None:
                 reply = await on_command(message)
                 if reply is not None:
