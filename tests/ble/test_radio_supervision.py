@@ -138,6 +138,7 @@ async def test_a_lost_transport_is_reopened_as_the_same_hub_and_its_device_recon
         opener,
         on_down=lambda: downs.append(supervisor.state),
         on_up=ups.append,
+        label="radio1",
     )
     first = await supervisor.open()
     runner = asyncio.create_task(supervisor.run())
@@ -179,6 +180,9 @@ async def test_a_lost_transport_is_reopened_as_the_same_hub_and_its_device_recon
         await supervisor.close()
     supervisor_lines = [line for line in lines(caplog) if "ble.supervisor" in line]
     assert [line.split()[0] for line in supervisor_lines] == ["INFO", "WARNING", "INFO"]
+    # Each line names the radio and its transport (two connections to one sim read apart).
+    named = f"ble.supervisor: radio1 ({bench.moniker}) "
+    assert all(named in line for line in supervisor_lines), supervisor_lines
     assert errors(caplog) == []
 
 
