@@ -416,3 +416,29 @@ async def test_the_hub_refuses_to_start_only_when_no_radio_opens(
     with pytest.raises(RadioError, match="cannot open bumble transport"):
         await single.start()
     await single.stop()
+
+
+async def test_a_radio_that_went_deaf_is_not_preferred_after_the_next_scan(
+    sims: SimFactory, hubs: Callable[..., Runtime]
+) -> None:
+    sim = await sims.start(devices=1)
+    runtime = hubs(sim)
+    await runtime.start()
+    a, b = radio_addresses(runtime)
+    (device,) = sim.addresses
+    await set_signal(sim, device, a, NEAR)
+    await set_signal(sim, device, b, FAR)
+    await runtime.devices.scan(timeout_s=0.3)
+    radio0 = runtime.devices.radios[0]
+    assert device in radio0.heard
+
+    await control.request(sim.control_port, "POST", f"/radios/{a}/deaf", {"deaf": True})
+    async with asyncio.timeout(HANG_S):
+        while device not in {d.address.upper() for d in await runtime.devices.scan(0.3)}:
+            pass
+    assert device not in radio0.heard  # what it heard before it went deaf is gone
+    runtime.devices.manage(runtime.devices.seen(device))
+    await wait_until(lambda: all_bonded(runtime), "the device bonded")
+    assert placement(runtime) == {device: "radio1"}
+    assert radio0.connect_attempts == 0  # no attempt wasted on the deaf radio
+    await check_slots(runtime, sim)
