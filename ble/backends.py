@@ -9,7 +9,9 @@ module turns a mode into what the gateway needs to reach devices:
   a bumble central on it (the radio cannot be lost, so nothing supervises it);
 - ``hci:<moniker>``: a bumble central on that transport, kept open by a
   :class:`~ble.supervisor.RadioSupervisor`, which reopens a lost transport as the same hub
-  (address and bonds) and hands over new backends through ``on_up``.
+  (address and bonds) and hands over new backends through ``on_up``. Opened with
+  ``may_start_down`` (one radio of several), a transport that cannot be opened yet leaves the
+  stack ``down`` under its supervisor, which opens it later (``on_up`` then).
 
 :meth:`BleStack.open` is the one place a mode is turned into a stack: the backends to use now,
 its radio state, and ``close()`` for everything it opened. bumble is imported only for the
@@ -72,16 +74,21 @@ class BleStack:
         *,
         on_down: Callable[[], None],
         on_up: Callable[[BleakBackends], None],
+        label: str | None = None,
+        may_start_down: bool = False,
     ) -> BleStack:
         """Open what ``mode`` needs. ``on_down()`` / ``on_up(backends)``: a supervised radio was
-        lost / is back with new backends (hci modes only). Raises ``RadioError`` when the radio
-        cannot be opened; nothing is left open then."""
+        lost / is back with new backends (hci modes only); ``label`` names it in logs. Raises
+        ``RadioError`` when the radio cannot be opened; nothing is left open then. With
+        ``may_start_down``, an hci transport that cannot be opened is not an error: the stack
+        comes back with no backends, its ``radio_state`` down (``last_error`` says why) and its
+        supervisor ready to open it in ``run()``; ``on_down()`` is called first."""
         stack = cls(mode)
         try:
             if mode.kind is BleModeKind.SIM:
                 await stack._open_sim()
             elif mode.kind is BleModeKind.HCI:
-                await stack._open_hci(on_down, on_up)
+                await stack._open_hci(on_down, on_up, label, may_start_down=may_start_down)
             elif mode.adapter:  # bluez:hciN
                 from ble.bluez import bluez_backends
 
@@ -130,17 +137,36 @@ class BleStack:
         self._use(adapter)
 
     async def _open_hci(
-        self, on_down: Callable[[], None], on_up: Callable[[BleakBackends], None]
+        self,
+        on_down: Callable[[], None],
+        on_up: Callable[[BleakBackends], None],
+        label: str | None,
+        *,
+        may_start_down: bool,
     ) -> None:
+        from ble.errors import RadioError
         from ble.supervisor import RadioSupervisor
 
         def reopened(adapter: BumbleAdapter) -> None:
             on_up(self._use(adapter))
 
         supervisor = RadioSupervisor(
-            self.mode.transport, self._open_hci_adapter, on_down=on_down, on_up=reopened
+            self.mode.transport,
+            self._open_hci_adapter,
+            on_down=on_down,
+            on_up=reopened,
+            label=label,
         )
-        adapter = await supervisor.open()
+        try:
+            adapter = await supervisor.open()
+        except RadioError as exc:
+            if not may_start_down:
+                raise
+            self._stack.push_async_callback(supervisor.close)
+            self.supervisor = supervisor
+            on_down()
+            supervisor.start_down(str(exc))
+            return
         self._stack.push_async_callback(supervisor.close)
         self.supervisor = supervisor
         self._use(adapter)

@@ -10,9 +10,15 @@ until the transport is back; then it hands the new adapter to its owner. A trans
 lost again soon after it came back (a flapping dongle, a sim that accepts and then stalls) keeps
 its longer wait: the backoff starts afresh only once the radio stayed up ``REOPEN_STABLE_S``.
 
+A radio that could not be opened at start, in a hub that started on its other radios, is
+handed over with ``start_down(error)``: it is ``down`` from the start and ``run()`` opens it
+with the same backoff; ``on_up`` gets its first adapter.
+
 Its ``state`` is a ``RadioState`` snapshot for readiness checks and metrics. It logs one
 WARNING when the radio goes down and one INFO when it is back; failed attempts in between only
-update ``state.last_error`` (and log at DEBUG).
+update ``state.last_error`` (and log at DEBUG). Log lines name the radio by its ``label`` and
+transport (``radio1 (tcp-client:127.0.0.1:9300) lost: ...``), so two connections to one
+transport read apart.
 
 It deliberately does not: reconnect devices (the gateway's device manager does, through the
 new adapter), persist anything, or supervise the in-process virtual radio, which cannot be
@@ -121,7 +127,7 @@ class RadioSupervisor(Generic[_A]):
 
     ``on_down()`` is called as soon as the transport is lost (before its links are reported
     down); ``on_up(adapter)`` with each reopened adapter. Both are plain callbacks and must not
-    raise (an exception is logged and ignored).
+    raise (an exception is logged and ignored). ``label`` (``radio1``) names the radio in logs.
     """
 
     def __init__(
@@ -131,11 +137,14 @@ class RadioSupervisor(Generic[_A]):
         *,
         on_down: Callable[[], None],
         on_up: Callable[[_A], None],
+        label: str | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.moniker = moniker
+        self.name = f"{label} ({moniker})" if label else f"radio {moniker}"
+        """How log lines and errors name it: ``radio1 (tcp-client:...)``."""
         self._opener = opener
         self._on_down = on_down
         self._on_up = on_up
@@ -147,6 +156,7 @@ class RadioSupervisor(Generic[_A]):
         self._lost = asyncio.Event()
         self._closed = False
         self._backoff = REOPEN_BACKOFF_START_S
+        self._opened = False
         self._up_since = clock()
         self.state = RadioState(moniker)
 
@@ -154,15 +164,24 @@ class RadioSupervisor(Generic[_A]):
     def adapter(self) -> _A:
         """The current adapter (dead while the radio is down; replaced when it is back)."""
         if self._adapter is None:
-            raise RadioError(f"the radio {self.moniker} is not open; call open() first")
+            raise RadioError(f"{self.name} is not open; call open() first")
         return self._adapter
 
     async def open(self) -> _A:
         """Open the first adapter. Raises ``RadioError`` (the caller decides whether to start)."""
         adapter = await self._opener()
         self._adopt(adapter)
-        log.info("radio %s up", self.moniker)
+        log.info("%s up", self.name)
         return adapter
+
+    def start_down(self, error: str) -> None:
+        """The first ``open()`` failed with ``error`` but the hub starts without this radio:
+        report it down and let ``run()`` open it with the usual backoff."""
+        self.state = replace(
+            self.state, status=RadioStatus.DOWN, last_error=error, down_since=self._clock()
+        )
+        log.warning("%s could not be opened: %s; retrying in the background", self.name, error)
+        self._lost.set()
 
     async def run(self) -> None:
         """Reopen the transport whenever it is lost, until cancelled."""
@@ -170,20 +189,24 @@ class RadioSupervisor(Generic[_A]):
             await self._lost.wait()
             self._lost.clear()
             adapter = await self._reopen()
-            self._adopt(adapter)
             outage = self._clock() - (self.state.down_since or self._clock())
+            first = not self._opened
+            self._adopt(adapter)
             self.state = replace(
                 self.state,
                 status=RadioStatus.UP,
-                reopens=self.state.reopens + 1,
+                reopens=self.state.reopens + (0 if first else 1),
                 down_since=None,
                 failed_attempts=0,
             )
-            log.info("radio %s back after %.1f s; devices on it reconnect", self.moniker, outage)
+            if first:
+                log.info("%s up after %.1f s; devices may be placed on it", self.name, outage)
+            else:
+                log.info("%s back after %.1f s; devices on it reconnect", self.name, outage)
             try:
                 self._on_up(adapter)
             except Exception:
-                log.exception("the radio-up handler for %s failed", self.moniker)
+                log.exception("the radio-up handler for %s failed", self.name)
 
     async def _reopen(self) -> _A:
         old, self._adapter = self._adapter, None
@@ -192,9 +215,9 @@ class RadioSupervisor(Generic[_A]):
                 async with asyncio.timeout(ADAPTER_CLOSE_TIMEOUT_S):
                     await old.close()
             except TimeoutError:
-                log.warning("closing the lost adapter on %s hung; abandoned it", self.moniker)
+                log.warning("closing the lost adapter of %s hung; abandoned it", self.name)
             except Exception:  # a supervisor that stops here would never reopen anything
-                log.exception("closing the lost adapter on %s failed", self.moniker)
+                log.exception("closing the lost adapter of %s failed", self.name)
         if self._clock() - self._up_since >= REOPEN_STABLE_S:
             self._backoff = REOPEN_BACKOFF_START_S
         while True:
@@ -207,10 +230,10 @@ class RadioSupervisor(Generic[_A]):
                 return await self._opener()
             except RadioError as exc:  # the expected failure: the far end is not back yet
                 self._attempt_failed(str(exc))
-                log.debug("reopening radio %s failed: %s", self.moniker, exc)
+                log.debug("reopening %s failed: %s", self.name, exc)
             except Exception as exc:  # a bug, but the radio must still come back
                 self._attempt_failed(f"{type(exc).__name__}: {exc}")
-                log.exception("reopening radio %s failed unexpectedly", self.moniker)
+                log.exception("reopening %s failed unexpectedly", self.name)
 
     def _attempt_failed(self, error: str) -> None:
         self.state = replace(
@@ -222,6 +245,7 @@ class RadioSupervisor(Generic[_A]):
 
     def _adopt(self, adapter: _A) -> None:
         self._adapter = adapter
+        self._opened = True
         self._up_since = self._clock()
         self._unsubscribe = adapter.on_lost(self._transport_lost)
 
@@ -231,11 +255,11 @@ class RadioSupervisor(Generic[_A]):
         self.state = replace(
             self.state, status=RadioStatus.DOWN, last_error=reason, down_since=self._clock()
         )
-        log.warning("radio %s lost: %s; reopening it", self.moniker, reason)
+        log.warning("%s lost: %s; reopening it", self.name, reason)
         try:
             self._on_down()
         except Exception:
-            log.exception("the radio-down handler for %s failed", self.moniker)
+            log.exception("the radio-down handler for %s failed", self.name)
         self._lost.set()
 
     async def close(self) -> None:

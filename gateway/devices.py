@@ -5,12 +5,14 @@ Each known device gets one owned task that connects (bleak-retry-connector insid
 and reconnects with capped exponential backoff and jitter.
 
 The hub may have several radios (``self.radios``, one ``gateway.radios.Radio`` per entry of the
-``--ble`` list). Scans listen on every radio that is up and note what each heard; each connect
-attempt takes a slot on the radio ``gateway.radios.place`` picks (the one that hears the
-device loudest with a free slot) and gives it back when the attempt failed or the link is gone,
-in a ``finally`` so no path (failure, cancellation, a radio lost mid-connect) leaks it. A device
-whose link is lost (its radio died, or it went away) is placed again on its next attempt, so it
-moves to another radio that hears it. While a radio is down (``radio_lost``) nothing is placed
+``--ble`` list). Scans listen on every radio that is up and note what each heard (a radio
+that stopped hearing a device another radio still hears forgets it after the scan:
+``gateway.radios.forget_unheard``); each connect attempt takes a slot on the radio
+``gateway.radios.place`` picks (the one that hears the device loudest with a free slot) and
+gives it back when the attempt failed or the link is gone, in a ``finally`` so no path
+(failure, cancellation, a radio lost mid-connect) leaks it. A device whose link is lost (its
+radio died, or it went away) is placed again on its next attempt, so it moves to another radio
+that hears it. While a radio is down (``radio_lost``) nothing is placed
 on it; when it is back (``radio_restored``, with its new backends already set) every device
 sleeping a backoff tries again at once, with its backoff reset. State changes (discovered,
 connecting, connected, bonded, lost) are published on the event bus.
@@ -52,7 +54,7 @@ from ble.link import DeviceLink, LinkCounters
 from gateway.config import BleSettings, SafetySettings
 from gateway.errors import DeviceUnavailable, NotFound
 from gateway.events import DeviceStateChanged, EventBus
-from gateway.radios import Radio, place
+from gateway.radios import Radio, forget_unheard, place
 from gateway.safety import SafetySupervisor
 from gateway.states import DeviceState
 from gateway.tasks import TaskOwner
@@ -272,8 +274,9 @@ class DeviceManager:
 
     async def scan(self, timeout_s: float | None = None) -> list[Discovered]:
         """Scan for microcurrent devices (by service UUID) on every radio that is up, note what
-        each radio heard (for placement), and remember what was found (loudest advert wins).
-        Fails only when every radio's scan failed (with the first radio's error)."""
+        each radio heard (for placement; see ``gateway.radios.forget_unheard``), and remember
+        what was found (loudest advert wins). Fails only when every radio's scan failed (with
+        the first radio's error)."""
         timeout = timeout_s or self.settings.scan_timeout_s
         found: dict[str, tuple[BLEDevice, AdvertisementData]] = {}
         radios = [radio for radio in self.radios if radio.up] or self.radios[:1]
@@ -287,9 +290,13 @@ class DeviceManager:
                 raise error  # cancellation and the like
         if errors and len(errors) == len(radios):
             raise errors[0]
+        rounds: dict[Radio, set[str]] = {}
         for radio, outcome in zip(radios, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 log.warning("scan on %s (%s) failed: %s", radio.name, radio.mode, outcome)
+            else:
+                rounds[radio] = outcome
+        forget_unheard(rounds)  # a radio that stopped hearing a device is not preferred for it
         result = []
         for device, adv in found.values():
             item = self._describe(device, adv)
@@ -307,11 +314,15 @@ class DeviceManager:
     @staticmethod
     async def _scan_radio(
         radio: Radio, timeout_s: float, found: dict[str, tuple[BLEDevice, AdvertisementData]]
-    ) -> None:
+    ) -> set[str]:
+        """Scan on ``radio``; the addresses it heard."""
+        addresses: set[str] = set()
+
         def heard(device: BLEDevice, adv: AdvertisementData) -> None:
             if p.SERVICE_UUID not in (uuid.lower() for uuid in adv.service_uuids):
                 return
             radio.hear(device, adv.rssi)
+            addresses.add(device.address.upper())
             best = found.get(device.address)
             if best is None or adv.rssi > best[1].rssi:
                 found[device.address] = (device, adv)
@@ -324,6 +335,7 @@ class DeviceManager:
             )
         async with scanner:
             await asyncio.sleep(timeout_s)
+        return addresses
 
     def _describe(self, device: BLEDevice, adv: AdvertisementData) -> Discovered:
         battery = state = None

@@ -12,6 +12,16 @@ radio that did has room. It takes the slot in the same step (no await between ch
 counting, so two devices cannot both take a radio's last slot). The caller gives it back with
 :meth:`Radio.release` once the attempt failed or the link is gone.
 
+What a radio heard lasts until a scan proves it stale: after each scan round (one scan on
+every radio that is up, ``DeviceManager.scan``), :func:`forget_unheard` makes each radio whose
+scan completed forget the devices another radio heard in that round and it did not. A radio
+that went deaf (or out of range of a device) thus loses its readings at the next scan, while
+the device is still heard elsewhere, instead of being preferred until a connect attempt through
+it fails (which takes bumble's connect timeout). A device no radio hears in a round (connected,
+so not advertising, or away) keeps its readings: nothing newer says which radio hears it best.
+Readings thus live at most one scan period (``ble.discovery_interval_s`` plus the scan) past the
+moment another radio hears the device and this one does not.
+
 It deliberately does not: open or supervise radios (ble/backends.py and ble/supervisor.py do),
 move a connected device to a better radio (a link that works is left alone; a device changes
 radio only when its link is lost), or do any I/O.
@@ -21,13 +31,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import BaseBleakScanner
 
-__all__ = ["ADVERT_WINDOW_S", "Heard", "Radio", "place"]
+__all__ = ["ADVERT_WINDOW_S", "Heard", "Radio", "forget_unheard", "place"]
 
 ADVERT_WINDOW_S = 5.0
 """``adverts_per_s`` averages over this many seconds."""
@@ -124,3 +135,13 @@ def place(radios: list[Radio], address: str, avoid: Radio | None = None) -> Radi
     if best is not None:
         best.take()
     return best
+
+
+def forget_unheard(rounds: Mapping[Radio, set[str]]) -> None:
+    """After one scan round: ``rounds`` maps each radio whose scan completed to the addresses
+    it heard. Each forgets the devices another radio heard and it did not (see the module
+    docstring); radios that did not scan keep everything."""
+    heard_anywhere = {address.upper() for heard in rounds.values() for address in heard}
+    for radio, heard in rounds.items():
+        for address in heard_anywhere - {address.upper() for address in heard}:
+            radio.heard.pop(address, None)

@@ -13,8 +13,13 @@ what ``settings.ble.mode`` (a ``ble.mode.BleMode``) names, opened by ``ble.backe
 ``settings.ble.mode`` may list several radios (``hci:...,hci:...``, ``bluez:hci0,bluez:hci1``):
 each is opened as its own ``BleStack`` (``self.stacks``, in list order), its supervisor's
 loss and return are told to the device manager by index, and the device manager places each
-device on one of them (gateway/devices.py, gateway/radios.py). Every radio must open at start;
-one that is lost later is reopened by its supervisor while the others carry on.
+device on one of them (gateway/devices.py, gateway/radios.py). A hub with several radios
+starts with those that open: an ``hci:`` radio that cannot be opened yet (a dongle unplugged at
+boot, a sim not yet listening) is reported ``down`` with its error and opened later by its
+supervisor, and devices are placed on it once it is up; the hub refuses to start only when no
+radio opens (``BluetoothUnavailable`` naming each radio and its error). A single radio must
+open at start, as before (its ``RadioError`` stops the start). A radio lost later is reopened
+by its supervisor while the others carry on.
 ``bluetooth_report()`` is the health view of them all.
 
 Every task is owned by ``Runtime.tasks`` and cancelled and awaited in ``stop()``. bumble is only
@@ -225,15 +230,27 @@ class Runtime:
             self._check_bluez()
         from ble.backends import BleStack
 
+        several = len(modes) > 1
         for index, mode in enumerate(modes):
             stack = await BleStack.open(
                 mode,
                 on_down=functools.partial(self.devices.radio_lost, index),
                 on_up=functools.partial(self._radio_back, index),
+                label=f"radio{index}",
+                may_start_down=several,
             )
             self._stack.push_async_callback(stack.close)
             self.stacks.append(stack)
             self._use_backends(index, stack.backends)
+        if several and not any(radio.up for radio in self.devices.radios):
+            raise BluetoothUnavailable(
+                "no radio could be opened: "
+                + "; ".join(
+                    f"{radio.name} ({radio.mode}): {_open_error(stack)}"
+                    for radio, stack in zip(self.devices.radios, self.stacks, strict=True)
+                )
+                + ". Check that each dongle is plugged in or each `mcgw sim` is running"
+            )
         stack = self.ble = self.stacks[0]
         self.sim_devices = stack.sim_devices
         port = self.settings.ble.sim_control_port
@@ -511,6 +528,11 @@ class Runtime:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
+
+
+def _open_error(stack: BleStack) -> str:
+    state = stack.radio_state
+    return (state.last_error if state is not None else None) or "not opened"
 
 
 def _combined_state(states: list[RadioState | None], stacks: list[BleStack]) -> RadioState:

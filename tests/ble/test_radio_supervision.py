@@ -138,6 +138,7 @@ async def test_a_lost_transport_is_reopened_as_the_same_hub_and_its_device_recon
         opener,
         on_down=lambda: downs.append(supervisor.state),
         on_up=ups.append,
+        label="radio1",
     )
     first = await supervisor.open()
     runner = asyncio.create_task(supervisor.run())
@@ -179,6 +180,9 @@ async def test_a_lost_transport_is_reopened_as_the_same_hub_and_its_device_recon
         await supervisor.close()
     supervisor_lines = [line for line in lines(caplog) if "ble.supervisor" in line]
     assert [line.split()[0] for line in supervisor_lines] == ["INFO", "WARNING", "INFO"]
+    # Each line names the radio and its transport (two connections to one sim read apart).
+    named = f"ble.supervisor: radio1 ({bench.moniker}) "
+    assert all(named in line for line in supervisor_lines), supervisor_lines
     assert errors(caplog) == []
 
 
@@ -357,3 +361,51 @@ async def test_a_flapping_transport_waits_longer_each_time_until_it_stays_up() -
     start = REOPEN_BACKOFF_START_S
     assert waits == [start, 2 * start, 4 * start, start]
     assert supervisor.state.reopens == 4
+
+
+async def test_a_radio_that_could_not_open_at_start_is_opened_by_run_with_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    failures = [RadioError("cannot open bumble transport 'tcp-client:x'")] * 2
+    waits: list[float] = []
+    ups: list[FlappingAdapter] = []
+
+    async def opener() -> FlappingAdapter:
+        if failures:
+            raise failures.pop()
+        return FlappingAdapter()
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    no_jitter = random.Random()
+    no_jitter.uniform = lambda _a, _b: 0.0  # type: ignore[method-assign]
+    supervisor: RadioSupervisor[FlappingAdapter] = RadioSupervisor(
+        "tcp-client:x",
+        opener,
+        on_down=lambda: None,
+        on_up=ups.append,
+        label="radio1",
+        sleep=sleep,
+        rng=no_jitter,
+    )
+    with pytest.raises(RadioError):
+        await supervisor.open()
+    supervisor.start_down("cannot open bumble transport 'tcp-client:x'")
+    assert supervisor.state.status is RadioStatus.DOWN
+    assert supervisor.state.down_since is not None
+    runner = asyncio.create_task(supervisor.run())
+    try:
+        await wait_until(lambda: supervisor.state.up)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await supervisor.close()
+    assert waits == [REOPEN_BACKOFF_START_S, 2 * REOPEN_BACKOFF_START_S]
+    assert len(ups) == 1
+    assert (supervisor.state.reopens, supervisor.state.failed_attempts) == (0, 0)
+    assert supervisor.state.last_error == "cannot open bumble transport 'tcp-client:x'"
+    supervisor_lines = [line for line in lines(caplog) if "ble.supervisor" in line]
+    assert [line.split()[0] for line in supervisor_lines] == ["WARNING", "INFO"]
+    assert all("radio1 (tcp-client:x) " in line for line in supervisor_lines)

@@ -7,7 +7,9 @@ radio deaf or drops it (``/radios``), and reports each radio's links, which is t
 gateway's slot counts are checked against. The tests check what the issue asks: devices are
 placed by signal and by free slots; a dropped radio's devices move to the other radio and a
 session on one of them resumes by the lost-link rules (S2: the output ramps up from zero); a
-slot is never leaked, whatever state a link is killed in.
+slot is never leaked, whatever state a link is killed in; a radio that cannot be opened at
+start (its port not listening yet) leaves the hub running on the others and takes devices once
+a relay to the sim opens there.
 
 Waits are for conditions, bounded by a hang guard; nothing asserts on elapsed time.
 """
@@ -22,12 +24,14 @@ from typing import Any
 
 import pytest
 
+from ble.errors import RadioError
 from ble.sim import control
 from gateway.config import BleSettings, SafetySettings, Settings
+from gateway.errors import BluetoothUnavailable
 from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime
 from gateway.states import SessionState
-from tests.e2e.served import Sim, SimFactory
+from tests.e2e.served import Sim, SimFactory, free_port
 
 HANG_S = 30.0
 """Upper bound for any one wait: a hang guard, never a measurement."""
@@ -57,11 +61,17 @@ async def sims(tmp_path: Path) -> AsyncIterator[SimFactory]:
 async def hubs() -> AsyncIterator[Callable[..., Runtime]]:
     runtimes: list[Runtime] = []
 
-    def make(sim: Sim, *, safety: SafetySettings | None = None, **ble: Any) -> Runtime:
-        radio = f"hci:tcp-client:127.0.0.1:{sim.hci_port}"
+    def make(
+        sim: Sim | None,
+        *,
+        safety: SafetySettings | None = None,
+        mode: str | None = None,
+        **ble: Any,
+    ) -> Runtime:
+        radio = f"hci:tcp-client:127.0.0.1:{sim.hci_port if sim is not None else 0}"
         settings = Settings(
             ble=BleSettings(
-                mode=f"{radio},{radio}",
+                mode=mode or f"{radio},{radio}",
                 auto_connect=False,
                 reconnect_max_backoff_s=0.5,
                 **ble,
@@ -79,6 +89,52 @@ async def hubs() -> AsyncIterator[Callable[..., Runtime]]:
         for runtime in runtimes:
             if runtime.started:
                 await runtime.stop()
+
+
+class Relay:
+    """A TCP port that forwards every connection to the sim's HCI port once ``open()`` is
+    called: a radio whose far end is not listening at start and comes up later."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def open(self, target_port: int) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            far_reader, far_writer = await asyncio.open_connection("127.0.0.1", target_port)
+            self._writers += [writer, far_writer]
+            await asyncio.gather(
+                pipe(reader, far_writer), pipe(far_reader, writer), return_exceptions=True
+            )
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    """Set up before ``hubs`` (list it first), so it closes after the hubs stopped."""
+    relay = Relay()
+    try:
+        yield relay
+    finally:
+        await relay.close()
 
 
 async def wait_until(predicate: Callable[[], bool], what: str) -> None:
@@ -303,3 +359,86 @@ async def test_no_slot_leaks_whatever_state_a_link_is_killed_in(
     report = runtime.bluetooth_report()
     assert sum(r.slots_used for r in report.radios) == len(sim.addresses)
     assert sum(r.connect_failures for r in report.radios) >= 1
+
+
+async def test_a_radio_that_cannot_open_at_start_is_down_until_it_opens_then_takes_devices(
+    sims: SimFactory, relay: Relay, hubs: Callable[..., Runtime]
+) -> None:
+    sim = await sims.start(devices=2)
+    mode = f"{sim.ble},hci:tcp-client:127.0.0.1:{relay.port}"
+    runtime = hubs(sim, mode=mode, radio_slots="1,7")
+    await runtime.start()  # radio1's port is not listening yet: the hub starts on radio0
+    radio0, radio1 = runtime.bluetooth_report().radios
+    assert (radio0.state, radio1.state, radio1.address) == ("up", "down", None)
+    assert radio1.last_error is not None
+    assert "cannot open bumble transport" in radio1.last_error
+    state = runtime.radio_state
+    assert state is not None
+    assert state.up  # ready: one radio reaches devices
+    assert "radio1: tcp-client:" in state.detail
+    assert "down" in state.detail
+
+    await adopt(runtime, sim)
+    # radio0 has one slot: one device bonds on it, the other waits for a slot.
+    await wait_until(
+        lambda: sorted(map(str, placement(runtime).values())) == ["None", "radio0"],
+        "one device on radio0, the other waiting",
+    )
+    await wait_until(
+        lambda: any(m.state == "bonded" for m in runtime.devices.all()), "one device bonded"
+    )
+
+    await relay.open(sim.hci_port)
+    await wait_until(lambda: runtime.bluetooth_report().radios[1].state == "up", "radio1 up")
+    await wait_until(lambda: all_bonded(runtime), "every device bonded")
+    assert sorted(map(str, placement(runtime).values())) == ["radio0", "radio1"]
+    radio1 = runtime.bluetooth_report().radios[1]
+    assert radio1.reopens == 0  # opened late, never lost
+    assert radio1.address in await sim_radios(sim)
+    await check_slots(runtime, sim)
+
+
+async def test_the_hub_refuses_to_start_only_when_no_radio_opens(
+    hubs: Callable[..., Runtime],
+) -> None:
+    nobody, nobody_either = free_port(), free_port()
+    both = f"hci:tcp-client:127.0.0.1:{nobody},hci:tcp-client:127.0.0.1:{nobody_either}"
+    runtime = hubs(None, mode=both)
+    with pytest.raises(BluetoothUnavailable) as refused:
+        await runtime.start()
+    await runtime.stop()
+    message = str(refused.value)
+    assert f"radio0 (hci:tcp-client:127.0.0.1:{nobody}): cannot open" in message
+    assert f"radio1 (hci:tcp-client:127.0.0.1:{nobody_either}): cannot open" in message
+
+    # One radio keeps failing fast with the transport's own error.
+    single = hubs(None, mode=f"hci:tcp-client:127.0.0.1:{nobody}")
+    with pytest.raises(RadioError, match="cannot open bumble transport"):
+        await single.start()
+    await single.stop()
+
+
+async def test_a_radio_that_went_deaf_is_not_preferred_after_the_next_scan(
+    sims: SimFactory, hubs: Callable[..., Runtime]
+) -> None:
+    sim = await sims.start(devices=1)
+    runtime = hubs(sim)
+    await runtime.start()
+    a, b = radio_addresses(runtime)
+    (device,) = sim.addresses
+    await set_signal(sim, device, a, NEAR)
+    await set_signal(sim, device, b, FAR)
+    await runtime.devices.scan(timeout_s=0.3)
+    radio0 = runtime.devices.radios[0]
+    assert device in radio0.heard
+
+    await control.request(sim.control_port, "POST", f"/radios/{a}/deaf", {"deaf": True})
+    async with asyncio.timeout(HANG_S):
+        while device not in {d.address.upper() for d in await runtime.devices.scan(0.3)}:
+            pass
+    assert device not in radio0.heard  # what it heard before it went deaf is gone
+    runtime.devices.manage(runtime.devices.seen(device))
+    await wait_until(lambda: all_bonded(runtime), "the device bonded")
+    assert placement(runtime) == {device: "radio1"}
+    assert radio0.connect_attempts == 0  # no attempt wasted on the deaf radio
+    await check_slots(runtime, sim)

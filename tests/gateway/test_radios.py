@@ -6,7 +6,7 @@ import pytest
 from bleak.backends.device import BLEDevice
 
 from gateway.config import BleSettings, InvalidSettings, load_settings
-from gateway.radios import ADVERT_WINDOW_S, Radio, place
+from gateway.radios import ADVERT_WINDOW_S, Radio, forget_unheard, place
 
 DEVICE = "C0:00:00:00:40:01"
 
@@ -61,6 +61,30 @@ def test_a_radio_that_never_heard_the_device_comes_last_and_connects_by_address(
     fallback = BLEDevice(DEVICE, "mc", {"seen by": "radio1"})
     assert a.device_for(DEVICE, fallback, "mc").details is None  # bumble: its own adapter
     assert c.device_for(DEVICE, fallback, "mc") is fallback  # BlueZ: what was seen
+
+
+def test_a_radio_that_stops_hearing_a_device_others_hear_forgets_it_after_the_scan() -> None:
+    a, b, down = radio("radio0"), radio("radio1"), radio("radio2")
+    hear(a, -40)
+    hear(b, -90)
+    hear(down, -30)
+    assert place([a, b], DEVICE) is a
+    a.release()
+    # a went deaf: in the next round only b hears the device; down did not scan at all.
+    forget_unheard({a: set(), b: {DEVICE.lower()}})
+    assert DEVICE not in a.heard
+    assert DEVICE in b.heard
+    assert DEVICE in down.heard
+    assert place([a, b], DEVICE) is b
+
+
+def test_a_device_no_radio_hears_keeps_its_readings() -> None:
+    a, b = radio("radio0"), radio("radio1")
+    hear(a, -40)
+    hear(b, -90)
+    forget_unheard({a: set(), b: set()})  # connected (not advertising) or away
+    assert set(a.heard) == set(b.heard) == {DEVICE}
+    assert place([a, b], DEVICE) is a
 
 
 def test_adverts_per_second_average_over_the_window() -> None:
