@@ -25,7 +25,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.api.hub import recv, recv_until, request
-from tests.e2e.served import ServedHub, base_env
+from tests.e2e.served import ServedHub, base_env, copy_database
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,8 @@ class User:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServedHub]:
+def served(tmp_path: Path, migrated_sqlite: Path) -> Iterator[ServedHub]:
+    copy_database(migrated_sqlite, tmp_path / "hub.db")  # base_env's database, migrated
     env = base_env(tmp_path, MCGW_API__WS_MAX_PER_TOKEN="4", MCGW_API__WS_MAX_CONNECTIONS="10")
     with ServedHub.start(env, devices=2) as hub:
         yield hub
