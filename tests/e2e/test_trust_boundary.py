@@ -73,7 +73,11 @@ async def devices(admin: httpx.AsyncClient) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def socket(hub: ServedHub, token: str) -> AsyncIterator[Any]:
-    async with websockets.connect(hub.ws_url, compression=None) as ws:
+    """An authenticated socket. Its client queues whatever the test has not read yet without a
+    bound (``max_queue=None``): with websockets' default (16 messages) a full queue stops the
+    client reading, so it never sees the hub's answer to its close and waits out close_timeout
+    (10 s) before giving up with 1006. What the hub sends is the same either way."""
+    async with websockets.connect(hub.ws_url, compression=None, max_queue=None) as ws:
         await ws.send(orjson.dumps({"type": "auth", "token": token, "id": "auth"}).decode())
         assert (await recv(ws))["type"] == "ack"
         assert (await recv(ws))["type"] == "hello"
