@@ -11,7 +11,8 @@ its fault explains.
 Storage faults are made as an operator would meet them, terminating only the hub's own
 PostgreSQL connections: SQLite locked by another process and SQLite on a full disk (a small
 tmpfs of its own: a file a running process holds open cannot be made read-only under it), and
-PostgreSQL locked, read-only and refusing connections, each on a database of its own. Waits are
+PostgreSQL locked, read-only and refusing connections, each on a database of its own, migrated
+before the hub starts (first starts on an empty database are tests/e2e/test_cli.py's). Waits are
 for conditions under a hang guard; nothing asserts on time.
 """
 
