@@ -6,6 +6,9 @@ prints, waits until every device is bonded, and keeps draining the process's out
 ``output``, so tests can check what it logged). ``mcgw(...)`` runs another CLI command against
 the same database and settings, as an admin on the hub would.
 
+``copy_database`` gives a test its own copy of a migrated SQLite file (the ``migrated_sqlite``
+fixture of tests/e2e/conftest.py), for hubs whose test is not about migrating.
+
 ``SimFactory.start`` runs ``mcgw sim --devices N`` and reads its banner (HCI-over-TCP port,
 control port, device addresses); the sim's log goes to a file. Every sim started is stopped at
 the end of the test.
@@ -18,6 +21,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -56,6 +60,17 @@ def base_env(tmp_path: Path, **settings: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         **settings,
     }
+
+
+def copy_database(template: Path, path: Path) -> None:
+    """A consistent copy of the SQLite file ``template`` at ``path`` (SQLite's backup API)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source, copy = sqlite3.connect(template), sqlite3.connect(path)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
 
 
 def mcgw_command(*args: str) -> list[str]:

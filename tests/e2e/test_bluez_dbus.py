@@ -33,7 +33,7 @@ from ble.sim.peripheral import SimulatedDevice
 from gateway.doctor import Status
 from gateway.doctor.bluetooth import bluetooth_checks
 from tests.e2e.bluez_bus import BLUEZ_VERSION, PrivateBus
-from tests.e2e.served import ServedHub, SimFactory, base_env, free_port
+from tests.e2e.served import ServedHub, SimFactory, base_env, copy_database, free_port
 from tests.e2e.test_cli import mcgw
 
 HANG_S = 30.0
@@ -159,9 +159,10 @@ def bluez_sim(bus: PrivateBus, tmp_path: Path) -> Iterator[list[str]]:
 
 
 async def test_serve_with_bluez_hci1_claims_and_runs_a_session(
-    bus: PrivateBus, bluez_sim: list[str], tmp_path: Path
+    bus: PrivateBus, bluez_sim: list[str], tmp_path: Path, migrated_sqlite: Path
 ) -> None:
     (address,) = bluez_sim
+    copy_database(migrated_sqlite, tmp_path / "hub.db")  # base_env's database, migrated
     env = base_env(tmp_path, **bus.env())
 
     # The installer's checks first: BlueZ answers on the bus and its radio hears the device.

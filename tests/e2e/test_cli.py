@@ -23,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect as ws_connect
 
+from tests.e2e.served import copy_database
+
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
 
@@ -369,7 +371,10 @@ def hub(env: dict[str, str], log: Path) -> Iterator[httpx.Client]:
 SECRET = "SECRETVALUE123"
 
 
-def test_tokens_in_query_strings_never_reach_the_log(env: dict[str, str], tmp_path: Path) -> None:
+def test_tokens_in_query_strings_never_reach_the_log(
+    env: dict[str, str], tmp_path: Path, migrated_sqlite: Path
+) -> None:
+    copy_database(migrated_sqlite, tmp_path / "cli.db")  # env's database, migrated
     log = tmp_path / "serve.log"
     with hub(env, log) as client:
         for path in ("/api/v1/me", "/api/v1/ws"):
@@ -391,8 +396,9 @@ def test_tokens_in_query_strings_never_reach_the_log(env: dict[str, str], tmp_pa
 
 @pytest.mark.parametrize("trusted", [False, True], ids=["default", "trusted-proxy"])
 def test_forwarded_headers_are_believed_only_from_trusted_proxies(
-    env: dict[str, str], tmp_path: Path, trusted: bool
+    env: dict[str, str], tmp_path: Path, migrated_sqlite: Path, trusted: bool
 ) -> None:
+    copy_database(migrated_sqlite, tmp_path / "cli.db")  # env's database, migrated
     if trusted:
         env = {**env, "MCGW_API__TRUSTED_PROXIES": '["127.0.0.1"]'}
     log = tmp_path / "serve.log"

@@ -11,7 +11,8 @@ its fault explains.
 Storage faults are made as an operator would meet them, terminating only the hub's own
 PostgreSQL connections: SQLite locked by another process and SQLite on a full disk (a small
 tmpfs of its own: a file a running process holds open cannot be made read-only under it), and
-PostgreSQL locked, read-only and refusing connections, each on a database of its own. Waits are
+PostgreSQL locked, read-only and refusing connections, each on a database of its own, migrated
+before the hub starts (first starts on an empty database are tests/e2e/test_cli.py's). Waits are
 for conditions under a hang guard; nothing asserts on time.
 """
 
@@ -35,8 +36,10 @@ import pytest
 import sqlalchemy as sa
 
 from ble.sim import control
+from gateway.config import DatabaseSettings
+from gateway.storage.engine import create_engine_from_settings, upgrade
 from tests.conftest import POSTGRES_URL, require_service, unavailable
-from tests.e2e.served import ServedHub, Sim, SimFactory, base_env
+from tests.e2e.served import ServedHub, Sim, SimFactory, base_env, copy_database
 
 pytestmark = pytest.mark.faults
 
@@ -148,8 +151,9 @@ def _sidecars(path: Path) -> list[Path]:
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    """A SQLite file on a small filesystem of its own (so it can be filled; needs root)."""
+def sqlite_db(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Database]:
+    """A SQLite file on a small filesystem of its own (so it can be filled; needs root),
+    migrated already (a copy of ``migrated_sqlite``): the hub starts without migrating."""
     mount = tmp_path / "dbfs"
     mount.mkdir()
     done = subprocess.run(
@@ -162,6 +166,7 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
         unavailable(f"cannot mount a small tmpfs for the database (run as root): {done.stderr}")
     try:
         path = mount / "hub.db"
+        copy_database(migrated_sqlite, path)
         yield Database("sqlite", f"sqlite:///{path}", path)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
@@ -177,6 +182,12 @@ def postgresql_db() -> Iterator[Database]:
         "postgresql", sa.make_url(POSTGRES_URL).set(database=name).render_as_string(False)
     )
     try:
+        # Migrated here (as `mcgw db upgrade` would), so the hub starts without migrating.
+        engine = create_engine_from_settings(DatabaseSettings(url=database.url))
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
         yield database
     finally:
         admin._pg_admin(
@@ -306,6 +317,8 @@ async def rig_for(tmp_path: Path, database: Database, **settings: str) -> AsyncI
             MCGW_DB__LOCK_TIMEOUT_S="1",
             MCGW_BLE__AUTO_CONNECT="true",
             MCGW_BLE__DISCOVERY_INTERVAL_S="1",
+            # Background scans of 0.5 s, not 2 s: the sim advertises every 20 ms.
+            MCGW_BLE__SCAN_TIMEOUT_S="0.5",
             **settings,
         )
         with ServedHub.start(env, devices=2, ble=sim.ble) as hub:

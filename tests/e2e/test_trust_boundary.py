@@ -25,7 +25,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.api.hub import recv, recv_until, request
-from tests.e2e.served import ServedHub, base_env
+from tests.e2e.served import ServedHub, base_env, copy_database
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,8 @@ class User:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServedHub]:
+def served(tmp_path: Path, migrated_sqlite: Path) -> Iterator[ServedHub]:
+    copy_database(migrated_sqlite, tmp_path / "hub.db")  # base_env's database, migrated
     env = base_env(tmp_path, MCGW_API__WS_MAX_PER_TOKEN="4", MCGW_API__WS_MAX_CONNECTIONS="10")
     with ServedHub.start(env, devices=2) as hub:
         yield hub
@@ -72,7 +73,11 @@ async def devices(admin: httpx.AsyncClient) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def socket(hub: ServedHub, token: str) -> AsyncIterator[Any]:
-    async with websockets.connect(hub.ws_url, compression=None) as ws:
+    """An authenticated socket. Its client queues whatever the test has not read yet without a
+    bound (``max_queue=None``): with websockets' default (16 messages) a full queue stops the
+    client reading, so it never sees the hub's answer to its close and waits out close_timeout
+    (10 s) before giving up with 1006. What the hub sends is the same either way."""
+    async with websockets.connect(hub.ws_url, compression=None, max_queue=None) as ws:
         await ws.send(orjson.dumps({"type": "auth", "token": token, "id": "auth"}).decode())
         assert (await recv(ws))["type"] == "ack"
         assert (await recv(ws))["type"] == "hello"
