@@ -31,6 +31,7 @@ from gateway.errors import BluetoothUnavailable
 from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime
 from gateway.states import SessionState
+from tests.e2e.conftest import wait_until
 from tests.e2e.served import Sim, SimFactory, free_port
 
 HANG_S = 30.0
@@ -135,15 +136,6 @@ async def relay() -> AsyncIterator[Relay]:
         yield relay
     finally:
         await relay.close()
-
-
-async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(HANG_S):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"still waiting for {what} after {HANG_S} s")
 
 
 def radio_addresses(runtime: Runtime) -> list[str]:

@@ -18,7 +18,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime
 from gateway.session import Session
 from gateway.states import SessionState
+from tests.e2e.conftest import wait_until
 from tests.e2e.served import Sim, SimFactory
 
 HANG_S = 30.0
@@ -84,15 +85,6 @@ async def gateways() -> AsyncIterator[MakeGateway]:
         for runtime in runtimes:
             if runtime.started:
                 await runtime.stop()
-
-
-async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(HANG_S):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"still waiting for {what} after {HANG_S} s")
 
 
 def device_states(runtime: Runtime) -> set[str]:
