@@ -125,11 +125,14 @@ def limits_section(results: dict[str, Any]) -> list[str]:
     missed = [t for t in targets(results) if t.verdict == "MISSED"]
     if missed:
         out += ["## What limits the missed targets", ""]
+        explained: dict[str, str] = {}  # diagnosis -> the first target it was written under
         for target in missed:
+            limits = target.limits or "No diagnosis recorded."
+            first = explained.setdefault(limits, target.name)
             out += [
                 f"### {target.name}: {target.measured} (aim: {target.aim})",
                 "",
-                target.limits or "No diagnosis recorded.",
+                limits if first == target.name else f"The same as for {first}, above.",
                 "",
             ]
     return out
