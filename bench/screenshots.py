@@ -2,8 +2,9 @@
 
 ``python bench/screenshots.py`` starts ``mcgw serve --ble sim:2`` on a free port with a fresh
 database (bench/webapp.py's ``Hub``), pairs Chromium (390x844) as an admin, claims a device,
-runs a few seconds of Quick lift and stops it, and writes one PNG per screen. Run it again after
-changing the page; the images are committed.
+runs a few seconds of Quick lift and stops it, and writes one PNG per screen, plus one of the
+Admin screen's Bluetooth radios panel. Run it again after changing the page; the images are
+committed.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def shoot(out: Path) -> list[Path]:
             page.goto("/#/admin")
             page.get_by_role("heading", name="Users").wait_for()
             save("admin")
+            panel = page.get_by_role("heading", name="Bluetooth radios")
+            panel.scroll_into_view_if_needed()
+            page.locator("tr[data-radio]").first.wait_for()
+            save("radios")
             context.close()
         finally:
             browser.close()
