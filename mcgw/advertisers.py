@@ -24,11 +24,18 @@ __all__ = ["listen", "show"]
 
 
 async def listen(runtime: Runtime, timeout_s: float) -> list[dict[str, Any]]:
-    """Every advertiser heard on ``runtime``'s open radios (all at once, each advertiser at
-    the signal of the radio that heard it loudest), JSON-ready, strongest first."""
+    """Every advertiser heard on ``runtime``'s radios that are up (all at once, each
+    advertiser at the signal of the radio that heard it loudest), JSON-ready, strongest first.
+    A radio that could not be opened is left out: it has no backend of its own yet, and
+    bleak's platform default in its place would be another radio (BlueZ), or none."""
     assert runtime.stacks, "open_ble() first"
+    up = [
+        stack
+        for radio, stack in zip(runtime.devices.radios, runtime.stacks, strict=True)
+        if radio.up
+    ]
     lists = await asyncio.gather(
-        *(listen_to_all(timeout_s, backend=stack.backends.scanner) for stack in runtime.stacks)
+        *(listen_to_all(timeout_s, backend=stack.backends.scanner) for stack in up)
     )
     loudest: dict[str, Advertiser] = {}
     for heard in lists:
