@@ -180,7 +180,7 @@ class Runtime:
         """
         if len(self.stacks) <= 1:
             return self.ble.radio_state if self.ble is not None else None
-        return _combined_state([stack.radio_state for stack in self.stacks], self.stacks)
+        return _combined_state(self.stacks)
 
     def bluetooth_report(self) -> BluetoothReport:
         """The radios and device links now (gateway/radio_report.py), from memory, no I/O."""
@@ -535,12 +535,9 @@ def _open_error(stack: BleStack) -> str:
     return (state.last_error if state is not None else None) or "not opened"
 
 
-def _combined_state(states: list[RadioState | None], stacks: list[BleStack]) -> RadioState:
+def _combined_state(stacks: list[BleStack]) -> RadioState:
     """Several radios' states as one (see ``Runtime.radio_state``)."""
-    known = [
-        state if state is not None else RadioState(str(stack.mode))
-        for state, stack in zip(states, stacks, strict=True)
-    ]
+    known = [stack.radio_state or RadioState(str(stack.mode)) for stack in stacks]
     down = [state for state in known if not state.up]
     up = len(down) < len(known)
     failing = down[0] if down else None

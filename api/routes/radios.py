@@ -22,4 +22,4 @@ async def list_radios(_admin: AdminUser, runtime: RuntimeDep) -> RadiosPublic:
     """Per radio: mode, address, state, slots used and free, adverts per second, connect
     attempts and failures, reopens, last error. Per device the hub looks after: the radio its
     link uses, signal, MTU, reconnects, last disconnect reason."""
-    return RadiosPublic.of(runtime.bluetooth_report())
+    return RadiosPublic.model_validate(runtime.bluetooth_report(), from_attributes=True)

@@ -1,7 +1,8 @@
 """Bodies of the radios route: the Bluetooth health view, per radio and per device link.
 
 The figures are ``gateway.radio_report``'s (one snapshot for the route, /metrics and the web
-page); this module only shapes them for the API. It decides nothing about a radio's health.
+page), read field by field (``model_validate(report, from_attributes=True)``); this module only
+describes them for the API. It decides nothing about a radio's health.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from api.schemas.fields import examples
-from gateway.radio_report import BluetoothReport, DeviceLinkReport, RadioReport
 from gateway.states import DeviceState
 
 RadioStateText = Literal["up", "down", "reopening", "unknown"]
@@ -39,30 +39,6 @@ class RadioPublic(BaseModel):
     reopens: int = Field(description="Times its transport was reopened after a loss")
     last_error: str | None = Field(description="Why it last went down or failed to reopen")
 
-    @classmethod
-    def of(cls, radio: RadioReport) -> RadioPublic:
-        return cls(
-            name=radio.name,
-            mode=radio.mode,
-            address=radio.address,
-            state=_radio_state(radio.state),
-            slots=radio.slots,
-            slots_used=radio.slots_used,
-            slots_free=radio.slots_free,
-            adverts_per_s=radio.adverts_per_s,
-            connect_attempts=radio.connect_attempts,
-            connect_failures=radio.connect_failures,
-            reopens=radio.reopens,
-            last_error=radio.last_error,
-        )
-
-
-def _radio_state(text: str) -> RadioStateText:
-    for known in ("up", "down", "reopening"):
-        if text == known:
-            return known
-    return "unknown"
-
 
 class DeviceLinkPublic(BaseModel):
     """One managed device's link."""
@@ -79,19 +55,6 @@ class DeviceLinkPublic(BaseModel):
     mtu: int | None = Field(description="The link's ATT MTU, while connected and known")
     reconnects: int = Field(description="Links to it lost and made again since the hub started")
     last_disconnect_reason: str | None
-
-    @classmethod
-    def of(cls, device: DeviceLinkReport) -> DeviceLinkPublic:
-        return cls(
-            address=device.address,
-            name=device.name,
-            state=DeviceState(device.state),
-            radio=device.radio,
-            signal_dbm=device.signal_dbm,
-            mtu=device.mtu,
-            reconnects=device.reconnects,
-            last_disconnect_reason=device.last_disconnect_reason,
-        )
 
 
 _EXAMPLE = {
@@ -131,10 +94,3 @@ class RadiosPublic(BaseModel):
 
     radios: list[RadioPublic]
     devices: list[DeviceLinkPublic] = Field(description="Every device the hub looks after")
-
-    @classmethod
-    def of(cls, report: BluetoothReport) -> RadiosPublic:
-        return cls(
-            radios=[RadioPublic.of(r) for r in report.radios],
-            devices=[DeviceLinkPublic.of(d) for d in report.devices],
-        )

@@ -53,6 +53,9 @@ async def test_an_admin_sees_each_radio_and_each_device_link(hub: Hub) -> None:
     assert radio["address"] == hub.runtime.ble.adapter.address  # type: ignore[union-attr]
     assert (radio["slots"], radio["slots_used"], radio["slots_free"]) == (7, 2, 5)
     assert (radio["connect_attempts"], radio["connect_failures"]) == (2, 0)
+    # Connected devices stop advertising, so the rate here depends on how long ago the start's
+    # scan was; its arithmetic is tests/gateway/test_radios.py's (a given clock).
+    assert isinstance(radio["adverts_per_s"], float)
     assert radio["adverts_per_s"] >= 0
     assert radio["reopens"] == 0
     assert radio["last_error"] is None
