@@ -46,6 +46,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def refusing_port() -> Iterator[socket.socket]:
+    """A loopback port that refuses every connection while the block runs: bound, not
+    listening. A port merely found free can answer a connect (another process took it, or
+    TCP's simultaneous open connects a socket to itself when the kernel picks the same port
+    as the source), so a test of "nobody listens there" holds the port instead.
+    ``sock.getsockname()[1]`` is the port; ``asyncio.start_server(sock=sock)`` listens on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+
+
 def base_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     """The environment of a hub under test: no stray MCGW_ settings, its own database."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MCGW_")}

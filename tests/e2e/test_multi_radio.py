@@ -17,6 +17,7 @@ Waits are for conditions, bounded by a hang guard; nothing asserts on elapsed ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from gateway.programs import Program, ProgramStep
 from gateway.runtime import Runtime
 from gateway.states import SessionState
 from tests.e2e.conftest import wait_until
-from tests.e2e.served import Sim, SimFactory, free_port
+from tests.e2e.served import Sim, SimFactory, refusing_port
 
 HANG_S = 30.0
 """Upper bound for any one wait: a hang guard, never a measurement."""
@@ -93,11 +94,13 @@ async def hubs() -> AsyncIterator[Callable[..., Runtime]]:
 
 
 class Relay:
-    """A TCP port that forwards every connection to the sim's HCI port once ``open()`` is
-    called: a radio whose far end is not listening at start and comes up later."""
+    """A TCP port that refuses connections until ``open()``, then forwards every connection
+    to the sim's HCI port: a radio whose far end is not listening at start and comes up later."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self._held = contextlib.ExitStack()
+        self._sock = self._held.enter_context(refusing_port())
+        self.port = int(self._sock.getsockname()[1])
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -117,7 +120,7 @@ class Relay:
                 pipe(reader, far_writer), pipe(far_reader, writer), return_exceptions=True
             )
 
-        self._server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(handle, sock=self._sock)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -126,6 +129,7 @@ class Relay:
             writer.close()
         if self._server is not None:
             await self._server.wait_closed()
+        self._held.close()
 
 
 @pytest.fixture
@@ -393,21 +397,22 @@ async def test_a_radio_that_cannot_open_at_start_is_down_until_it_opens_then_tak
 async def test_the_hub_refuses_to_start_only_when_no_radio_opens(
     hubs: Callable[..., Runtime],
 ) -> None:
-    nobody, nobody_either = free_port(), free_port()
-    both = f"hci:tcp-client:127.0.0.1:{nobody},hci:tcp-client:127.0.0.1:{nobody_either}"
-    runtime = hubs(None, mode=both)
-    with pytest.raises(BluetoothUnavailable) as refused:
-        await runtime.start()
-    await runtime.stop()
-    message = str(refused.value)
-    assert f"radio0 (hci:tcp-client:127.0.0.1:{nobody}): cannot open" in message
-    assert f"radio1 (hci:tcp-client:127.0.0.1:{nobody_either}): cannot open" in message
+    with refusing_port() as one, refusing_port() as other:
+        nobody, nobody_either = one.getsockname()[1], other.getsockname()[1]
+        both = f"hci:tcp-client:127.0.0.1:{nobody},hci:tcp-client:127.0.0.1:{nobody_either}"
+        runtime = hubs(None, mode=both)
+        with pytest.raises(BluetoothUnavailable) as refused:
+            await runtime.start()
+        await runtime.stop()
+        message = str(refused.value)
+        assert f"radio0 (hci:tcp-client:127.0.0.1:{nobody}): cannot open" in message
+        assert f"radio1 (hci:tcp-client:127.0.0.1:{nobody_either}): cannot open" in message
 
-    # One radio keeps failing fast with the transport's own error.
-    single = hubs(None, mode=f"hci:tcp-client:127.0.0.1:{nobody}")
-    with pytest.raises(RadioError, match="cannot open bumble transport"):
-        await single.start()
-    await single.stop()
+        # One radio keeps failing fast with the transport's own error.
+        single = hubs(None, mode=f"hci:tcp-client:127.0.0.1:{nobody}")
+        with pytest.raises(RadioError, match="cannot open bumble transport"):
+            await single.start()
+        await single.stop()
 
 
 async def test_a_radio_that_went_deaf_is_not_preferred_after_the_next_scan(

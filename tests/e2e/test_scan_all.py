@@ -19,7 +19,7 @@ from gateway.config import BleSettings, Settings
 from gateway.runtime import Runtime
 from mcgw.advertisers import listen
 from tests.e2e import stranger
-from tests.e2e.served import Sim, SimFactory, base_env, free_port
+from tests.e2e.served import Sim, SimFactory, base_env, refusing_port
 from tests.e2e.test_cli import mcgw
 
 
@@ -96,12 +96,13 @@ async def test_scan_all_listens_on_the_radios_that_opened_when_one_is_down(
 ) -> None:
     """A radio that could not be opened has no backend yet: the scan must not fall back to
     bleak's platform backend for it (BlueZ, absent here), only listen on the others."""
-    nobody = free_port()
     env = base_env(tmp_path)
-    radios = f"{sim_process.ble},hci:tcp-client:127.0.0.1:{nobody}"
-    done = await asyncio.to_thread(
-        mcgw, "scan", "--ble", radios, "--all", "--json", "--timeout", "1", env=env
-    )
+    with refusing_port() as held:
+        nobody = held.getsockname()[1]
+        radios = f"{sim_process.ble},hci:tcp-client:127.0.0.1:{nobody}"
+        done = await asyncio.to_thread(
+            mcgw, "scan", "--ble", radios, "--all", "--json", "--timeout", "1", env=env
+        )
     assert done.returncode == 0, done.stderr
     assert {row["address"] for row in json.loads(done.stdout)} == set(sim_process.addresses)
     assert f"radio1 (tcp-client:127.0.0.1:{nobody}) could not be opened" in done.stderr
